@@ -1,0 +1,211 @@
+"""`danqing`: the command line for sample crawls, snapshots, materializations and the funnel.
+
+Materializations run on the Dagster instance in $DAGSTER_HOME (default $DANQING_HOME/dagster, created from the
+project's dagster.yaml), the same instance `make ui` / `dagster dev` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _home() -> Path:
+    from danqing_assets.lib.warehouse import default_home
+
+    return default_home().expanduser().resolve()
+
+
+def ensure_dagster_home() -> Path:
+    """$DAGSTER_HOME, defaulting to $DANQING_HOME/dagster, with the project's dagster.yaml in it."""
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(_home() / "dagster")
+    home = Path(os.environ["DAGSTER_HOME"]).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    template = PROJECT_ROOT / "dagster.yaml"
+    target = home / "dagster.yaml"
+    if template.exists() and template.resolve() != target and (
+        not target.exists() or target.read_bytes() != template.read_bytes()
+    ):
+        shutil.copyfile(template, target)
+    return home
+
+
+def cmd_sample_crawl(args: argparse.Namespace) -> int:
+    from danqing_assets.lib.sample_crawl import write_sample_crawl
+
+    kwargs = {"seed": args.seed}
+    if args.pages is not None:
+        kwargs["pages"] = args.pages
+    summary = write_sample_crawl(args.dir, **kwargs)
+    print(
+        f"wrote {len(summary.warc_files)} WARC files, {summary.pages} pages, {summary.pairs} pairs "
+        f"to {args.dir} in {summary.seconds:.1f}s (truth: {summary.truth_path})"
+    )
+    return 0
+
+
+def cmd_snapshot_add(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from danqing_assets.defs.partitions import snapshot_partitions
+    from danqing_assets.lib.snapshots import SnapshotRegistry
+
+    snap = SnapshotRegistry(_home()).add(args.name, args.source, base_url=args.base_url)
+    ensure_dagster_home()
+    instance = DagsterInstance.get()
+    if not instance.has_dynamic_partition(snapshot_partitions.name, args.name):
+        instance.add_dynamic_partitions(snapshot_partitions.name, [args.name])
+    print(f"snapshot {snap.name!r} -> {snap.source}")
+    return 0
+
+
+def cmd_snapshot_list(args: argparse.Namespace) -> int:
+    from danqing_assets.lib.snapshots import SnapshotRegistry
+
+    for snap in SnapshotRegistry(_home()).list():
+        print(f"{snap.name}\t{snap.source}")
+    return 0
+
+
+def materialize(name: str, *, through: str | None = None, run_config: dict | None = None) -> bool:
+    """Run the curation job for partition `name` (up to and including asset `through`). True on success."""
+    import dagster as dg
+
+    from danqing_assets.definitions import defs
+    from danqing_assets.defs.partitions import snapshot_partitions
+    from danqing_assets.lib.snapshots import SnapshotRegistry
+
+    SnapshotRegistry(_home()).get(name)  # a clear error for an unregistered snapshot
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    if not instance.has_dynamic_partition(snapshot_partitions.name, name):
+        instance.add_dynamic_partitions(snapshot_partitions.name, [name])
+    graph = defs.resolve_asset_graph()
+    if through is None:
+        keys = list(graph.get_all_asset_keys())
+    else:
+        key = dg.AssetKey.from_user_string(through)
+        if key not in graph.get_all_asset_keys():
+            known = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
+            raise SystemExit(f"unknown asset {through!r}; known assets: {known}")
+        selection = dg.AssetSelection.assets(key).upstream().required_multi_asset_neighbors()
+        keys = list(selection.resolve(graph))
+    job = defs.resolve_job_def("curation_job")
+    result = job.execute_in_process(
+        partition_key=name,
+        instance=instance,
+        asset_selection=keys,
+        run_config=run_config or {},
+        raise_on_error=False,
+        tags={"danqing/trigger": "cli"},
+    )
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            print(f"step failed: {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
+    return result.success
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    run_config = None
+    if args.config:
+        import yaml
+
+        run_config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+    ok = materialize(args.name, through=args.through, run_config=run_config)
+    print_funnel(args.name)
+    return 0 if ok else 1
+
+
+def print_funnel(name: str) -> None:
+    from danqing_assets.lib.funnel import format_funnel, funnel
+    from danqing_assets.lib.warehouse import Warehouse
+
+    print(format_funnel(funnel(Warehouse(_home()), name), name))
+
+
+def cmd_funnel(args: argparse.Namespace) -> int:
+    print_funnel(args.name)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Sample crawl -> snapshot `sample` -> every asset -> the funnel."""
+    home = _home()
+    crawl_dir = home / "sample-crawl"
+    started = time.monotonic()
+    if not (crawl_dir / "truth.parquet").exists() or args.regenerate:
+        cmd_sample_crawl(argparse.Namespace(dir=str(crawl_dir), pages=args.pages, seed=args.seed))
+    cmd_snapshot_add(argparse.Namespace(name="sample", source=str(crawl_dir), base_url=None))
+    ok = materialize("sample")
+    print_funnel("sample")
+    print(f"\ndemo finished in {time.monotonic() - started:.0f}s; warehouse: {home / 'warehouse.duckdb'}")
+    print(f'try: duckdb {home / "warehouse.duckdb"} "select reason, count(*) from rejected_pairs group by all"')
+    print("web UI on the same instance: make ui  (http://127.0.0.1:3000)")
+    return 0 if ok else 1
+
+
+def cmd_refresh_views(args: argparse.Namespace) -> int:
+    from danqing_assets.lib.warehouse import Warehouse
+
+    names = Warehouse(_home()).refresh_views()
+    print("views: " + ", ".join(names))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="danqing", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sample-crawl", help="write a deterministic sample crawl (WARC files + truth.parquet)")
+    s.add_argument("dir")
+    s.add_argument("--pages", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_sample_crawl)
+
+    snap = sub.add_parser("snapshot", help="register and list crawl snapshots").add_subparsers(dest="action", required=True)
+    a = snap.add_parser("add", help="register NAME with a SOURCE: directory, warc.paths.gz (file or URL), or s3://")
+    a.add_argument("name")
+    a.add_argument("source")
+    a.add_argument("--base-url", default=None, help="base that a listing's relative paths are joined to")
+    a.set_defaults(fn=cmd_snapshot_add)
+    snap.add_parser("list").set_defaults(fn=cmd_snapshot_list)
+
+    m = sub.add_parser("materialize", help="materialize the chain for snapshot NAME")
+    m.add_argument("name")
+    m.add_argument("--through", default=None, help="stop after this asset (it and everything upstream)")
+    m.add_argument("--config", default=None, help="YAML run config, e.g. {ops: {warc_files: {config: {max_files: 2}}}}")
+    m.set_defaults(fn=cmd_materialize)
+
+    f = sub.add_parser("funnel", help="print rows in/out and drops by reason for snapshot NAME")
+    f.add_argument("name")
+    f.set_defaults(fn=cmd_funnel)
+
+    d = sub.add_parser("demo", help="sample crawl -> snapshot 'sample' -> every asset -> funnel")
+    d.add_argument("--pages", type=int, default=None)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--regenerate", action="store_true")
+    d.set_defaults(fn=cmd_demo)
+
+    w = sub.add_parser("warehouse", help="warehouse maintenance").add_subparsers(dest="action", required=True)
+    w.add_parser("refresh-views", help="(re)create a DuckDB view for every table").set_defaults(fn=cmd_refresh_views)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (KeyError, ValueError, FileNotFoundError) as exc:  # bad names, sources, paths: a message, not a trace
+        print(f"danqing: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

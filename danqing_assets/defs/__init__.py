@@ -1,0 +1,19 @@
+"""Everything Dagster loads. Reading the modules top to bottom is reading the DAG:
+ingest -> s1_source_selection -> ... (later stages join as they land)."""
+
+import dagster as dg
+
+from danqing_assets.defs import automation, ingest, s1_source_selection
+from danqing_assets.defs.resources import default_resources
+
+ASSET_MODULES = [ingest, s1_source_selection]
+
+
+def build_defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules(ASSET_MODULES),
+        asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
+        jobs=[automation.curation_job],
+        sensors=[automation.new_crawl_snapshots],
+        resources={**default_resources(), "crawl_feed": automation.CrawlFeedResource()},
+    )

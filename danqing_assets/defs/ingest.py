@@ -1,0 +1,256 @@
+"""Ingest: a snapshot's WARC files -> every image-text pair on its HTML pages (+ an index of captured images)."""
+
+
+import os
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from danqing_assets.defs.metadata import check_from_validation, markdown_table
+from danqing_assets.defs.partitions import snapshot_partitions
+from danqing_assets.defs.resources import S3ClientResource, WarehouseResource
+from danqing_assets.lib import schemas
+from danqing_assets.lib.extract_jobs import ExtractOptions, extract_ref
+from danqing_assets.lib.snapshots import Snapshot, WarcRef, list_warcs
+
+GROUP = "ingest"
+
+PAIR_COLUMNS = {
+    "pair_id": pl.String,
+    "snapshot": pl.String,
+    "warc_file": pl.String,
+    "warc_offset": pl.Int64,
+    "warc_record_id": pl.String,
+    "page_url": pl.String,
+    "domain": pl.String,
+    "image_url": pl.String,
+    "caption": pl.String,
+    "title": pl.String,
+    "figcaption": pl.String,
+    "img_index": pl.Int32,
+    "page_language": pl.String,
+    "language_source": pl.String,
+    "charset": pl.String,
+    "fetch_time": pl.String,
+}
+CAPTURE_COLUMNS = {
+    "snapshot": pl.String,
+    "url": pl.String,
+    "warc_file": pl.String,
+    "warc_offset": pl.Int64,
+    "content_type": pl.String,
+    "content_length": pl.Int64,
+    "http_status": pl.Int32,
+}
+MAX_LOGGED_ERRORS = 200
+
+
+class WarcFilesConfig(dg.Config):
+    max_files: int | None = Field(
+        default=None, description="Use only the first N WARC files of the snapshot (sample a real crawl on a laptop)."
+    )
+    source: str | None = Field(
+        default=None, description="Override the registered SOURCE for this run (directory, warc.paths.gz, s3://)."
+    )
+    base_url: str | None = Field(default=None, description="Base URL that a listing's relative paths are joined to.")
+
+
+@dg.asset(
+    partitions_def=snapshot_partitions,
+    group_name=GROUP,
+    code_version="1",
+    check_specs=[dg.AssetCheckSpec("warc_files_schema", asset="warc_files", blocking=True)],
+)
+def warc_files(
+    context: dg.AssetExecutionContext, config: WarcFilesConfig, warehouse: WarehouseResource, s3: S3ClientResource
+) -> dg.MaterializeResult:
+    """The WARC files of the snapshot (uri, name, bytes), listed from its registered source."""
+    snapshot = context.partition_key
+    wh = warehouse.warehouse()
+    try:
+        registered = warehouse.registry().get(snapshot)
+    except KeyError:
+        if config.source is None:
+            raise dg.Failure(
+                f"snapshot {snapshot!r} has no registered source: run `danqing snapshot add {snapshot} SOURCE` "
+                "or set `source` in this asset's config"
+            )
+        registered = Snapshot(name=snapshot, source=config.source)
+    snap = Snapshot(
+        name=snapshot,
+        source=config.source or registered.source,
+        base_url=config.base_url or registered.base_url,
+    )
+    refs = list_warcs(snap, s3_client_factory=s3.client)
+    listed = len(refs)
+    if config.max_files is not None:
+        refs = refs[: config.max_files]
+    df = pl.DataFrame(
+        {
+            "snapshot": [snapshot] * len(refs),
+            "uri": [r.uri for r in refs],
+            "name": [r.name for r in refs],
+            "bytes": [r.bytes for r in refs],
+        },
+        schema={"snapshot": pl.String, "uri": pl.String, "name": pl.String, "bytes": pl.Int64},
+    )
+    wh.write("warc_files", snapshot, df)
+    outcome = schemas.validate(schemas.WarcFiles, df)
+    known = df["bytes"].drop_nulls()
+    return dg.MaterializeResult(
+        metadata={
+            "source": snap.source,
+            "files_listed": listed,
+            "files": df.height,
+            "bytes_known": int(known.sum()) if known.len() else 0,
+            "preview": dg.MetadataValue.md(markdown_table(df, ["name", "bytes"])),
+        },
+        check_results=[check_from_validation("warc_files_schema", outcome)],
+    )
+
+
+class RawPairsConfig(dg.Config):
+    language_prefilter: bool = Field(
+        default=True,
+        description=(
+            "Skip pages whose Common Crawl language label lacks `zho` without parsing their HTML (counted per "
+            "language in `pages_skipped_language`). Only ~5% of CC pages are zho, so this is where speed comes from. "
+            "False extracts every page; stage 1 then drops other languages pair by pair."
+        ),
+    )
+    max_page_bytes: int = Field(
+        default=2 * 1024 * 1024, description="Parse at most this many bytes of a page (larger ones are counted)."
+    )
+    workers: int | None = Field(default=None, description="Worker processes (default: CPU count, at most one per file).")
+
+
+@dg.multi_asset(
+    partitions_def=snapshot_partitions,
+    group_name=GROUP,
+    specs=[
+        dg.AssetSpec(
+            "raw_pairs",
+            deps=["warc_files"],
+            code_version="1",
+            description="Every image-text pair (<img> with its alt text) on the snapshot's HTML pages.",
+        ),
+        dg.AssetSpec(
+            "warc_image_captures",
+            deps=["warc_files"],
+            code_version="1",
+            description="Index of image responses captured in the snapshot's WARCs (url -> file, offset): "
+            "the fetcher reads these instead of the web.",
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec("raw_pairs_schema", asset="raw_pairs", blocking=True),
+        dg.AssetCheckSpec("warc_image_captures_schema", asset="warc_image_captures", blocking=True),
+    ],
+)
+def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehouse: WarehouseResource, s3: S3ClientResource):
+    """Decode each page with the right charset, resolve image URLs, and keep alt text, title and figcaption."""
+    snapshot = context.partition_key
+    wh = warehouse.warehouse()
+    files = wh.read("warc_files", snapshot)
+    refs = [WarcRef(uri=r["uri"], name=r["name"], bytes=r["bytes"]) for r in files.iter_rows(named=True)]
+    options = ExtractOptions(
+        snapshot=snapshot,
+        language_prefilter=config.language_prefilter,
+        max_page_bytes=config.max_page_bytes,
+        s3=s3.model_dump() if any(r.uri.startswith("s3://") for r in refs) else None,
+    )
+    started = time.monotonic()
+    results = _extract_all(context, refs, options, config.workers)
+    elapsed = time.monotonic() - started
+
+    pair_rows = [row for res in results for row in res.pairs]
+    capture_rows = [row for res in results for row in res.captures]
+    pairs = pl.DataFrame(pair_rows, schema=PAIR_COLUMNS) if pair_rows else pl.DataFrame(schema=PAIR_COLUMNS)
+    captures = pl.DataFrame(capture_rows, schema=CAPTURE_COLUMNS) if capture_rows else pl.DataFrame(schema=CAPTURE_COLUMNS)
+    pairs = pairs.sort(["warc_file", "warc_offset", "img_index"])
+    wh.write("raw_pairs", snapshot, pairs)
+    wh.write("warc_image_captures", snapshot, captures)
+
+    totals: Counter[str] = Counter()
+    skipped_lang: Counter[str] = Counter()
+    skipped_img: Counter[str] = Counter()
+    error_kinds: Counter[str] = Counter()
+    bytes_read = 0
+    logged = 0
+    for res in results:
+        st = res.stats
+        bytes_read += st.bytes_read
+        totals.update(records=st.records, responses=st.responses, html_pages=st.html_pages, pages_truncated=st.pages_truncated)
+        skipped_lang.update(st.pages_skipped_language)
+        skipped_img.update(st.skipped_images)
+        for err in st.errors:
+            error_kinds[err.kind] += 1
+            if logged < MAX_LOGGED_ERRORS:
+                context.log.warning(f"WARC error {err.kind} in {err.file} at offset {err.offset}: {err.message}")
+                logged += 1
+    if logged < sum(error_kinds.values()):
+        context.log.warning(f"{sum(error_kinds.values()) - logged} more WARC errors not logged individually")
+
+    raw_outcome = schemas.validate(schemas.RawPairs, pairs)
+    cap_outcome = schemas.validate(schemas.ImageCaptures, captures)
+    mb = bytes_read / 1e6
+    yield dg.MaterializeResult(
+        asset_key="raw_pairs",
+        metadata={
+            "rows_out": pairs.height,
+            "warc_files": len(refs),
+            "warc_errors": int(sum(error_kinds.values())),
+            "warc_errors_by_kind": dg.MetadataValue.json(dict(error_kinds)),
+            "records": totals["records"],
+            "html_pages": totals["html_pages"],
+            "pages_truncated": totals["pages_truncated"],
+            "pages_skipped_language": int(sum(skipped_lang.values())),
+            "pages_skipped_by_language": dg.MetadataValue.json(dict(skipped_lang.most_common(30))),
+            "images_without_pair": dg.MetadataValue.json(dict(skipped_img)),
+            "pairs_by_language_source": dg.MetadataValue.json(
+                dict(pairs.group_by("language_source").len().iter_rows()) if pairs.height else {}
+            ),
+            "megabytes_read": dg.MetadataValue.float(round(mb, 3)),
+            "throughput_mb_s": dg.MetadataValue.float(round(mb / elapsed, 2) if elapsed > 0 else 0.0),
+            "preview": dg.MetadataValue.md(markdown_table(pairs, ["page_language", "domain", "image_url", "caption"])),
+        },
+        check_results=[check_from_validation("raw_pairs_schema", raw_outcome, asset_key="raw_pairs")],
+    )
+    yield dg.MaterializeResult(
+        asset_key="warc_image_captures",
+        metadata={
+            "rows_out": captures.height,
+            "by_content_type": dg.MetadataValue.json(
+                dict(captures.group_by("content_type").len().iter_rows()) if captures.height else {}
+            ),
+        },
+        check_results=[
+            check_from_validation("warc_image_captures_schema", cap_outcome, asset_key="warc_image_captures")
+        ],
+    )
+
+
+def _extract_all(context: dg.AssetExecutionContext, refs: list[WarcRef], options: ExtractOptions, workers: int | None):
+    """Extract every file, in worker processes when there are several; results in file order."""
+    n = max(1, min(workers or os.cpu_count() or 1, len(refs)))
+    if n == 1 or len(refs) <= 1:
+        out = []
+        for i, ref in enumerate(refs, 1):
+            out.append(extract_ref(ref, options))
+            context.log.info(f"extracted {i}/{len(refs)} WARC files ({ref.name})")
+        return out
+    results: dict[int, object] = {}
+    with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(extract_ref, ref, options): i for i, ref in enumerate(refs)}
+        for done, fut in enumerate(as_completed(futures), 1):
+            i = futures[fut]
+            results[i] = fut.result()
+            if done % max(1, len(refs) // 20) == 0 or done == len(refs):
+                context.log.info(f"extracted {done}/{len(refs)} WARC files")
+    return [results[i] for i in range(len(refs))]
+

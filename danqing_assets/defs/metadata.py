@@ -1,0 +1,79 @@
+"""Asset metadata shared by the filtering stages: the funnel a user reads in the Dagster UI."""
+
+
+from typing import Any, Iterable
+
+import dagster as dg
+import polars as pl
+
+# Share of pairs each step of the paper kept (DANQING.md): shown beside our own rate.
+PAPER_KEPT = {
+    "source": 706 / 1050,
+    "fetch": 475.1 / 706,
+    "text": 397.2 / 475.1,
+    "image": 178.6 / 397.2,
+    "cross_modal": 99.9 / 178.6,
+}
+PAPER_OVERALL_REMOVED = 0.9046
+
+
+def markdown_table(df: pl.DataFrame, columns: Iterable[str], *, limit: int = 8, width: int = 60) -> str:
+    cols = [c for c in columns if c in df.columns]
+    if df.is_empty() or not cols:
+        return "_(none)_"
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.head(limit).select(cols).iter_rows():
+        cells = []
+        for v in row:
+            s = "" if v is None else str(v)
+            s = s.replace("|", "\\|").replace("\n", " ")
+            cells.append(s if len(s) <= width else s[: width - 1] + "…")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rejected_preview(rejected: pl.DataFrame, columns: list[str], *, per_reason: int = 2) -> str:
+    if rejected.is_empty():
+        return "_(nothing rejected)_"
+    sample = rejected.sort("pair_id").group_by("reason", maintain_order=True).head(per_reason).sort("reason")
+    return markdown_table(sample, ["reason", *columns, "detail"], limit=per_reason * 30)
+
+
+def stage_metadata(
+    *,
+    stage: str,
+    reasons: Iterable[str],
+    rows_in: int,
+    kept: pl.DataFrame,
+    rejected: pl.DataFrame,
+    raw_rows: int | None,
+    preview_columns: list[str],
+) -> dict[str, Any]:
+    """rows in/out, `dropped_<reason>` for every reason of the stage (zeros too), rates, and previews."""
+    counts = dict(rejected.group_by("reason").len().iter_rows()) if not rejected.is_empty() else {}
+    reason_list = list(reasons)
+    extra_reasons = sorted(set(counts) - set(reason_list))  # plug-in classifiers may add reasons
+    md: dict[str, Any] = {
+        "rows_in": rows_in,
+        "rows_out": kept.height,
+        "rows_dropped": rejected.height,
+        "rejection_rate": dg.MetadataValue.float(round(rejected.height / rows_in, 6) if rows_in else 0.0),
+        "kept_rate": dg.MetadataValue.float(round(kept.height / rows_in, 6) if rows_in else 0.0),
+        "paper_kept_rate": dg.MetadataValue.float(round(PAPER_KEPT.get(stage, float("nan")), 4)),
+    }
+    if raw_rows is not None:
+        md["cumulative_retention"] = dg.MetadataValue.float(round(kept.height / raw_rows, 6) if raw_rows else 0.0)
+    for reason in [*reason_list, *extra_reasons]:
+        md[f"dropped_{reason}"] = int(counts.get(reason, 0))
+    md["preview_kept"] = dg.MetadataValue.md(markdown_table(kept, preview_columns))
+    md["preview_rejected"] = dg.MetadataValue.md(rejected_preview(rejected, preview_columns))
+    return md
+
+
+def check_from_validation(name: str, outcome, *, asset_key: str | None = None) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name,
+        asset_key=asset_key,
+        passed=outcome.passed,
+        metadata={"failures": outcome.failures, "failure_cases": dg.MetadataValue.md(outcome.summary or "_none_")},
+    )

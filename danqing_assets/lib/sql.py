@@ -1,0 +1,55 @@
+"""Run the project's SQL files (the top-level `sql/` folder) on DuckDB with named parameters.
+
+Every decision a stage makes is a query in `sql/<stage>/<name>.sql` that reads the tables handed to it (polars frames
+registered as views) and takes thresholds as `$named` parameters, never as formatted strings. That keeps thresholds
+re-tunable with plain SQL over the stored scores.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+_PARAM = re.compile(r"(?<![:$\w])\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@lru_cache(maxsize=None)
+def load_sql(name: str) -> str:
+    """The text of `sql/<name>` (e.g. "s1_source_selection/decide.sql")."""
+    path = (SQL_DIR / name).resolve()
+    if SQL_DIR not in path.parents or not path.is_file():
+        raise FileNotFoundError(f"no SQL file {name!r} under {SQL_DIR}")
+    return path.read_text(encoding="utf-8")
+
+
+def sql_parameters(text: str) -> set[str]:
+    """The `$named` parameters a query uses (comments stripped)."""
+    body = re.sub(r"--[^\n]*", "", text)
+    return set(_PARAM.findall(body))
+
+
+def run_sql(name: str, *, tables: dict[str, pl.DataFrame], params: dict[str, Any] | None = None) -> pl.DataFrame:
+    """Run `sql/<name>` on an in-memory DuckDB with `tables` registered under their keys; return a polars frame.
+
+    Exactly the parameters the query names must be given: a missing or unused one is a programming error, raised
+    before the query runs.
+    """
+    text = load_sql(name)
+    params = dict(params or {})
+    wanted = sql_parameters(text)
+    missing, unused = wanted - params.keys(), params.keys() - wanted
+    if missing or unused:
+        raise ValueError(f"{name}: missing parameters {sorted(missing)}, unused parameters {sorted(unused)}")
+    con = duckdb.connect(":memory:")
+    try:
+        for key, frame in tables.items():
+            con.register(key, frame.to_arrow())
+        return pl.from_arrow(con.execute(text, params).fetch_arrow_table())
+    finally:
+        con.close()

@@ -1,0 +1,198 @@
+"""The warehouse: one Parquet file per (table, snapshot), and a DuckDB file of views over them.
+
+Layout under `home` (`$DANQING_HOME`, default `./.danqing`)::
+
+    tables/<table>/snapshot=<name>/part-0.parquet                  # one file per asset and snapshot
+    tables/rejected_pairs/stage=<stage>/snapshot=<name>/part-0.parquet   # the ledger, one part per stage
+    warehouse.duckdb                                               # views named after the tables
+
+Why this shape: DuckDB lets one process at a time write a database file, but materializing two snapshots at once
+must work. Pipeline steps therefore never write the database: a step writes its Parquet file under a temporary name
+and renames it into place (atomic on POSIX), which replaces exactly that snapshot's rows. The DuckDB file only holds
+views over glob patterns, created once per table (retrying briefly when another process holds the lock), so
+`duckdb $DANQING_HOME/warehouse.duckdb "select * from source_selected_pairs"` always sees every snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+LEDGER = "rejected_pairs"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_TABLE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+LEDGER_SCHEMA = {
+    "snapshot": pl.String,
+    "pair_id": pl.String,
+    "stage": pl.String,
+    "reason": pl.String,
+    "detail": pl.String,
+}
+
+
+def validate_snapshot_name(name: str) -> str:
+    """Snapshot names become directory names and partition keys: letters, digits, `_`, `.`, `-` only."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in {".", ".."}:
+        raise ValueError(
+            f"invalid snapshot name {name!r}: use 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("DANQING_HOME") or ".danqing")
+
+
+class Warehouse:
+    """Parquet tables per snapshot plus a DuckDB file of views. Safe for concurrent writers of different snapshots."""
+
+    def __init__(self, home: str | os.PathLike | None = None):
+        self.home = Path(home if home is not None else default_home()).expanduser().resolve()
+        self.tables_root = self.home / "tables"
+        self.db_path = self.home / "warehouse.duckdb"
+
+    # ----------------------------------------------------------------- paths
+    def table_dir(self, table: str, *, stage: str | None = None) -> Path:
+        if not _TABLE.match(table):
+            raise ValueError(f"invalid table name {table!r}")
+        base = self.tables_root / table
+        return base / f"stage={stage}" if stage is not None else base
+
+    def partition_path(self, table: str, snapshot: str, *, stage: str | None = None) -> Path:
+        validate_snapshot_name(snapshot)
+        return self.table_dir(table, stage=stage) / f"snapshot={snapshot}" / "part-0.parquet"
+
+    def glob(self, table: str) -> str:
+        """The glob a view reads: every snapshot (and, for the ledger, every stage) of `table`."""
+        if table == LEDGER:
+            return str(self.table_dir(LEDGER) / "stage=*" / "snapshot=*" / "*.parquet")
+        return str(self.table_dir(table) / "snapshot=*" / "*.parquet")
+
+    def exists(self, table: str, snapshot: str, *, stage: str | None = None) -> bool:
+        return self.partition_path(table, snapshot, stage=stage).exists()
+
+    # ----------------------------------------------------------------- writes
+    def write(self, table: str, snapshot: str, df: pl.DataFrame, *, stage: str | None = None) -> Path:
+        """Replace `table`'s rows for `snapshot` with `df` (atomically), and make sure the view exists."""
+        if "snapshot" not in df.columns:
+            df = df.with_columns(pl.lit(snapshot, dtype=pl.String).alias("snapshot"))
+        path = self.partition_path(table, snapshot, stage=stage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            df.write_parquet(tmp, compression="zstd", statistics=True)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.ensure_view(LEDGER if stage is not None else table)
+        return path
+
+    def write_rejections(self, stage: str, snapshot: str, df: pl.DataFrame) -> Path:
+        """Replace this stage's part of the `rejected_pairs` ledger for `snapshot`."""
+        df = df.with_columns(
+            pl.lit(snapshot, dtype=pl.String).alias("snapshot"), pl.lit(stage, dtype=pl.String).alias("stage")
+        )
+        if "detail" not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=pl.String).alias("detail"))
+        df = df.select([pl.col(c).cast(t) for c, t in LEDGER_SCHEMA.items()])
+        return self.write(LEDGER, snapshot, df, stage=stage)
+
+    # ----------------------------------------------------------------- reads
+    def read(self, table: str, snapshot: str, *, stage: str | None = None, columns: list[str] | None = None) -> pl.DataFrame:
+        path = self.partition_path(table, snapshot, stage=stage)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first"
+            )
+        return pl.read_parquet(path, columns=columns)
+
+    def read_rejections(self, snapshot: str, *, stages: list[str] | None = None) -> pl.DataFrame:
+        """The ledger rows of `snapshot`, from the given stages (default: all that have written)."""
+        root = self.table_dir(LEDGER)
+        frames = []
+        for stage_dir in sorted(root.glob("stage=*")) if root.exists() else []:
+            stage = stage_dir.name.split("=", 1)[1]
+            if stages is not None and stage not in stages:
+                continue
+            path = stage_dir / f"snapshot={snapshot}" / "part-0.parquet"
+            if path.exists():
+                frames.append(pl.read_parquet(path))
+        if not frames:
+            return pl.DataFrame(schema=LEDGER_SCHEMA)
+        return pl.concat(frames, how="vertical_relaxed")
+
+    def count(self, table: str, snapshot: str) -> int | None:
+        path = self.partition_path(table, snapshot)
+        if not path.exists():
+            return None
+        return pl.scan_parquet(path).select(pl.len()).collect().item()
+
+    # ----------------------------------------------------------------- views
+    def connect(self, *, read_only: bool = False, timeout_s: float = 60.0):
+        """Open the warehouse DuckDB file, waiting while another process holds its write lock."""
+        import duckdb
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.db_path), read_only=read_only)
+            except duckdb.IOException as exc:  # "Could not set lock on file": another process has it open
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def ensure_view(self, table: str) -> bool:
+        """Create the view for `table` if it is missing. Returns False (and logs) when the lock could not be had."""
+        marker = self.home / ".views" / table
+        if marker.exists() and self.db_path.exists():
+            return True
+        try:
+            con = self.connect(timeout_s=30.0)
+        except Exception as exc:  # noqa: BLE001 - the Parquet data is written; the view can be made later
+            log.warning("could not create view %s in %s: %s (run `danqing warehouse refresh-views`)", table, self.db_path, exc)
+            return False
+        try:
+            self._create_view(con, table)
+        finally:
+            con.close()
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        return True
+
+    def _create_view(self, con, table: str) -> None:
+        pattern = self.glob(table).replace("'", "''")
+        con.execute(
+            f"CREATE OR REPLACE VIEW {table} AS "  # table names are validated identifiers
+            f"SELECT * FROM read_parquet('{pattern}', union_by_name = true, hive_partitioning = false)"
+        )
+
+    def refresh_views(self) -> list[str]:
+        """(Re)create a view for every table that has data. Returns the table names."""
+        names = []
+        if self.tables_root.exists():
+            for d in sorted(self.tables_root.iterdir()):
+                if d.is_dir() and _TABLE.match(d.name) and any(d.rglob("*.parquet")):
+                    names.append(d.name)
+        con = self.connect()
+        try:
+            for name in names:
+                self._create_view(con, name)
+        finally:
+            con.close()
+        for name in names:
+            (self.home / ".views").mkdir(parents=True, exist_ok=True)
+            (self.home / ".views" / name).touch()
+        return names

@@ -1,0 +1,138 @@
+import gzip
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
+
+import boto3
+import pytest
+
+from danqing_assets.lib.snapshots import (
+    Snapshot,
+    SnapshotRegistry,
+    SourceError,
+    list_warcs,
+    open_uri,
+    source_kind,
+)
+
+
+@pytest.fixture
+def crawl_dir(tmp_path):
+    d = tmp_path / "crawl"
+    (d / "seg" / "warc").mkdir(parents=True)
+    (d / "seg" / "warc" / "b.warc.gz").write_bytes(b"BB")
+    (d / "a.warc").write_bytes(b"A")
+    (d / "notes.txt").write_text("not a warc")
+    return d
+
+
+def test_directory_source_lists_warcs_sorted_with_sizes(crawl_dir):
+    refs = list_warcs(Snapshot("s", str(crawl_dir)))
+    assert [(r.name, r.bytes) for r in refs] == [("a.warc", 1), ("seg/warc/b.warc.gz", 2)]
+
+
+def test_local_listing_joins_relative_paths_to_base(tmp_path, crawl_dir):
+    listing = tmp_path / "warc.paths.gz"
+    listing.write_bytes(gzip.compress(b"seg/warc/b.warc.gz\n\na.warc\n"))
+    refs = list_warcs(Snapshot("s", str(listing), base_url=str(crawl_dir)))
+    assert [r.uri for r in refs] == [str(crawl_dir / "seg/warc/b.warc.gz"), str(crawl_dir / "a.warc")]
+    with open_uri(refs[0].uri) as fh:
+        assert fh.read() == b"BB"
+
+
+def test_listing_defaults_to_common_crawl_https(tmp_path):
+    listing = tmp_path / "warc.paths.gz"
+    listing.write_bytes(gzip.compress(b"crawl-data/CC-MAIN-2025-08/segments/1/warc/x.warc.gz\n"))
+    (ref,) = list_warcs(Snapshot("s", str(listing)))
+    assert ref.uri == "https://data.commoncrawl.org/crawl-data/CC-MAIN-2025-08/segments/1/warc/x.warc.gz"
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    (root / "crawl-data" / "X" / "warc").mkdir(parents=True)
+    (root / "crawl-data" / "X" / "warc" / "f1.warc.gz").write_bytes(b"payload-1")
+    (root / "crawl-data" / "X" / "warc.paths.gz").write_bytes(gzip.compress(b"crawl-data/X/warc/f1.warc.gz\n"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_https_listing_over_a_real_http_server(http_root):
+    snap = Snapshot("s", f"{http_root}/crawl-data/X/warc.paths.gz", base_url=http_root + "/")
+    (ref,) = list_warcs(snap)
+    assert ref.uri == f"{http_root}/crawl-data/X/warc/f1.warc.gz"
+    with open_uri(ref.uri) as fh:
+        assert fh.read() == b"payload-1"
+
+
+def test_http_404_is_an_oserror(http_root):
+    with pytest.raises(OSError, match="404"):
+        open_uri(f"{http_root}/missing.warc.gz")
+
+
+def test_bad_listings_give_clear_errors(tmp_path):
+    bad = tmp_path / "warc.paths.gz"
+    bad.write_bytes(b"\x1f\x8b\x08garbage")
+    with pytest.raises(SourceError, match="gzip"):
+        list_warcs(Snapshot("s", str(bad)))
+    bad.write_bytes(gzip.compress(b"index.html\n"))
+    with pytest.raises(SourceError, match="not WARC paths"):
+        list_warcs(Snapshot("s", str(bad)))
+    with pytest.raises(SourceError, match="does not exist"):
+        source_kind(str(tmp_path / "nope"))
+    with pytest.raises(SourceError, match="listing"):
+        source_kind("https://example.org/some.warc.gz")
+
+
+def test_registry_round_trip_and_validation(tmp_path, crawl_dir):
+    reg = SnapshotRegistry(tmp_path / "home")
+    snap = reg.add("CC-MAIN-2025-08", str(crawl_dir))
+    assert reg.get("CC-MAIN-2025-08") == snap
+    assert [s.name for s in reg.list()] == ["CC-MAIN-2025-08"]
+    with pytest.raises(KeyError, match="snapshot add"):
+        reg.get("other")
+    with pytest.raises(ValueError):
+        reg.add("../evil", str(crawl_dir))
+    with pytest.raises(SourceError):
+        reg.add("x", str(tmp_path / "missing"))
+
+
+@pytest.fixture
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_s3_prefix_and_s3_listing_on_a_local_s3_server(s3_server, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+    def factory():
+        return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+    client = factory()
+    client.create_bucket(Bucket="commoncrawl")
+    client.put_object(Bucket="commoncrawl", Key="crawl-data/X/segments/1/warc/a.warc.gz", Body=b"AAA")
+    client.put_object(Bucket="commoncrawl", Key="crawl-data/X/segments/1/wat/a.wat.gz", Body=b"no")
+    client.put_object(
+        Bucket="commoncrawl", Key="crawl-data/X/warc.paths.gz", Body=gzip.compress(b"crawl-data/X/segments/1/warc/a.warc.gz\n")
+    )
+    by_prefix = list_warcs(Snapshot("s", "s3://commoncrawl/crawl-data/X/segments/"), s3_client_factory=factory)
+    assert [(r.uri, r.bytes) for r in by_prefix] == [("s3://commoncrawl/crawl-data/X/segments/1/warc/a.warc.gz", 3)]
+    by_listing = list_warcs(Snapshot("s", "s3://commoncrawl/crawl-data/X/warc.paths.gz"), s3_client_factory=factory)
+    assert [r.uri for r in by_listing] == ["s3://commoncrawl/crawl-data/X/segments/1/warc/a.warc.gz"]
+    with open_uri(by_listing[0].uri, s3_client_factory=factory) as fh:
+        assert fh.read() == b"AAA"

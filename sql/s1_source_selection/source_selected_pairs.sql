@@ -1,0 +1,48 @@
+-- Stage 1 (data source selection): decide every scored raw pair of one snapshot.
+-- Input view `scored`: the raw_pairs columns plus the stage-1 scores computed in Python:
+--   blacklisted_by (matched blacklist domain or NULL), word_count (jieba words), unsafe_term (classifier detail or
+--   NULL), unsafe (bool), caption_norm (normalised caption for exact dedup).
+-- Output: every input row with `reason` (NULL = kept) and `detail`. The first failing rule wins, in the order of
+-- danqing_assets/lib/reasons.py; exact duplicates are ranked only among pairs that pass every other rule, and the
+-- first pair in (warc_file, warc_offset, img_index) order keeps.
+WITH decided AS (
+    SELECT
+        *,
+        CASE
+            WHEN $require_chinese_page
+                 AND NOT list_contains(string_split(lower(coalesce(page_language, '')), ','), 'zho')
+                THEN 'not_chinese_page'
+            WHEN blacklisted_by IS NOT NULL THEN 'blacklisted_domain'
+            WHEN trim(coalesce(caption, '')) = '' THEN 'caption_missing'
+            WHEN word_count < $min_words THEN 'caption_too_short'
+            WHEN word_count > $max_words THEN 'caption_too_long'
+            WHEN unsafe THEN 'unsafe_text'
+        END AS rule_reason
+    FROM scored
+),
+ranked AS (
+    SELECT
+        *,
+        row_number() OVER w AS dup_rank,
+        first_value(pair_id) OVER w AS dup_of
+    FROM decided
+    WINDOW w AS (
+        PARTITION BY rule_reason IS NULL, image_url, caption_norm
+        ORDER BY warc_file, warc_offset, img_index
+    )
+)
+SELECT
+    * EXCLUDE (rule_reason, dup_rank, dup_of),
+    CASE
+        WHEN rule_reason IS NOT NULL THEN rule_reason
+        WHEN dup_rank > 1 THEN 'duplicate_pair'
+    END AS reason,
+    CASE
+        WHEN rule_reason = 'not_chinese_page' THEN 'page_language=' || coalesce(page_language, '')
+        WHEN rule_reason = 'blacklisted_domain' THEN 'domain=' || coalesce(domain, '') || ' listed=' || blacklisted_by
+        WHEN rule_reason IN ('caption_too_short', 'caption_too_long') THEN 'words=' || word_count
+        WHEN rule_reason = 'unsafe_text' THEN coalesce(unsafe_term, 'classifier')
+        WHEN rule_reason IS NULL AND dup_rank > 1 THEN 'duplicate_of=' || dup_of
+    END AS detail
+FROM ranked
+ORDER BY warc_file, warc_offset, img_index
