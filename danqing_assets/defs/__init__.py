@@ -1,12 +1,12 @@
 """Everything Dagster loads. Reading the modules top to bottom is reading the DAG:
-ingest -> s1_source_selection -> ... (later stages join as they land)."""
+ingest -> s1_source_selection -> s2_text_refinement -> ... (later stages join as they land)."""
 
 import dagster as dg
 
-from danqing_assets.defs import automation, ingest, s1_source_selection
+from danqing_assets.defs import automation, ingest, s1_source_selection, s2_text_refinement
 from danqing_assets.defs.resources import default_resources
 
-ASSET_MODULES = [ingest, s1_source_selection]
+ASSET_MODULES = [ingest, s1_source_selection, s2_text_refinement]
 
 
 def build_defs() -> dg.Definitions:

@@ -1,0 +1,38 @@
+import dagster as dg
+import pytest
+
+from danqing_assets.definitions import defs
+from danqing_assets.defs.partitions import snapshot_partitions
+from danqing_assets.defs.resources import S3ClientResource, WarehouseResource
+from danqing_assets.lib.sample_crawl import write_sample_crawl
+from danqing_assets.lib.snapshots import SnapshotRegistry
+
+
+@pytest.fixture(scope="session")
+def sample_crawl(tmp_path_factory):
+    """The default-size sample crawl, generated once per test session."""
+    out = tmp_path_factory.mktemp("sample-crawl")
+    summary = write_sample_crawl(out, seed=0)
+    return out, summary
+
+
+def run_pipeline(home, crawl_dir, snapshot="sample", *, through=None, run_config=None, instance=None):
+    """Register `crawl_dir` as `snapshot` under warehouse `home` and materialize up to `through`."""
+    SnapshotRegistry(home).add(snapshot, str(crawl_dir))
+    instance = instance or dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(snapshot_partitions.name, [snapshot])
+    graph = defs.resolve_asset_graph()
+    if through:
+        keys = dg.AssetSelection.assets(through).upstream().required_multi_asset_neighbors().resolve(graph)
+    else:
+        keys = graph.get_all_asset_keys()
+    job = defs.resolve_job_def("curation_job")
+    result = job.execute_in_process(
+        partition_key=snapshot,
+        instance=instance,
+        asset_selection=list(keys),
+        run_config=run_config or {},
+        resources={"warehouse": WarehouseResource(home=str(home)), "s3": S3ClientResource()},
+        raise_on_error=True,
+    )
+    return result
