@@ -135,6 +135,33 @@ def cmd_funnel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Materialize several snapshots: in this process one after another, or in `--parallel` child processes
+    (each its own Dagster run on the shared instance; the warehouse takes concurrent snapshots)."""
+    import subprocess
+
+    from danqing_assets.lib.snapshots import SnapshotRegistry
+
+    names = [s.name for s in SnapshotRegistry(_home()).list()] if args.all else args.names
+    if not names:
+        raise ValueError("name snapshots to backfill, or pass --all")
+    base = [sys.executable, "-m", "danqing_assets.cli", "materialize"]
+    extra = (["--through", args.through] if args.through else []) + (["--config", args.config] if args.config else [])
+    failed: list[str] = []
+    pending = list(names)
+    running: list[tuple[str, subprocess.Popen]] = []
+    while pending or running:
+        while pending and len(running) < max(1, args.parallel):
+            name = pending.pop(0)
+            print(f"backfill: starting {name}", flush=True)
+            running.append((name, subprocess.Popen([*base, name, *extra])))
+        name, proc = running.pop(0)
+        if proc.wait() != 0:
+            failed.append(name)
+    print(f"backfill: {len(names) - len(failed)} of {len(names)} snapshots succeeded" + (f"; failed: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Sample crawl -> snapshot `sample` -> every asset -> the funnel."""
     home = _home()
@@ -186,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("funnel", help="print rows in/out and drops by reason for snapshot NAME")
     f.add_argument("name")
     f.set_defaults(fn=cmd_funnel)
+
+    b = sub.add_parser("backfill", help="materialize several snapshots (or --all registered ones)")
+    b.add_argument("names", nargs="*")
+    b.add_argument("--all", action="store_true")
+    b.add_argument("--through", default=None)
+    b.add_argument("--config", default=None)
+    b.add_argument("--parallel", type=int, default=1, help="snapshots materialized at once, each in its own process")
+    b.set_defaults(fn=cmd_backfill)
 
     d = sub.add_parser("demo", help="sample crawl -> snapshot 'sample' -> every asset -> funnel")
     d.add_argument("--pages", type=int, default=None)

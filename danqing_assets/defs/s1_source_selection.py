@@ -46,7 +46,7 @@ def score_source_pairs(raw: pl.DataFrame, config: SourceSelectionConfig) -> pl.D
     norm_of = {c: normalize_caption(c) for c in set(captions)}
     return raw.with_columns(
         pl.Series("blacklisted_by", [matches[d] for d in domains], dtype=pl.String),
-        pl.Series("word_count", count_words_many(captions) if captions else [], dtype=pl.Int32),
+        pl.Series("word_count", count_words_many(captions) if captions else [], dtype=pl.Int64),
         pl.Series("unsafe", [bool(v[0]) for v in verdicts], dtype=pl.Boolean),
         pl.Series("unsafe_term", [v[1] if v[0] else None for v in verdicts], dtype=pl.String),
         pl.Series("caption_norm", [norm_of[c] for c in captions], dtype=pl.String),

@@ -21,18 +21,15 @@ def run_pipeline(home, crawl_dir, snapshot="sample", *, through=None, run_config
     SnapshotRegistry(home).add(snapshot, str(crawl_dir))
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(snapshot_partitions.name, [snapshot])
-    graph = defs.resolve_asset_graph()
+    selection = dg.AssetSelection.all()
     if through:
-        keys = dg.AssetSelection.assets(through).upstream().required_multi_asset_neighbors().resolve(graph)
-    else:
-        keys = graph.get_all_asset_keys()
-    job = defs.resolve_job_def("curation_job")
-    result = job.execute_in_process(
+        selection = dg.AssetSelection.assets(through).upstream().required_multi_asset_neighbors()
+    return dg.materialize(
+        assets=list(defs.assets),
+        selection=selection,
         partition_key=snapshot,
         instance=instance,
-        asset_selection=list(keys),
         run_config=run_config or {},
         resources={"warehouse": WarehouseResource(home=str(home)), "s3": S3ClientResource()},
         raise_on_error=True,
     )
-    return result
