@@ -1,12 +1,12 @@
 """Everything Dagster loads. Reading the modules top to bottom is reading the DAG:
-ingest -> s1_source_selection -> s2_text_refinement -> ... (later stages join as they land)."""
+ingest -> s1_source_selection -> s2_text_refinement -> image_acquisition -> ... (later stages join as they land)."""
 
 import dagster as dg
 
-from danqing_assets.defs import automation, ingest, s1_source_selection, s2_text_refinement
+from danqing_assets.defs import automation, image_acquisition, ingest, s1_source_selection, s2_text_refinement
 from danqing_assets.defs.resources import default_resources
 
-ASSET_MODULES = [ingest, s1_source_selection, s2_text_refinement]
+ASSET_MODULES = [ingest, s1_source_selection, s2_text_refinement, image_acquisition]
 
 
 def build_defs() -> dg.Definitions:
@@ -15,5 +15,5 @@ def build_defs() -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
         jobs=[automation.curation_job],
         sensors=[automation.new_crawl_snapshots],
-        resources={**default_resources(), "crawl_feed": automation.CrawlFeedResource()},
+        resources=default_resources(),
     )

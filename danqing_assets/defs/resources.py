@@ -2,6 +2,7 @@
 
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
@@ -43,5 +44,31 @@ class S3ClientResource(dg.ConfigurableResource):
         ).get_client()
 
 
-def default_resources() -> dict[str, Any]:
-    return {"warehouse": WarehouseResource(), "s3": S3ClientResource()}
+class ImageStoreResource(dg.ConfigurableResource):
+    """Where image bytes live, by sha256: a local directory (default `$DANQING_HOME/images`) or an S3 prefix."""
+
+    location: str | None = Field(
+        default=None,
+        description="Directory, or s3://bucket/prefix (uses the `s3` resource). Unset: $DANQING_HOME/images.",
+    )
+
+    def store(self, warehouse: WarehouseResource, s3: S3ClientResource):
+        from danqing_assets.lib.image_store import LocalImageStore, S3ImageStore
+
+        loc = self.location
+        if loc and loc.startswith("s3://"):
+            parts = urlsplit(loc)
+            return S3ImageStore(s3.client(), parts.netloc, parts.path.lstrip("/"))
+        return LocalImageStore(loc or (warehouse.warehouse().home / "images"))
+
+
+def default_resources(home: str | None = None) -> dict[str, Any]:
+    """The resources of the code location; `home` pins the warehouse (tests), else $DANQING_HOME at run time."""
+    from danqing_assets.defs.automation import CrawlFeedResource
+
+    return {
+        "warehouse": WarehouseResource(home=home),
+        "s3": S3ClientResource(),
+        "image_store": ImageStoreResource(),
+        "crawl_feed": CrawlFeedResource(),
+    }

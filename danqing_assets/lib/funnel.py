@@ -9,7 +9,8 @@ import polars as pl
 from danqing_assets.lib.reasons import REASONS_BY_STAGE
 from danqing_assets.lib.warehouse import Warehouse
 
-# (asset/table, ledger stage it writes, paper's pair count in millions at that step)
+# (asset/table, ledger stage it writes, paper's pair count in millions at that step). Stage 2 runs before the download
+# here (the paper downloaded first), so the paper's counts are not comparable step by step, only overall.
 STEPS: list[tuple[str, str | None, float]] = [
     ("raw_pairs", None, 1050.0),
     ("source_selected_pairs", "source", 706.0),
@@ -18,6 +19,8 @@ STEPS: list[tuple[str, str | None, float]] = [
     ("visually_diversified_pairs", "image", 178.6),
     ("cross_modal_pairs", "cross_modal", 99.9),
 ]
+# tables that keep every input row with a status: only these rows go on
+KEPT_FILTER = {"fetched_images": pl.col("status") == "ok"}
 PAPER_REMOVED = 0.9046
 
 
@@ -36,7 +39,7 @@ def funnel(wh: Warehouse, snapshot: str) -> list[FunnelStep]:
             by_stage.setdefault(stage, {})[reason] = n
     steps = []
     for table, stage, _paper in STEPS:
-        rows = wh.count(table, snapshot)
+        rows = wh.count(table, snapshot, where=KEPT_FILTER.get(table))
         if rows is None:
             continue
         dropped = by_stage.get(stage, {}) if stage else {}
@@ -64,9 +67,3 @@ def format_funnel(steps: list[FunnelStep], snapshot: str) -> str:
         lines.append(f"removed so far: {removed:.2%} of raw pairs (paper, all stages: {PAPER_REMOVED:.2%})")
     return "\n".join(lines)
 
-
-def funnel_frame(steps: list[FunnelStep]) -> pl.DataFrame:
-    return pl.DataFrame(
-        [{"table": s.table, "rows": s.rows, "dropped": sum(s.dropped.values())} for s in steps],
-        schema={"table": pl.String, "rows": pl.Int64, "dropped": pl.Int64},
-    )

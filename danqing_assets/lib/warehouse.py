@@ -131,11 +131,15 @@ class Warehouse:
             return pl.DataFrame(schema=LEDGER_SCHEMA)
         return pl.concat(frames, how="vertical_relaxed")
 
-    def count(self, table: str, snapshot: str) -> int | None:
+    def count(self, table: str, snapshot: str, *, where: pl.Expr | None = None) -> int | None:
+        """Rows of `table` for `snapshot` (matching `where`), or None when it has not been written."""
         path = self.partition_path(table, snapshot)
         if not path.exists():
             return None
-        return pl.scan_parquet(path).select(pl.len()).collect().item()
+        scan = pl.scan_parquet(path)
+        if where is not None:
+            scan = scan.filter(where)
+        return scan.select(pl.len()).collect().item()
 
     # ----------------------------------------------------------------- views
     def connect(self, *, read_only: bool = False, timeout_s: float = 60.0):

@@ -3,7 +3,7 @@ import pytest
 
 from danqing_assets.definitions import defs
 from danqing_assets.defs.partitions import snapshot_partitions
-from danqing_assets.defs.resources import S3ClientResource, WarehouseResource
+from danqing_assets.defs.resources import default_resources
 from danqing_assets.lib.sample_crawl import write_sample_crawl
 from danqing_assets.lib.snapshots import SnapshotRegistry
 
@@ -30,6 +30,6 @@ def run_pipeline(home, crawl_dir, snapshot="sample", *, through=None, run_config
         partition_key=snapshot,
         instance=instance,
         run_config=run_config or {},
-        resources={"warehouse": WarehouseResource(home=str(home)), "s3": S3ClientResource()},
+        resources=default_resources(str(home)),
         raise_on_error=True,
     )

@@ -1,0 +1,265 @@
+"""Image acquisition: the image of every pair that survived the text stages, from the crawl's own WARC captures when
+it has them, else over HTTP(S): politely (robots.txt, opt-out headers, per-host limits), safely (no private addresses),
+validated (decodable, not a bomb) and stored content-addressed, once per distinct image."""
+
+import time
+from collections import Counter
+
+import dagster as dg
+import pandera.polars as pa
+import polars as pl
+from pydantic import Field
+
+from danqing_assets.defs.metadata import check_from_validation, markdown_table, stage_metadata
+from danqing_assets.defs.partitions import snapshot_partitions
+from danqing_assets.defs.resources import ImageStoreResource, S3ClientResource, WarehouseResource
+from danqing_assets.lib import reasons, schemas
+
+GROUP = "image_acquisition"
+STAGE = reasons.FETCH
+PAPER_SUCCESS_RATE = 475.1 / 706
+
+FETCHED_COLUMNS = {
+    "snapshot": pl.String,
+    "pair_id": pl.String,
+    "image_url": pl.String,
+    "image_sha256": pl.String,
+    "width": pl.Int64,
+    "height": pl.Int64,
+    "format": pl.String,
+    "bytes": pl.Int64,
+    "source": pl.String,
+    "status": pl.String,
+    "reason": pl.String,
+    "error": pl.String,
+    "http_status": pl.Int64,
+    "elapsed_ms": pl.Float64,
+}
+
+
+class FetchedImages(pa.DataFrameModel):
+    snapshot: str
+    pair_id: str = pa.Field(unique=True, str_matches=schemas.PAIR_ID)
+    image_url: str
+    image_sha256: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")
+    status: str = pa.Field(isin=["ok", "error"])
+    source: str = pa.Field(isin=["warc", "http", "none"])
+    reason: str = pa.Field(nullable=True, isin=list(reasons.FETCH_REASONS))
+
+    class Config:
+        strict = False
+
+    @pa.dataframe_check
+    def ok_rows_have_an_image(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            (pl.col("status") != "ok")
+            | (pl.col("image_sha256").is_not_null() & (pl.col("width") > 0) & (pl.col("height") > 0))
+        )
+
+
+class FetchImagesConfig(dg.Config):
+    mode: str = Field(
+        default="resume",
+        description="resume: skip images already fetched and stored, fetch the rest; retry_failures: keep the "
+        "previous run's results and refetch only its transient failures (timeouts, connection/DNS errors, 5xx, 429); "
+        "refetch: fetch everything again.",
+    )
+    use_warc_captures: bool = Field(default=True, description="Take image bytes from the snapshot's WARC captures first.")
+    concurrency: int = Field(default=64, description="Simultaneous requests over all worker processes.")
+    processes: int | None = Field(default=None, description="Worker processes (URLs sharded by host); unset: CPU count.")
+    per_host_concurrency: int = Field(default=8, description="Simultaneous requests per host.")
+    per_host_min_delay_s: float = Field(default=0.0, description="Least delay between request starts per host.")
+    connect_timeout_s: float = Field(default=5.0, description="Connect timeout per attempt.")
+    read_timeout_s: float = Field(default=10.0, description="Read timeout per socket read.")
+    total_timeout_s: float = Field(default=30.0, description="Timeout for one attempt, redirects and body included.")
+    retries: int = Field(default=3, description="Retries on connection errors, 429 and 5xx (exponential backoff, jitter).")
+    max_bytes: int = Field(default=20 * 2**20, description="Largest body accepted (bytes).")
+    max_pixels: int = Field(default=40_000_000, description="Decompression-bomb guard: most pixels an image may have.")
+    user_agent: str | None = Field(default=None, description="User-Agent; unset: the project's, naming itself.")
+    respect_robots: bool = Field(default=True, description="Obey robots.txt (reason robots_disallowed).")
+    respect_optout: bool = Field(default=True, description="Obey X-Robots-Tag noai / noimageai (reason optout_header).")
+    allow_networks: list[str] = Field(
+        default_factory=list, description="CIDRs exempt from the private-address guard (e.g. 127.0.0.1/32 in tests)."
+    )
+    progress_every: int = Field(default=1000, description="Log progress every N images.")
+
+
+def _warc_lookup(wh, snapshot: str):
+    """url -> image bytes from the snapshot's captured 200 responses (local WARC files; others fall back to HTTP)."""
+    from danqing_assets.lib.warc import read_record_payload
+
+    if not wh.exists("warc_image_captures", snapshot):
+        return None, lambda: None
+    caps = wh.read("warc_image_captures", snapshot).filter(pl.col("http_status") == 200)
+    files = dict(wh.read("warc_files", snapshot).select("name", "uri").iter_rows())
+    index = {}
+    for url, name, offset in caps.select("url", "warc_file", "warc_offset").iter_rows():
+        uri = files.get(name)
+        if uri and "://" not in uri:
+            index.setdefault(url, (uri, offset))
+    handles: dict[str, object] = {}
+
+    def lookup(url: str) -> bytes | None:
+        hit = index.get(url)
+        if hit is None:
+            return None
+        uri, offset = hit
+        fh = handles.get(uri)
+        if fh is None:
+            fh = handles[uri] = open(uri, "rb")
+        _headers, body = read_record_payload(fh, offset)
+        return body
+
+    def close() -> None:
+        for fh in handles.values():
+            fh.close()
+
+    return lookup, close
+
+
+@dg.asset(
+    partitions_def=snapshot_partitions,
+    group_name=GROUP,
+    code_version="1",
+    deps=["text_refined_pairs", "warc_image_captures"],
+    check_specs=[dg.AssetCheckSpec("fetched_images_schema", asset="fetched_images", blocking=True)],
+    tags={"danqing/io": "network"},
+)
+def fetched_images(
+    context: dg.AssetExecutionContext,
+    config: FetchImagesConfig,
+    warehouse: WarehouseResource,
+    s3: S3ClientResource,
+    image_store: ImageStoreResource,
+) -> dg.MaterializeResult:
+    """One row per text-refined pair: its image's sha256, size and format, or why it could not be had. Images come
+    from the WARC captures of the same snapshot when present, else over HTTP(S); each distinct image is stored once."""
+    from danqing_assets.lib.fetch import FetchConfig, FetchResult, fetch_images, resume_lookup
+
+    if config.mode not in ("resume", "retry_failures", "refetch"):
+        raise dg.Failure(f"mode must be resume, retry_failures or refetch, not {config.mode!r}")
+    snapshot = context.partition_key
+    wh = warehouse.warehouse()
+    store = image_store.store(warehouse, s3)
+    pairs = wh.read("text_refined_pairs", snapshot, columns=["pair_id", "image_url", "domain"])
+    urls = pairs["image_url"].unique(maintain_order=True).to_list()
+
+    skip_existing = None
+    if config.mode != "refetch" and wh.exists("fetched_images", snapshot):
+        previous = wh.read("fetched_images", snapshot).unique("image_url", keep="first")
+        rows = [
+            {**r, "url": r["image_url"], "source": "network" if r["source"] == "http" else r["source"]}
+            for r in previous.iter_rows(named=True)
+        ]
+        if config.mode == "retry_failures":
+            skip_existing = resume_lookup(rows)
+        else:  # resume: a stored success is skipped; everything else is fetched again
+            done = {r["url"]: FetchResult.from_dict(r) for r in rows if r["status"] == "ok" and store.exists(r["image_sha256"])}
+            skip_existing = done.get
+
+    fcfg = FetchConfig(
+        concurrency=config.concurrency,
+        processes=config.processes,
+        per_host_concurrency=config.per_host_concurrency,
+        per_host_min_delay_s=config.per_host_min_delay_s,
+        connect_timeout_s=config.connect_timeout_s,
+        read_timeout_s=config.read_timeout_s,
+        total_timeout_s=config.total_timeout_s,
+        retries=config.retries,
+        max_bytes=config.max_bytes,
+        max_pixels=config.max_pixels,
+        respect_robots=config.respect_robots,
+        respect_optout=config.respect_optout,
+        allow_networks=list(config.allow_networks),
+        progress_every=config.progress_every,
+        **({"user_agent": config.user_agent} if config.user_agent else {}),
+    )
+
+    def progress(p: dict) -> None:
+        eta = p.get("eta_s")
+        context.log.info(
+            f"fetched {p.get('done')}/{p.get('total')} images: ok {p.get('ok')}, errors {p.get('error')}, "
+            f"from WARC {p.get('warc')}, skipped {p.get('skipped')}, {p.get('rate_per_s', 0):.1f}/s"
+            + (f", ETA {eta:.0f}s" if eta is not None else "")
+        )
+
+    lookup, close = _warc_lookup(wh, snapshot) if config.use_warc_captures else (None, lambda: None)
+    started = time.monotonic()
+    results: dict[str, FetchResult] = {}
+    skipped = 0
+    try:
+        for r in fetch_images(urls, store, fcfg, warc_lookup=lookup, progress=progress, skip_existing=skip_existing):
+            results[r.url] = r
+    finally:
+        close()
+    elapsed = time.monotonic() - started
+    if skip_existing is not None:
+        skipped = sum(1 for u in urls if skip_existing(u) is not None)
+
+    out_rows = []
+    for pair_id, url in pairs.select("pair_id", "image_url").iter_rows():
+        r = results.get(url)
+        if r is None:  # never silently lost: a URL without an answer is an error with a reason
+            r = FetchResult(url=url, status="error", reason=reasons.CONNECTION_ERROR, error="no result from fetcher")
+        out_rows.append(
+            {
+                "snapshot": snapshot,
+                "pair_id": pair_id,
+                "image_url": url,
+                "image_sha256": r.image_sha256,
+                "width": r.width,
+                "height": r.height,
+                "format": r.format,
+                "bytes": r.bytes,
+                "source": "http" if r.source == "network" else r.source,
+                "status": r.status,
+                "reason": r.reason,
+                "error": r.error or None,
+                "http_status": r.http_status,
+                "elapsed_ms": float(r.elapsed_ms or 0.0),
+            }
+        )
+    table = pl.DataFrame(out_rows, schema=FETCHED_COLUMNS) if out_rows else pl.DataFrame(schema=FETCHED_COLUMNS)
+    wh.write("fetched_images", snapshot, table)
+    failed = table.filter(pl.col("status") != "ok")
+    ledger = failed.select("pair_id", reason="reason", detail="error")
+    wh.write_rejections(STAGE, snapshot, ledger)
+
+    kept = table.filter(pl.col("status") == "ok")
+    metadata = stage_metadata(
+        stage=STAGE,
+        reasons=reasons.FETCH_REASONS,
+        rows_in=pairs.height,
+        kept=kept,
+        rejected=failed,
+        raw_rows=wh.count("raw_pairs", snapshot),
+        preview_columns=["image_url", "source", "width", "height", "error"],
+    )
+    by_url = list(results.values())
+    ok_urls = sum(1 for r in by_url if r.ok)
+    fail_domains = Counter(
+        d for d, s in table.join(pairs.select("pair_id", "domain"), on="pair_id").select("domain", "status").iter_rows()
+        if s != "ok"
+    )
+    metadata.update(
+        {
+            "distinct_urls": len(urls),
+            "success_rate": dg.MetadataValue.float(round(ok_urls / len(urls), 4) if urls else 0.0),
+            "paper_success_rate": dg.MetadataValue.float(round(PAPER_SUCCESS_RATE, 4)),
+            "from_warc": sum(1 for r in by_url if r.source == "warc"),
+            "from_http": sum(1 for r in by_url if r.source == "network" and r.attempts > 0),
+            "skipped_already_done": skipped,
+            "distinct_images": kept["image_sha256"].n_unique(),
+            "megabytes": dg.MetadataValue.float(round(sum((r.bytes or 0) for r in by_url if r.ok) / 1e6, 3)),
+            "images_per_s": dg.MetadataValue.float(round(len(urls) / elapsed, 1) if elapsed > 0 else 0.0),
+            "top_failing_domains": dg.MetadataValue.md(
+                markdown_table(pl.DataFrame(fail_domains.most_common(10), schema=["domain", "failures"], orient="row"),
+                               ["domain", "failures"])
+            ),
+            "image_store": repr(store),
+        }
+    )
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[check_from_validation("fetched_images_schema", schemas.validate(FetchedImages, table))],
+    )
