@@ -1,6 +1,7 @@
 """Resources: where the warehouse lives, and how to reach S3 (Common Crawl, or your own bucket)."""
 
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -62,6 +63,34 @@ class ImageStoreResource(dg.ConfigurableResource):
         return LocalImageStore(loc or (warehouse.warehouse().home / "images"))
 
 
+class ClipModelResource(dg.ConfigurableResource):
+    """The open_clip model behind image embeddings, CLIP-based NSFW screening and (stage 4) image-text similarity.
+
+    Unset `model_name` means no model: semantic dedup is off, and the assets say so in their metadata. For real runs
+    name an architecture and its weights, e.g. model_name="ViT-B-16-SigLIP2", pretrained="webli" (open_clip tag, needs
+    the hub), "hf-hub:org/repo", or a local checkpoint path; on a GPU machine device="auto" picks CUDA (fp16)."""
+
+    model_name: str | None = Field(default=None, description="open_clip architecture; unset: no model.")
+    pretrained: str | None = Field(default=None, description="open_clip tag, hf-hub:org/repo, or checkpoint path.")
+    device: str = Field(default="auto", description="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    precision: str = Field(default="auto", description="auto (fp16 on GPU, fp32 on CPU) or an open_clip precision.")
+
+    def load(self):
+        if not self.model_name:
+            raise dg.Failure("this step needs a CLIP model: configure the `clip` resource (model_name, pretrained)")
+        return _load_clip(self.model_name, self.pretrained, self.device, self.precision)
+
+    def describe(self) -> str:
+        return f"{self.model_name}:{self.pretrained or 'random-init'}" if self.model_name else "none"
+
+
+@lru_cache(maxsize=2)
+def _load_clip(model_name: str, pretrained: str | None, device: str, precision: str):
+    from danqing_assets.lib.embed import load_clip
+
+    return load_clip(model_name, pretrained, device=device, precision=precision)
+
+
 def default_resources(home: str | None = None) -> dict[str, Any]:
     """The resources of the code location; `home` pins the warehouse (tests), else $DANQING_HOME at run time."""
     from danqing_assets.defs.automation import CrawlFeedResource
@@ -70,5 +99,6 @@ def default_resources(home: str | None = None) -> dict[str, Any]:
         "warehouse": WarehouseResource(home=home),
         "s3": S3ClientResource(),
         "image_store": ImageStoreResource(),
+        "clip": ClipModelResource(),
         "crawl_feed": CrawlFeedResource(),
     }
