@@ -1,0 +1,643 @@
+"""HTML side of pair extraction: `<img>` discovery with selectolax (Lexbor), image URL choice and resolution,
+`<figcaption>` lookup, a nesting-depth guard, and a language guess for pages Common Crawl did not label.
+
+Pages are parsed as a "skeleton" (`skeleton_html`): the page with every tag that cannot matter for `<img>`
+extraction turned into text, found with a vectorised (numpy) pass over the "<" bytes. The result is checked against
+a full Lexbor parse in the tests. Plain library code (no Dagster); the WARC side lives in `danqing_assets.lib.warc`,
+charsets in `danqing_assets.lib.charset`.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import html.entities as html_entities
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import urljoin, urlsplit
+
+from danqing_assets.lib.charset import PassthroughDecoder
+
+if TYPE_CHECKING:
+    from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+# Skip reasons for <img> elements that yield no pair (ExtractStats.skipped_images keys).
+NO_SRC = "no_src"
+DATA_URI = "data_uri"
+JAVASCRIPT_URI = "javascript_uri"
+INVALID_URL = "invalid_url"
+SKIP_REASONS: tuple[str, ...] = (NO_SRC, DATA_URI, JAVASCRIPT_URI, INVALID_URL)
+
+LAZY_SRC_ATTRS: tuple[str, ...] = ("data-src", "data-original", "data-lazy-src")
+SRCSET_ATTRS: tuple[str, ...] = ("srcset", "data-srcset")
+FIGURE_SEARCH_DEPTH = 64  # ancestors walked from an <img> to find its nearest enclosing <figure>
+DEFAULT_MAX_DEPTH = 10_000  # estimated element nesting beyond which the page is cut (Lexbor is quadratic there)
+
+_URL_WS = " \t\n\r\f"
+_HTTP_PREFIXES = ("https://", "http://")
+_DROP_CTRL = str.maketrans("", "", "\t\n\r")  # browsers remove these anywhere inside a URL
+
+
+# One `<img>` element that yields a pair, as a plain tuple (built for every image, so kept cheap):
+# (img_index: position among ALL <img> elements of the document, 0-based; image_url: absolute http(s) URL without
+#  fragment; caption: alt attribute, entities decoded, stripped, "" when absent; title: title attribute or None;
+#  figcaption: text of the nearest enclosing <figure>'s <figcaption>, or None)
+ImageRef = tuple[int, str, str, "str | None", "str | None"]
+
+
+@dataclass
+class PageImages:
+    images: list[ImageRef]
+    n_img: int  # all <img> elements, including those that yield no pair
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> count of <img> elements without a pair
+    replacement_chars: bool = False  # an extracted string contains U+FFFD (invalid bytes, on an unchecked page)
+    cut_at: int | None = None  # byte offset where a too deeply nested page was cut
+    depth: int = 0  # estimated nesting depth of the skeleton's elements (0 when not measured)
+
+
+class UrlResolver:
+    """Resolves `src`-like attribute values against a document base URL (page URL or `<base href>`).
+
+    Fast paths for the common forms (absolute http(s), protocol-relative, root-relative); everything else goes
+    through `urllib.parse.urljoin`. Returns (url, None) or (None, skip reason).
+    """
+
+    __slots__ = ("base", "scheme", "origin", "dir")
+
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url
+        self.scheme, self.origin, self.dir = "http", "", ""
+        try:
+            parts = urlsplit(base_url)
+        except ValueError:
+            return
+        self.scheme = parts.scheme.lower() or "http"
+        if parts.netloc and self.scheme in ("http", "https"):
+            self.origin = f"{self.scheme}://{parts.netloc.lower()}"
+            path = parts.path or "/"
+            if "/." not in path:  # the base's directory, for plain relative paths
+                self.dir = self.origin + path[: path.rindex("/") + 1] if path.startswith("/") else ""
+
+    def with_base_href(self, href: str | None) -> UrlResolver:
+        """The resolver for a document whose `<base href>` is `href` (itself resolved against this base)."""
+        if not href:
+            return self
+        url, _ = self.resolve(href, keep_fragment=True)
+        return UrlResolver(url) if url else self
+
+    def resolve(self, raw: str, *, keep_fragment: bool = False) -> tuple[str | None, str | None]:
+        u = raw.strip(_URL_WS)
+        if not u:
+            return None, NO_SRC
+        if "\n" in u or "\t" in u or "\r" in u:
+            u = u.translate(_DROP_CTRL)
+        if u.startswith(_HTTP_PREFIXES):
+            url = u
+        elif u[0] == "/":
+            if u[1:2] == "/":
+                url = f"{self.scheme}:{u}"
+            elif self.origin and "/." not in u and "\\" not in u:
+                url = self.origin + u
+            else:
+                url = self._join(u)
+        else:
+            head = u[:11].lower()
+            if head.startswith(_HTTP_PREFIXES):
+                i = head.index(":")
+                url = head[:i] + u[i:]
+            elif head.startswith("data:"):
+                return None, DATA_URI
+            elif head.startswith("javascript:"):
+                return None, JAVASCRIPT_URI
+            elif self.dir and u[0] not in ".?#" and ":" not in u and "./" not in u and "\\" not in u:
+                url = self.dir + u
+            else:
+                url = self._join(u)
+        if url is None:
+            return None, INVALID_URL
+        if not keep_fragment and "#" in url:
+            url = url[: url.index("#")]
+        # only http(s) with a non-empty host
+        if url.startswith("https://"):
+            host_at = 8
+        elif url.startswith("http://"):
+            host_at = 7
+        else:
+            return None, INVALID_URL
+        if len(url) <= host_at or url[host_at] in "/?#:@\\ ":
+            return None, INVALID_URL
+        if "[" in url or "]" in url:  # IPv6 literal or garbage: let urllib judge
+            try:
+                urlsplit(url).port
+            except ValueError:
+                return None, INVALID_URL
+        return url, None
+
+    def _join(self, u: str) -> str | None:
+        try:
+            return urljoin(self.base, u)
+        except ValueError:
+            return None
+
+
+def parse_srcset(srcset: str) -> list[tuple[str, str]]:
+    """[(url, descriptor)] of a `srcset` value, following the HTML candidate grammar (URLs may contain commas)."""
+    out: list[tuple[str, str]] = []
+    i, n = 0, len(srcset)
+    while i < n:
+        while i < n and (srcset[i] in _URL_WS or srcset[i] == ","):
+            i += 1
+        if i >= n:
+            break
+        j = i
+        while j < n and srcset[j] not in _URL_WS:
+            j += 1
+        url = srcset[i:j]
+        i = j
+        if url.endswith(","):
+            out.append((url.rstrip(","), ""))
+            continue
+        depth, j = 0, i
+        while j < n and (depth or srcset[j] != ","):
+            depth += srcset[j] == "("
+            depth -= srcset[j] == ")" and depth > 0
+            j += 1
+        out.append((url, srcset[i:j].strip()))
+        i = j + 1
+    return out
+
+
+def best_srcset_url(srcset: str) -> str | None:
+    """The largest candidate: by `w` descriptor, else by `x` density, else the first."""
+    cands = parse_srcset(srcset)
+    if not cands:
+        return None
+    best_w, best_x, url_w, url_x = -1.0, -1.0, None, None
+    for url, desc in cands:
+        d = desc.lower()
+        try:
+            if d.endswith("w"):
+                w = float(d[:-1])
+                if w > best_w:
+                    best_w, url_w = w, url
+            else:
+                x = float(d[:-1]) if d.endswith("x") else 1.0
+                if x > best_x:
+                    best_x, url_x = x, url
+        except ValueError:
+            continue
+    return url_w or url_x or cands[0][0]
+
+
+def choose_image_url(attrs: dict[str, str | None], resolver: UrlResolver, *,
+                     src_reason: str | None = None) -> tuple[str | None, str | None]:
+    """(absolute URL, None) for an `<img>`'s attributes, or (None, skip reason).
+
+    `src` first; when it is missing or unusable (a `data:` lazy-loading placeholder, `javascript:`, empty), the lazy
+    attributes (`data-src`, `data-original`, `data-lazy-src`), then the largest `srcset` candidate. The reason
+    reported is that of `src` when present, else of the first fallback tried, else `no_src`. `src_reason`: the
+    caller already resolved `src` and got this reason (it is not resolved again).
+    """
+    reason = src_reason
+    src = attrs.get("src") if reason is None else None
+    if src:
+        url, reason = resolver.resolve(src)
+        if url:
+            return url, None
+    for key in LAZY_SRC_ATTRS:
+        v = attrs.get(key)
+        if v:
+            url, r = resolver.resolve(v)
+            if url:
+                return url, None
+            reason = reason or r
+    for key in SRCSET_ATTRS:
+        v = attrs.get(key)
+        if v:
+            cand = best_srcset_url(v)
+            if cand:
+                url, r = resolver.resolve(cand)
+                if url:
+                    return url, None
+                reason = reason or r
+    return None, reason or NO_SRC
+
+
+def parse_html(html: bytes | str) -> LexborHTMLParser:
+    """Lexbor document of `html` (UTF-8 bytes or text). Raises on input Lexbor refuses."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    return LexborHTMLParser(html)
+
+
+def extract_images(html: bytes, page_url: str, *, max_depth: int | None = DEFAULT_MAX_DEPTH,
+                   decoder: PassthroughDecoder | None = None) -> PageImages:
+    """Every `<img>` of a page prepared by `charset.decode_page`, via its skeleton (see `skeleton_html`).
+
+    `max_depth`: nesting of the kept elements beyond which the page is cut (`PageImages.cut_at`); None: no guard.
+    `decoder`: the page's `DecodedPage.decoder` (passthrough pages). Raises when Lexbor refuses the input.
+    """
+    skel = skeleton_html(html, max_depth=max_depth)
+    found = images_from_doc(parse_html(skel.html), page_url, has_figcaption=skel.has_figcaption,
+                            has_base=skel.has_base, decoder=decoder)
+    found.cut_at, found.depth = skel.cut_at, skel.depth
+    return found
+
+
+def images_from_doc(doc: LexborHTMLParser, page_url: str, *, has_figcaption: bool = True,
+                    has_base: bool = True, decoder: PassthroughDecoder | None = None) -> PageImages:
+    """Every `<img>` element of a parsed document as an `ImageRef`, or a counted skip reason.
+
+    URLs resolve against the first `<base href>` (itself resolved against `page_url`). `has_figcaption=False` /
+    `has_base=False`: the caller knows the page has no such element (skips that lookup). `decoder`: the document
+    is a passthrough page (see `charset.DecodedPage`); strings read from it are decoded and unescaped with it.
+    """
+    resolver = UrlResolver(page_url)
+    if has_base:
+        for base in doc.tags("base"):
+            href = base.attributes.get("href")
+            if href is not None:
+                href = _attr_text(href, decoder) if decoder else href.replace(_MARK, "<")
+                resolver = resolver.with_base_href(href)
+                break
+    imgs = doc.tags("img")
+    captions = _figcaptions(doc, decoder) if has_figcaption and imgs else None
+    replacement = bool(captions) and any("\ufffd" in c for c in captions.values() if c)
+    images: list[ImageRef] = []
+    skipped: Counter[str] = Counter()
+    resolve = resolver.resolve
+    for idx, node in enumerate(imgs):
+        attrs = node.attributes
+        if decoder is not None:
+            attrs = {k: _attr_text(v, decoder) if v else v for k, v in attrs.items()}
+        src = attrs.get("src")
+        url = reason = None
+        if src:
+            if _MARK in src:
+                src = src.replace(_MARK, "<")
+            url, reason = resolve(src)
+        if url is None:
+            if decoder is None:
+                attrs = {k: v.replace(_MARK, "<") if v else v for k, v in attrs.items()}
+            url, reason = choose_image_url(attrs, resolver, src_reason=reason)
+            if url is None:
+                skipped[reason] += 1  # type: ignore[index]
+                continue
+        alt = attrs.get("alt")
+        if alt:
+            if _MARK in alt:
+                alt = alt.replace(_MARK, "<")
+            if "\ufffd" in alt:
+                replacement = True
+        title = attrs.get("title")
+        if title is not None:
+            title = title.replace(_MARK, "<").strip() or None
+            if title and "\ufffd" in title:
+                replacement = True
+        images.append((idx, url, alt.strip() if alt else "", title,
+                       captions.get(node.mem_id) if captions else None))
+    return PageImages(images, len(imgs), skipped, replacement)
+
+
+_MARK = "\x02"  # SKELETON_MARK as text
+
+
+def _attr_text(value: str, decoder: PassthroughDecoder) -> str:
+    if _MARK in value:
+        value = value.replace(_MARK, "<")
+    return unescape_attribute(decoder.decode(value))
+
+
+_CHAR_REF_RE = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;?)")
+
+
+def unescape_attribute(value: str) -> str:
+    """Decode character references as the HTML tokenizer does inside an attribute value: a named reference without
+    ";" is decoded only if it is a legacy name not followed by "=" (so `?a=1&copy=2` and `&copyright` stay as
+    written), numeric references always."""
+    if "&" not in value:
+        return value
+
+    def repl(m: re.Match[str]) -> str:
+        ref = m.group(1)
+        if ref[0] == "#" or ref[-1] == ";":
+            return html_lib.unescape(m.group(0))
+        if value[m.end():m.end() + 1] == "=":
+            return m.group(0)
+        return html_entities.html5.get(ref, m.group(0))
+
+    return _CHAR_REF_RE.sub(repl, value)
+
+
+MAX_FIGURES_MAPPED = 500  # more figures than this (pathological nesting): per-<img> ancestor walk instead
+
+
+def _figcaptions(doc: LexborHTMLParser, decoder: PassthroughDecoder | None) -> dict[int, str | None]:
+    """{img node id: figcaption text of its nearest enclosing figure} for every <img> inside a figure.
+
+    Figures are visited in document order, so an inner figure (visited after its ancestors) overrides them.
+    """
+    figures = doc.tags("figure")
+    if len(figures) > MAX_FIGURES_MAPPED:
+        cache: dict[int, str | None] = {}
+        return {img.mem_id: _figcaption_of(img, cache, decoder) for img in doc.tags("img")}
+    out: dict[int, str | None] = {}
+    for fig in figures:
+        text = _caption_text(fig, decoder)
+        for node in fig.traverse():
+            if node.tag == "img":
+                out[node.mem_id] = text
+    return out
+
+
+def _caption_text(figure: LexborNode, decoder: PassthroughDecoder | None) -> str | None:
+    """Text of the first `<figcaption>` child of `figure`, whitespace collapsed (None: none or empty)."""
+    for child in figure.iter():
+        if child.tag == "figcaption":
+            raw = child.text(deep=True, separator=" ")
+            if _MARK in raw:
+                raw = raw.replace(_MARK, "<")
+            if decoder is not None:
+                raw = html_lib.unescape(decoder.decode(raw))
+            return " ".join(raw.split()) or None
+    return None
+
+
+def _figcaption_of(node: LexborNode, cache: dict[int, str | None],
+                   decoder: PassthroughDecoder | None = None) -> str | None:
+    """Text of the `<figcaption>` child of the nearest enclosing `<figure>` (None if there is none, or that figure
+    has no caption). Walks at most `FIGURE_SEARCH_DEPTH` ancestors, so pathological nesting stays linear."""
+    cur = node.parent
+    for _ in range(FIGURE_SEARCH_DEPTH):
+        if cur is None:
+            return None
+        tag = cur.tag
+        if tag == "figure":
+            key = cur.mem_id
+            if key not in cache:
+                cache[key] = _caption_text(cur, decoder)
+            return cache[key]
+        if tag == "body":
+            return None
+        cur = cur.parent
+    return None
+
+
+# ------------------------------------------------------------------------------------------- page skeleton
+def _code4(b: bytes) -> int:
+    """Little-endian 4-byte code of `b`, every byte OR 0x20 (ASCII lower-case for letters)."""
+    return (b[0] | 0x20) | ((b[1] | 0x20) << 8) | ((b[2] | 0x20) << 16) | ((b[3] | 0x20) << 24)
+
+
+# Tags kept in the skeleton, by the first four bytes after "<" (prefix matches keep a few more tags than needed,
+# which is always safe): <img> / <image>, <base>, <figure> / <figcaption>, the elements whose content is not markup
+# (script, style, textarea, title, xmp, iframe, noembed, noframes, plaintext, template) and foreign content roots
+# (svg, math: inside them <image> is not an <img>), and the end tags of all of these. "<!" (comments, doctype) is
+# kept too. Classes: what the skeleton pass needs to know about a kept tag.
+_KEPT, _FIGC_OPEN, _FIG_CLOSE, _BASE, _NEST_OPEN, _NEST_CLOSE, _FIG_OPEN = 1, 2, 3, 4, 5, 6, 7
+_DELIMS = b" \t\n\r\f/>"
+_KEEP_CLASSES: dict[int, int] = {}
+for _names, _cls in (
+    ((b"imag", b"scri", b"styl", b"text", b"titl", b"ifra", b"noem", b"nofr", b"plai", b"/scr", b"/sty", b"/tex",
+      b"/tit", b"/xmp", b"/ifr", b"/noe", b"/nof", b"/pla", *(b"img" + bytes([d]) for d in _DELIMS),
+      *(b"xmp" + bytes([d]) for d in _DELIMS)), _KEPT),
+    ((b"figc",), _FIGC_OPEN),
+    ((b"/fig",), _FIG_CLOSE),
+    ((b"base",), _BASE),
+    ((b"figu",), _FIG_OPEN),
+    ((b"temp", b"math", *(b"svg" + bytes([d]) for d in _DELIMS)), _NEST_OPEN),
+    ((b"/tem", b"/mat", b"/svg"), _NEST_CLOSE),
+):
+    for _name in _names:
+        _KEEP_CLASSES[_code4(_name)] = _cls
+_np_cache: dict[str, object] = {}
+# What replaces the "<" of a dropped tag. A control character no page uses as text, so that where the "<" was not
+# a tag start after all (inside an attribute value: alt="a<b") the string read back is restored exactly.
+SKELETON_MARK = b"\x02"
+
+
+def _np_tables():  # numpy tables built once, lazily (numpy import stays off cheap import paths)
+    if not _np_cache:
+        import numpy as np
+
+        # a collision-free multiplicative hash of the kept codes into 4096 slots: membership is one lookup
+        bits = 12
+        for mult in range(0x9E3779B1, 0x9E3779B1 + 2 * 100000, 2):
+            slots = {((c * mult) & 0xFFFFFFFF) >> (32 - bits) for c in _KEEP_CLASSES}
+            if len(slots) == len(_KEEP_CLASSES):
+                break
+        else:  # pragma: no cover - the table is fixed, this cannot happen
+            raise RuntimeError("no collision-free hash for the skeleton tag table")
+        codes = np.zeros(1 << bits, dtype=np.uint32)  # a real code is never 0 (every byte has bit 5 set)
+        classes = np.zeros(1 << bits, dtype=np.uint8)
+        for c, cls in _KEEP_CLASSES.items():
+            slot = ((c * mult) & 0xFFFFFFFF) >> (32 - bits)
+            codes[slot], classes[slot] = c, cls
+        tag_start = np.zeros(256, dtype=bool)  # first byte after "<" (OR 0x20) that starts a tag: letter or "/"
+        tag_start[0x61:0x7B] = True
+        tag_start[0x2F] = True
+        delta = np.zeros(8, dtype=np.int8)
+        delta[[_FIGC_OPEN, _NEST_OPEN, _FIG_OPEN]] = 1
+        delta[[_FIG_CLOSE, _NEST_CLOSE]] = -1
+        _np_cache.update(np=np, codes=codes, classes=classes, mult=np.uint32(mult), shift=np.uint32(32 - bits),
+                         lower=np.uint32(0x20202020), byte=np.uint32(0xFF), tag_start=tag_start, delta=delta)
+    return _np_cache
+
+
+class Skeleton(NamedTuple):
+    html: bytes  # the skeleton page
+    cut_at: int | None  # byte offset where a too deeply nested page was cut
+    depth: int  # estimated nesting depth of the kept elements (0 when not measured)
+    has_figcaption: bool  # a <figcaption> start tag was seen
+    has_base: bool  # a <base> start tag was seen
+
+
+def _keep_figure_markup(np, a, pos, cls, drop, n: int) -> None:  # noqa: ANN001 - numpy arrays
+    """Clear `drop` from each outermost `<figure>` to its matching `</figure>` (to the end when unclosed)."""
+    opens = np.flatnonzero(cls == _FIG_OPEN)
+    if not opens.size:
+        return
+    closes = np.flatnonzero(cls == _FIG_CLOSE)
+    closes = closes[(a[np.minimum(pos[closes] + 5, n - 1)] | 0x20) == 0x75]  # "</figu"
+    if opens.size == closes.size and bool(np.all(opens < closes)) and bool(np.all(closes[:-1] < opens[1:])):
+        for o, c in zip(opens.tolist(), closes.tolist()):  # the usual case: figures side by side
+            drop[o:c] = False
+        return
+    events = sorted([(i, 1) for i in opens.tolist()] + [(i, -1) for i in closes.tolist()])
+    depth, start = 0, 0
+    for i, step in events:
+        if step > 0:
+            if depth == 0:
+                start = i
+            depth += 1
+        elif depth > 0:
+            depth -= 1
+            if depth == 0:
+                drop[start:i] = False
+    if depth > 0:
+        drop[start:] = False
+
+
+def skeleton_html(html: bytes, *, max_depth: int | None = DEFAULT_MAX_DEPTH) -> Skeleton:
+    """The skeleton of a page (UTF-8 or passthrough bytes, see `charset.DecodedPage`), for `<img>` extraction.
+
+    The skeleton is the page with the "<" of every tag that cannot matter for `<img>` extraction replaced by
+    `SKELETON_MARK`, so Lexbor reads those tags as text (strings read from the tree map the mark back to "<").
+    Lexbor's time goes mostly into building the tree tag by tag, so the skeleton parses several times faster and
+    leaves a tree of a few dozen nodes to search instead of thousands. Kept intact: `<img>`, `<image>`, `<base>`,
+    `<figure>` and, on pages with a `<figcaption>`, all markup inside figures (the caption text is wanted),
+    comments, doctype, the elements whose content is not markup (so an `<img` inside a script, comment, title or
+    textarea stays text), `<template>`, `<svg>` / `<math>`, and their end tags. `img_index` is therefore the
+    position among the `<img>` elements of the skeleton, which equals the full document's except in invalid
+    markup where a dropped tag would have swallowed an `<img>` into its attributes (`<p>a<b <img src=x>`), or an
+    `<img>` is foster-parented out of a table.
+
+    Lexbor's tree building is quadratic in the nesting depth of block elements; only kept elements nest in a
+    skeleton, and if those nest deeper than `max_depth` the skeleton is cut at that point.
+    """
+    n = len(html)
+    if n < 8:
+        low = html.lower()
+        return Skeleton(html, None, 0, b"<figc" in low, b"<base" in low)
+    t = _np_tables()
+    np = t["np"]
+    a = np.frombuffer(html, dtype=np.uint8)
+    pos = np.flatnonzero(a[: n - 4] == 0x3C)
+    if not pos.size:
+        return Skeleton(html, None, 0, False, False)
+    # the 4 bytes after each "<" as one integer (unaligned strided view), letters lower-cased
+    code = np.ndarray(shape=(n - 4,), dtype="<u4", buffer=html, offset=1, strides=(1,))[pos] | t["lower"]
+    slot = (code * t["mult"]) >> t["shift"]
+    cls = t["classes"][slot] * (t["codes"][slot] == code)
+    drop = (cls == 0) & t["tag_start"][code & t["byte"]]
+    counts = np.bincount(cls, minlength=8)
+    has_figcaption = bool(counts[_FIGC_OPEN])
+    if has_figcaption:  # keep all markup inside <figure> ... </figure>: the figcaption text is wanted
+        _keep_figure_markup(np, a, pos, cls, drop, n)
+    cut_at, depth = None, 0
+    if max_depth is not None and int(counts[_FIGC_OPEN] + counts[_NEST_OPEN] + counts[_FIG_OPEN]) > max_depth:
+        s = np.cumsum(t["delta"][cls], dtype=np.int64)
+        d = s - np.minimum.accumulate(np.minimum(s, 0))
+        depth = int(d.max())
+        if depth > max_depth:
+            cut_at = int(pos[int(np.argmax(d > max_depth))])
+    dropped = pos[drop]
+    if cut_at is None:
+        out = a.copy()
+    else:
+        out = a[:cut_at].copy()
+        dropped = dropped[dropped < cut_at]
+    out[dropped] = SKELETON_MARK[0]
+    return Skeleton(out.tobytes(), cut_at, depth, has_figcaption, bool(counts[_BASE]))
+
+
+# ------------------------------------------------------------------------------------------- full-document guard
+_VOID3 = [((t[0] | 0x20) << 16) | ((t[1] | 0x20) << 8) | (t[2] | 0x20)
+          for t in (b"img", b"met", b"lin", b"inp", b"sou", b"wbr", b"are", b"col", b"emb", b"par", b"tra", b"opt",
+                    b"bas", b"key", b"ima")]
+
+
+def nesting_cut(html: bytes, max_depth: int | None) -> tuple[int, int | None]:
+    """(estimated maximum element nesting depth, byte offset where it first exceeds `max_depth` or None) of a full
+    page, for parsing it whole (the skeleton has its own guard). Start tags count +1 and end tags -1 (never below 0);
+    void elements and implicitly closed ones (`p`, `li`, `td`, `br`, ...) do not count. Pages with at most `max_depth`
+    tags cannot exceed it and are not scanned.
+    """
+    if max_depth is None or html.count(b"<") <= max_depth or len(html) < 8:
+        return 0, None
+    np = _np_tables()["np"]
+    n = len(html)
+    a = np.frombuffer(html, dtype=np.uint8)
+    pos = np.flatnonzero(a == 0x3C)
+    pos = pos[pos < n - 5]
+    closing = a[pos + 1] == 0x2F
+    start = pos + 1 + closing
+    c0 = (a[start] | 0x20).astype(np.int64)
+    c1 = (a[start + 1] | 0x20).astype(np.int64)
+    c2 = (a[start + 2] | 0x20).astype(np.int64)
+    letter0, letter1, letter2 = ((c >= 0x61) & (c <= 0x7A) for c in (c0, c1, c2))
+    code3 = (c0 << 16) | (c1 << 8) | c2
+    code2 = (c0 << 8) | c1
+    two = [((x[0] | 0x20) << 8) | (x[1] | 0x20) for x in (b"br", b"hr", b"li", b"td", b"th", b"tr", b"dd", b"dt")]
+    non_nesting = np.isin(code3, _VOID3) | (np.isin(code2, two) & ~letter2) | ((c0 == 0x70) & ~letter1)
+    delta = np.where(letter0 & ~non_nesting, np.where(closing, -1, 1), 0)
+    s = np.cumsum(delta)
+    depth = s - np.minimum.accumulate(np.minimum(s, 0))
+    max_seen = int(depth.max()) if depth.size else 0
+    if max_seen <= max_depth:
+        return max_seen, None
+    return max_seen, int(pos[int(np.argmax(depth > max_depth))])
+
+
+# ------------------------------------------------------------------------------------------- language guess
+_HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_KANA_RE = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_HANGUL_RE = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
+
+# Languages lingua chooses among for pages without CJK script (a small set keeps it fast and accurate).
+LINGUA_LANGUAGES: tuple[str, ...] = (
+    "ENGLISH", "GERMAN", "FRENCH", "SPANISH", "PORTUGUESE", "ITALIAN", "DUTCH", "POLISH", "RUSSIAN", "UKRAINIAN",
+    "TURKISH", "VIETNAMESE", "INDONESIAN", "ARABIC", "PERSIAN", "THAI", "CZECH", "SWEDISH",
+)
+_lingua_detector = None
+
+
+def detect_language(text: str, *, min_cjk_share: float = 0.5) -> str:
+    """ISO-639-3 code for `text` ("und" when there is nothing to judge).
+
+    CJK first, by script: CJK characters vs other letters, where ~5 Latin letters weigh as one CJK character (about a
+    word each); when CJK dominates (share >= `min_cjk_share`), kana marks Japanese (>= 10 % of Han + kana), Hangul
+    Korean, otherwise Chinese. Non-CJK text goes to lingua restricted to `LINGUA_LANGUAGES` ("und" if unavailable).
+    """
+    han = len(_HAN_RE.findall(text))
+    kana = len(_KANA_RE.findall(text))
+    hangul = len(_HANGUL_RE.findall(text))
+    cjk = han + kana + hangul
+    letters = sum(1 for ch in text if ch.isalpha())
+    other = max(0, letters - cjk)
+    if cjk + other == 0:
+        return "und"
+    if cjk / (cjk + other / 5.0) >= min_cjk_share:
+        if hangul > han + kana:
+            return "kor"
+        if kana >= 0.1 * (han + kana):
+            return "jpn"
+        return "zho"
+    if other < 20:
+        return "und"
+    global _lingua_detector
+    try:
+        if _lingua_detector is None:
+            from lingua import Language, LanguageDetectorBuilder
+
+            _lingua_detector = LanguageDetectorBuilder.from_languages(
+                *(getattr(Language, name) for name in LINGUA_LANGUAGES)).build()
+        lang = _lingua_detector.detect_language_of(text)
+    except Exception:  # lingua missing or failing: the guess is advisory, stage 1 re-checks
+        return "und"
+    return lang.iso_code_639_3.name.lower() if lang is not None else "und"
+
+
+def page_text_sample(doc: LexborHTMLParser, max_chars: int = 5000) -> str:
+    """`<title>` + visible body text (scripts, styles, templates removed), at most `max_chars`.
+
+    Mutates `doc` (strips the non-visible elements): call it after `extract_images`.
+    """
+    title = doc.css_first("title")
+    parts = [title.text() if title is not None else ""]
+    doc.strip_tags(["script", "style", "noscript", "template", "textarea"])
+    body = doc.body
+    if body is not None:
+        parts.append(body.text(separator=" "))
+    return " ".join(" ".join(parts).split())[:max_chars]
+
+
+def guess_page_language(html: bytes, *, max_depth: int | None = DEFAULT_MAX_DEPTH) -> str:
+    """`detect_language` of a UTF-8 page's title and visible text (full Lexbor parse; for unlabelled pages only)."""
+    _, cut = nesting_cut(html, max_depth)
+    try:
+        doc = parse_html(html if cut is None else html[:cut])
+        return detect_language(page_text_sample(doc))
+    except Exception:  # noqa: BLE001 - advisory: stage 1 treats "und" as not Chinese
+        return "und"

@@ -1,0 +1,659 @@
+"""WARC side of the `raw_pairs` stage: read a (Common Crawl) WARC file with fastwarc and turn every `<img>` of its HTML
+responses into an image-text pair row, every image response into a capture row.
+
+Speed comes from not touching what cannot matter: non-response records are skipped unread; with
+`language_prefilter=True` a response whose `WARC-Identified-Content-Language` list lacks `zho` is skipped before its
+HTTP headers are parsed (about 95 % of Common Crawl pages); pages are not decoded in full (UTF-8 goes to Lexbor as
+bytes, GBK / Big5 in a passthrough form, see `charset.DecodedPage`), and Lexbor parses only a skeleton of each page
+(see `html.skeleton_html`).
+
+Malformed input never raises out of `extract_file`: each problem becomes a `WarcError` (file, offset, kind) and the
+rest of the file is still read. Plain library code (no Dagster).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import os
+import re
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from hashlib import blake2b
+from typing import Any, BinaryIO
+
+from danqing_assets.lib import html as H
+from danqing_assets.lib.charset import count_invalid, decode_page
+from danqing_assets.lib.ids import pair_id
+
+DEFAULT_MAX_PAGE_BYTES = 2 * 1024 * 1024
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+LANGUAGE_HEADER = "WARC-Identified-Content-Language"
+CHINESE = "zho"
+
+# WarcError kinds
+TRUNCATED_GZIP = "truncated_gzip"  # the file ends inside a gzip member: records before it are kept
+CORRUPT_GZIP = "corrupt_gzip"  # undecompressible data in the middle of the file: reading stops there
+TRUNCATED_RECORD = "truncated_record"  # an uncompressed file ends inside a record
+CORRUPT_RECORD = "corrupt_record"  # a record whose Content-Length overruns its gzip member: reading stops there
+NOT_A_WARC = "not_a_warc"  # neither WARC nor gzipped WARC (e.g. a PNG renamed .warc.gz)
+EMPTY_FILE = "empty_file"
+UNREADABLE_FILE = "unreadable_file"  # missing, permission denied, I/O error
+BAD_HTTP_HEADER = "bad_http_header"  # response record whose HTTP status line / headers do not parse
+BAD_CONTENT_ENCODING = "bad_content_encoding"  # Content-Encoding / Transfer-Encoding that does not decode
+PAGE_TRUNCATED = "page_truncated"  # page over max_page_bytes (only its head is parsed) or WARC-Truncated
+CHARSET_ERRORS = "charset_errors"  # invalid bytes for the page's charset (decoded with U+FFFD)
+HTML_TOO_DEEP = "html_too_deep"  # nesting beyond max_html_depth: parsed up to that point
+HTML_PARSE_ERROR = "html_parse_error"
+RECORD_ERROR = "record_error"  # anything else that went wrong with one record
+EXTRACT_ERROR = "extract_error"  # an unexpected failure outside any one record (a bug: please report)
+
+PAIR_COLUMNS: tuple[str, ...] = (
+    "pair_id", "snapshot", "warc_file", "warc_offset", "warc_record_id", "page_url", "domain", "image_url", "caption",
+    "title", "figcaption", "img_index", "page_language", "language_source", "charset", "fetch_time",
+)
+CAPTURE_COLUMNS: tuple[str, ...] = (
+    "snapshot", "url", "warc_file", "warc_offset", "content_type", "content_length", "http_status",
+)
+
+
+@dataclass
+class WarcError:
+    file: str
+    offset: int | None  # start offset of the record concerned (None: the file as a whole)
+    kind: str
+    message: str
+
+
+@dataclass
+class ExtractStats:
+    warc_file: str
+    bytes_read: int = 0  # bytes of the (compressed) file consumed
+    records: int = 0  # WARC records of every type
+    responses: int = 0
+    html_pages: int = 0  # HTML responses parsed for pairs
+    pages_skipped_language: Counter[str] = field(default_factory=Counter)  # by CC primary language label
+    pages_truncated: int = 0  # over max_page_bytes, or marked WARC-Truncated by the crawler
+    pairs: int = 0
+    skipped_images: Counter[str] = field(default_factory=Counter)  # <img> without a pair, by reason
+    errors: list[WarcError] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["pages_skipped_language"] = dict(self.pages_skipped_language)
+        d["skipped_images"] = dict(self.skipped_images)
+        return d
+
+
+def merge_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum `ExtractStats.to_dict()` results of several files (counters added, errors concatenated)."""
+    out: dict[str, Any] = {"files": len(stats), "bytes_read": 0, "records": 0, "responses": 0, "html_pages": 0,
+                           "pages_skipped_language": Counter(), "pages_truncated": 0, "pairs": 0,
+                           "skipped_images": Counter(), "errors": [], "errors_by_kind": Counter()}
+    for s in stats:
+        for k in ("bytes_read", "records", "responses", "html_pages", "pages_truncated", "pairs"):
+            out[k] += s.get(k, 0)
+        out["pages_skipped_language"].update(s.get("pages_skipped_language", {}))
+        out["skipped_images"].update(s.get("skipped_images", {}))
+        out["errors"].extend(s.get("errors", []))
+        out["errors_by_kind"].update(e["kind"] for e in s.get("errors", []))
+    for k in ("pages_skipped_language", "skipped_images", "errors_by_kind"):
+        out[k] = dict(out[k])
+    return out
+
+
+@dataclass
+class ExtractResult:
+    pairs: list[dict[str, Any]]  # PAIR_COLUMNS
+    captures: list[dict[str, Any]]  # CAPTURE_COLUMNS
+    stats: ExtractStats
+
+
+# ------------------------------------------------------------------------------------------------ input stream
+class _TrackingReader:
+    """Read-only file-like object handed to fastwarc.
+
+    Counts the bytes read, serves an already-read head first (used to sniff the format), and keeps the bytes from
+    the start of the most recent record on, so that the last record can be verified once fastwarc stops (fastwarc
+    ends silently on a truncated gzip member).
+    """
+
+    def __init__(self, raw: BinaryIO, head: bytes, start: int) -> None:
+        self.raw = raw
+        self.error: BaseException | None = None  # what the underlying stream raised, if it did
+        self.pos = start  # absolute offset of the next byte returned
+        self._pending = head
+        self._kept: list[tuple[int, bytes]] = []  # (absolute offset, chunk) from `_mark` on
+        self._mark = start
+
+    def read(self, n: int = -1) -> bytes:
+        if self._pending:
+            data = self._pending if n < 0 else self._pending[:n]
+            self._pending = self._pending[len(data):]
+        else:
+            try:
+                data = self.raw.read(n) if n is not None and n >= 0 else self.raw.read()
+            except Exception as e:
+                self.error = e
+                raise
+            if not data:
+                return b""
+        self._kept.append((self.pos, data))
+        self.pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        raise io.UnsupportedOperation("stream is read sequentially")
+
+    def close(self) -> None:  # the owner closes the underlying file
+        pass
+
+    def mark(self, offset: int) -> None:
+        """Forget the bytes before `offset` (the start of the record just yielded)."""
+        self._mark = offset
+        kept = self._kept
+        i = 0
+        while i < len(kept) and kept[i][0] + len(kept[i][1]) <= offset:
+            i += 1
+        if i:
+            del kept[:i]
+
+    def tail(self, n_more: int = 1 << 20) -> bytes:
+        """Bytes from the mark to the end of what was read, plus up to `n_more` not yet read."""
+        data = b"".join(c for _, c in self._kept)
+        if self._kept:
+            data = data[self._mark - self._kept[0][0]:]
+        rest = self._pending + (self.raw.read(n_more) or b"")
+        self._pending = b""
+        return data + rest
+
+
+def _open_source(source: Any) -> tuple[BinaryIO, bool]:
+    """(binary stream, whether we own it and must close it)."""
+    if isinstance(source, (str, os.PathLike)):
+        return open(source, "rb"), True
+    if hasattr(source, "read"):
+        return source, False
+    raise TypeError(f"expected a path or a binary file-like object, got {type(source).__name__}")
+
+
+def _sniff(head: bytes) -> tuple[str | None, str]:
+    """(error kind or None, description) for the first bytes of a file that should be a WARC."""
+    if not head:
+        return EMPTY_FILE, "file is empty"
+    if head[:2] == b"\x1f\x8b":
+        try:
+            first = zlib.decompressobj(31).decompress(head, 64)
+        except zlib.error as e:
+            return NOT_A_WARC, f"gzip data that does not decompress: {e}"
+        if first.lstrip(b"\r\n")[:5] == b"WARC/" or len(first) < 5:
+            return None, "gzip"
+        return NOT_A_WARC, f"gzip member does not start with a WARC header: {first[:16]!r}"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return None, "zstd"
+    if head.lstrip(b"\r\n")[:5] == b"WARC/":
+        return None, "warc"
+    signatures = {b"\x89PNG": "PNG image", b"\xff\xd8\xff": "JPEG image", b"GIF8": "GIF image", b"%PDF": "PDF",
+                  b"PK\x03\x04": "zip archive", b"<!DO": "HTML", b"<htm": "HTML", b"BZh": "bzip2 data"}
+    what = next((name for sig, name in signatures.items() if head.startswith(sig)), None)
+    return NOT_A_WARC, f"not a WARC file ({what or 'starts with ' + repr(head[:16])})"
+
+
+_BLANK_LINE = re.compile(rb"\r*\n\r*\n")  # end of a WARC header (CRLF per spec; some writers differ)
+
+
+def _verify_last_record(tail: bytes, compression: str) -> tuple[str, str] | None:
+    """(kind, message) when the last record fastwarc read (starting at `tail`) is incomplete or is followed by data
+    fastwarc did not read, else None. (fastwarc ends silently on a truncated gzip member.)"""
+    if not tail:
+        return None
+    rest = b""
+    member_complete = False
+    if compression == "gzip":
+        d = zlib.decompressobj(31)
+        try:
+            block = d.decompress(tail)
+        except zlib.error as e:
+            return CORRUPT_GZIP, f"last gzip member does not decompress: {e}"
+        if not d.eof:
+            return TRUNCATED_GZIP, f"file ends inside a gzip member ({len(tail)} compressed bytes, no gzip trailer)"
+        member_complete, rest = True, d.unused_data
+    elif compression == "warc":
+        block = tail
+    else:
+        return None
+    incomplete = CORRUPT_RECORD if member_complete else (
+        TRUNCATED_GZIP if compression == "gzip" else TRUNCATED_RECORD)
+    m = _BLANK_LINE.search(block)
+    if m is None:  # no end of the WARC header: cut short, unless it is a quirky header fastwarc still read
+        return (incomplete, "record ends inside its WARC header") if b"\n" not in block[-4:] else None
+    length = None
+    for line in block[:m.start()].split(b"\n"):
+        if line[:15].lower() == b"content-length:":
+            try:
+                length = int(line[15:].strip())
+            except ValueError:
+                return None
+    if length is not None and len(block) - m.end() < length:
+        what = "its gzip member ends" if member_complete else "the file ends"
+        return incomplete, f"{what} inside the record ({len(block) - m.end()} of {length} content bytes)"
+    if rest.strip(b"\0\r\n\t "):
+        return CORRUPT_RECORD, f"reading stopped here: {len(rest)}+ bytes after this record were not read"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ HTTP bodies
+def _read_upto(reader: Any, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        chunk = reader.read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _dechunk(body: bytes) -> bytes:
+    """Body of a `Transfer-Encoding: chunked` message. Crawlers often store the de-chunked body and keep the header:
+    a body that does not start with a chunk-size line is returned as is. Raises ValueError on framing broken later."""
+    first = body[:body.find(b"\r\n")] if b"\r\n" in body[:1024] else b""
+    size = first.split(b";", 1)[0].strip()
+    if not size or len(size) > 16 or not all(c in _HEX for c in size):
+        return body
+    out, i = [], 0
+    while True:
+        j = body.find(b"\r\n", i)
+        if j < 0:
+            raise ValueError("chunked body: chunk size line without CRLF")
+        try:
+            size_n = int(body[i:j].split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise ValueError(f"chunked body: bad chunk size {body[i:j][:20]!r}") from None
+        if size_n == 0:
+            return b"".join(out)
+        out.append(body[j + 2:j + 2 + size_n])
+        i = j + 2 + size_n + 2
+        if i > len(body):
+            return b"".join(out)  # truncated capture: keep what is there
+
+
+def decode_http_body(body: bytes, transfer_encoding: str | None, content_encoding: str | None, *,
+                     max_bytes: int | None = None) -> bytes:
+    """Undo `Transfer-Encoding: chunked` and `Content-Encoding` gzip / deflate / br. Common Crawl has already done so
+    (and renamed the headers); other crawlers often did too but kept the headers, so a body that is visibly not
+    encoded is returned as is. Raises ValueError when an encoded body does not decode."""
+    if transfer_encoding and "chunked" in transfer_encoding.lower():
+        body = _dechunk(body)
+    enc = (content_encoding or "").strip().lower()
+    if enc in ("", "identity", "none") or not body:
+        return body
+    limit = max_bytes or 0
+    try:
+        if enc in ("gzip", "x-gzip"):
+            if body[:2] != b"\x1f\x8b":
+                return body  # stored decoded
+            return zlib.decompressobj(31).decompress(body, limit)
+        if enc == "deflate":
+            try:
+                return zlib.decompressobj(15).decompress(body, limit)
+            except zlib.error:
+                return zlib.decompressobj(-15).decompress(body, limit)  # raw deflate, as some servers send it
+        if enc == "br":
+            import brotli  # type: ignore[import-not-found]
+
+            return brotli.decompress(body)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad body
+        raise ValueError(f"Content-Encoding {enc} does not decode: {type(e).__name__}: {e}") from e
+    raise ValueError(f"unsupported Content-Encoding {enc!r}")
+
+
+# ------------------------------------------------------------------------------------------------ extraction
+def extract_file(source: str | os.PathLike | BinaryIO, warc_name: str, *, snapshot: str,
+                 language_prefilter: bool = True, max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES,
+                 capture_images: bool = True, max_html_depth: int | None = H.DEFAULT_MAX_DEPTH,
+                 full_decode: bool = False) -> ExtractResult:
+    """Pairs and image captures of one WARC file (`.warc` or `.warc.gz`, path or binary stream).
+
+    `warc_name` is recorded in every row. `language_prefilter`: skip responses whose CC language list lacks `zho`
+    without reading them. `max_page_bytes`: parse only this much of a page. `max_html_depth`: cut pages nested
+    deeper (None: no guard). `full_decode`: decode (UTF-8: validate) every page in full and report invalid bytes
+    anywhere in it. By default pages are not decoded in full (see `charset.DecodedPage`: UTF-8 goes to Lexbor as
+    is, GBK / Big5 / ... in passthrough form) and only the extracted strings are decoded and checked, which is
+    what the pairs contain: `charset_errors` then reports invalid bytes in extracted text only.
+    """
+    stats = ExtractStats(warc_file=warc_name)
+    result = ExtractResult([], [], stats)
+    try:
+        raw, owned = _open_source(source)
+    except (OSError, TypeError) as e:
+        stats.errors.append(WarcError(warc_name, None, UNREADABLE_FILE, f"{type(e).__name__}: {e}"))
+        return result
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # tens of thousands of row dicts, no reference cycles: collection passes would be pure overhead
+    try:
+        _extract_stream(raw, warc_name, snapshot, result, language_prefilter=language_prefilter,
+                        max_page_bytes=max_page_bytes, capture_images=capture_images,
+                        max_html_depth=max_html_depth, full_decode=full_decode)
+    except Exception as e:  # noqa: BLE001 - the contract: problems are reported, never raised
+        stats.errors.append(WarcError(warc_name, None, EXTRACT_ERROR, f"{type(e).__name__}: {e}"))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        if owned:
+            raw.close()
+    stats.pairs = len(result.pairs)
+    return result
+
+
+def _extract_stream(raw: BinaryIO, name: str, snapshot: str, result: ExtractResult, *, language_prefilter: bool,
+                    max_page_bytes: int, capture_images: bool, max_html_depth: int | None,
+                    full_decode: bool) -> None:
+    from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+    stats = result.stats
+    try:
+        start = raw.tell()
+    except (OSError, AttributeError, ValueError):
+        start = 0
+    try:
+        head = raw.read(64 * 1024) or b""
+    except Exception as e:  # noqa: BLE001 - any failure of the source is an unreadable file
+        stats.errors.append(WarcError(name, None, UNREADABLE_FILE, f"{type(e).__name__}: {e}"))
+        return
+    kind, compression = _sniff(head)
+    if kind is not None:
+        stats.bytes_read = len(head)
+        stats.errors.append(WarcError(name, None, kind, compression))
+        return
+    reader = _TrackingReader(raw, head, start)
+    response_type = WarcRecordType.response
+    ctx = _PageContext(name, snapshot, result, language_prefilter, max_page_bytes, capture_images, max_html_depth,
+                       full_decode)
+    last_offset: int | None = None
+    marks = (0, 0, 0)  # rows and errors before the most recent record: dropped if that record turns out truncated
+    stopped_by_error = False
+    try:
+        it = ArchiveIterator(reader, parse_http=False, quirks_mode=True)
+    except BaseException as e:  # fastwarc raises Rust panics as BaseException subclasses
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        stats.errors.append(WarcError(name, None, NOT_A_WARC, f"{type(e).__name__}: {e}"))
+        return
+    while True:
+        try:
+            rec = next(it)
+        except StopIteration:
+            break
+        except BaseException as e:
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            if reader.error is not None:
+                kind, e = UNREADABLE_FILE, reader.error
+            else:
+                kind = CORRUPT_GZIP if compression == "gzip" and "ecompress" in str(e) else RECORD_ERROR
+            stats.errors.append(WarcError(name, last_offset, kind, f"reading stopped after this record, at byte "
+                                                                   f"{reader.pos}: {type(e).__name__}: {e}"))
+            stopped_by_error = True
+            break
+        stats.records += 1
+        last_offset = rec.stream_pos
+        reader.mark(last_offset)
+        marks = (len(result.pairs), len(result.captures), len(stats.errors))
+        if rec.record_type != response_type:
+            continue
+        stats.responses += 1
+        try:
+            ctx.response(rec, last_offset)
+        except Exception as e:  # noqa: BLE001 - one bad record must not stop the file
+            stats.errors.append(WarcError(name, last_offset, RECORD_ERROR, f"{type(e).__name__}: {e}"))
+    stats.bytes_read = reader.pos
+    if last_offset is None:
+        if not stopped_by_error:
+            stats.errors.append(WarcError(name, None, NOT_A_WARC, "no WARC record could be read"))
+        return
+    if not stopped_by_error:
+        try:
+            problem = _verify_last_record(reader.tail(), compression)
+        except Exception as e:  # noqa: BLE001
+            problem = (UNREADABLE_FILE, f"{type(e).__name__}: {e}")
+        stats.bytes_read = reader.pos
+        if problem is not None:
+            # the incomplete record's rows (a partial page) and errors are dropped; everything before it is kept
+            del result.pairs[marks[0]:]
+            del result.captures[marks[1]:]
+            del stats.errors[marks[2]:]
+            stats.records -= 1
+            stats.errors.append(WarcError(name, last_offset, problem[0], problem[1]))
+
+
+class _PageContext:
+    """Per-file settings and the handling of one response record."""
+
+    def __init__(self, name: str, snapshot: str, result: ExtractResult, language_prefilter: bool,
+                 max_page_bytes: int, capture_images: bool, max_html_depth: int | None, full_decode: bool) -> None:
+        self.name = name
+        self.snapshot = snapshot
+        self.result = result
+        self.stats = result.stats
+        self.prefilter = language_prefilter
+        self.max_page_bytes = max_page_bytes
+        self.capture_images = capture_images
+        self.max_html_depth = max_html_depth
+        self.full_decode = full_decode
+
+    def error(self, offset: int | None, kind: str, message: str) -> None:
+        self.stats.errors.append(WarcError(self.name, offset, kind, message))
+
+    def response(self, rec: Any, offset: int) -> None:
+        headers = rec.headers
+        lang = headers.get(LANGUAGE_HEADER)
+        if lang is not None:
+            lang = lang.strip() or None
+        if self.prefilter and lang is not None and CHINESE not in lang:
+            self.stats.pages_skipped_language[lang.split(",", 1)[0].strip() or "und"] += 1
+            return
+        try:
+            rec.parse_http(quirks_mode=True)
+        except Exception as e:  # noqa: BLE001
+            self.error(offset, BAD_HTTP_HEADER, f"{type(e).__name__}: {e}")
+            return
+        http = rec.http_headers
+        status = http.status_code if http is not None else None
+        if status is None:
+            line = http.status_line if http is not None else None
+            self.error(offset, BAD_HTTP_HEADER, f"no parsable HTTP status line (got {line!r})")
+            return
+        ctype = (rec.http_content_type or headers.get("WARC-Identified-Payload-Type") or "").strip().lower()
+        if ctype.startswith("image/"):
+            if self.capture_images:
+                self.result.captures.append({
+                    "snapshot": self.snapshot, "url": _target_uri(headers), "warc_file": self.name,
+                    "warc_offset": offset, "content_type": ctype, "content_length": rec.content_length,
+                    "http_status": status,
+                })
+            return
+        if ctype not in HTML_TYPES or not 200 <= status < 300:
+            return
+        self.page(rec, offset, headers, http, lang)
+
+    def page(self, rec: Any, offset: int, warc_headers: Any, http: Any, lang: str | None) -> None:
+        stats = self.stats
+        headers = _Headers(warc_headers)
+        max_bytes = self.max_page_bytes
+        te, ce = http.get("Transfer-Encoding"), http.get("Content-Encoding")
+        data = _read_upto(rec.reader, max_bytes + 1 if not (te or ce) else 64 * max_bytes)
+        if te or ce:
+            try:
+                data = decode_http_body(data, te, ce, max_bytes=max_bytes + 1)
+            except ValueError as e:
+                self.error(offset, BAD_CONTENT_ENCODING, str(e))
+                return
+        truncated = False
+        if len(data) > max_bytes:
+            stats.pages_truncated += 1
+            self.error(offset, PAGE_TRUNCATED, f"page over max_page_bytes: parsed the first {max_bytes} bytes")
+            data = data[:max_bytes]
+            truncated = True
+        elif headers.get("WARC-Truncated"):
+            stats.pages_truncated += 1
+            self.error(offset, PAGE_TRUNCATED, f"truncated by the crawler (WARC-Truncated: "
+                                               f"{headers.get('WARC-Truncated')}), parsed what was captured")
+            truncated = True
+        page = decode_page(data, rec.http_charset, truncated=truncated, full_decode=self.full_decode)
+        if page.errors:
+            self._charset_error(offset, page.codec, page.errors, page.error_offset)
+        html = page.html
+        page_url = _target_uri(headers)
+        try:
+            found = H.extract_images(html, page_url, max_depth=self.max_html_depth, decoder=page.decoder)
+        except Exception as e:  # noqa: BLE001
+            self.error(offset, HTML_PARSE_ERROR, f"{type(e).__name__}: {e}")
+            return
+        if found.cut_at is not None:
+            self.error(offset, HTML_TOO_DEEP, f"elements nested ~{found.depth} deep (max_html_depth="
+                                              f"{self.max_html_depth}): parsed the first {found.cut_at} bytes")
+        stats.html_pages += 1
+        if found.skipped:
+            stats.skipped_images.update(found.skipped)
+        if page.decoder is not None:
+            if page.decoder.errors:
+                self._charset_error(offset, page.codec, page.decoder.errors, None, "in extracted text")
+        elif page.errors is None and found.replacement_chars:
+            n, first = count_invalid(html)  # unchecked UTF-8 page whose extracted text shows U+FFFD
+            if n:
+                self._charset_error(offset, page.codec, n, first)
+        if not found.images:
+            return
+        if lang is not None:
+            language, source = lang, "cc"
+        else:
+            text_html = html
+            if page.decoder is not None:  # legacy charset (GBK, Big5, ...): detection needs the decoded text
+                text_html = html.decode(page.codec, errors="replace").encode("utf-8")
+            language, source = H.guess_page_language(text_html, max_depth=self.max_html_depth), "detected"
+        record_id = headers.get("WARC-Record-ID") or ""
+        template = {
+            "pair_id": None, "snapshot": self.snapshot, "warc_file": self.name, "warc_offset": offset,
+            "warc_record_id": record_id, "page_url": page_url, "domain": _domain(page_url), "image_url": None,
+            "caption": None, "title": None, "figcaption": None, "img_index": None, "page_language": language,
+            "language_source": source, "charset": page.codec, "fetch_time": headers.get("WARC-Date") or "",
+        }
+        make_id = _pair_id_maker(record_id)
+        append = self.result.pairs.append
+        for idx, url, caption, title, figcaption in found.images:
+            # dict(template, ...) keeps PAIR_COLUMNS order and is the cheapest way to build a 16-key row
+            append(dict(template, pair_id=make_id(idx), image_url=url, caption=caption, title=title,
+                        figcaption=figcaption, img_index=idx))
+
+    def _charset_error(self, offset: int, codec: str, n: int, first: int | None, where: str = "") -> None:
+        at = f" (first at payload byte {first})" if first is not None else ""
+        self.error(offset, CHARSET_ERRORS, f"{n} invalid byte sequence(s) for {codec}{' ' + where if where else ''}"
+                                           f"{at}; decoded with U+FFFD")
+
+
+_shortcut_checked: set[str] = set()
+
+
+def _pair_id_maker(record_id: str) -> Callable[[int], str]:
+    """`lambda i: ids.pair_id(record_id, i)` with the per-page part hoisted out (pair ids are made for every
+    image). The shortcut is checked against `ids.pair_id` once per process; if it ever disagreed (the shared
+    definition changed), `ids.pair_id` itself would be used."""
+    prefix = f"{record_id.strip()}#".encode()
+
+    def fast(i: int) -> str:
+        return blake2b(prefix + b"%d" % i, digest_size=8).hexdigest()
+
+    if _shortcut_checked:
+        return fast
+    if fast(0) == pair_id(record_id, 0) and fast(12) == pair_id(record_id, 12):
+        _shortcut_checked.add("ok")
+        return fast
+    return lambda i: pair_id(record_id, i)
+
+
+class _Headers:
+    """WARC headers read through one `items()` call (fastwarc's `get` scans the header list on every call);
+    names not found as written fall back to fastwarc's case-insensitive `get`."""
+
+    __slots__ = ("raw", "items")
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.items = dict(raw.items())
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self.items.get(name)
+        return value if value is not None else self.raw.get(name, default)
+
+
+def _target_uri(headers: Any) -> str:
+    uri = (headers.get("WARC-Target-URI") or "").strip()
+    if uri.startswith("<") and uri.endswith(">"):  # WARC 1.0 examples wrap it in angle brackets
+        uri = uri[1:-1]
+    return uri
+
+
+def _domain(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+    return host.rstrip(".").lower()
+
+
+# ------------------------------------------------------------------------------------------------ random access
+def read_record_payload(source: str | os.PathLike | BinaryIO, offset: int) -> tuple[dict[str, str], bytes]:
+    """(lower-cased HTTP headers, HTTP body) of the response record starting at byte `offset`.
+
+    Works on `.warc` and on `.warc.gz` written one gzip member per record (as Common Crawl does), from a path or a
+    seekable binary stream. Chunked transfer and gzip / deflate / br content encodings are undone. Raises ValueError
+    when no WARC record with an HTTP message starts there, OSError when the file cannot be read.
+    """
+    from fastwarc.warc import ArchiveIterator
+
+    raw, owned = _open_source(source)
+    try:
+        raw.seek(offset)
+        head = raw.read(64 * 1024)
+        kind, compression = _sniff(head)
+        if kind is not None:
+            raise ValueError(f"no WARC record at offset {offset}: {compression}")
+        reader = _TrackingReader(raw, head, offset)
+        try:
+            rec = next(iter(ArchiveIterator(reader, parse_http=False, quirks_mode=True)))
+        except StopIteration:
+            raise ValueError(f"no WARC record at offset {offset}") from None
+        if rec.stream_pos != offset:
+            raise ValueError(f"no WARC record at offset {offset} (next one starts at {rec.stream_pos})")
+        rec.parse_http(quirks_mode=True)
+        http = rec.http_headers
+        if http is None or http.status_code is None:
+            raise ValueError(f"record at offset {offset} has no parsable HTTP message")
+        headers: dict[str, str] = {}
+        for k, v in http.items():
+            k = k.lower()
+            headers[k] = f"{headers[k]}, {v}" if k in headers else v
+        body = rec.reader.read()
+    finally:
+        if owned:
+            raw.close()
+    body = decode_http_body(body, headers.get("transfer-encoding"), headers.get("content-encoding"))
+    return headers, body
+
+
+__all__ = [
+    "CAPTURE_COLUMNS", "PAIR_COLUMNS", "ExtractResult", "ExtractStats", "WarcError", "decode_http_body",
+    "extract_file", "merge_stats", "read_record_payload",
+]
+
