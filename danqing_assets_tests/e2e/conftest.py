@@ -16,12 +16,13 @@ def sample_crawl(tmp_path_factory):
     return out, summary
 
 
-def run_pipeline(home, crawl_dir, snapshot="sample", *, through=None, run_config=None, instance=None):
+def run_pipeline(home, crawl_dir, snapshot="sample", *, through=None, run_config=None, instance=None, selection=None,
+                 resources=None):
     """Register `crawl_dir` as `snapshot` under warehouse `home` and materialize up to `through`."""
     SnapshotRegistry(home).add(snapshot, str(crawl_dir))
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(snapshot_partitions.name, [snapshot])
-    selection = dg.AssetSelection.all()
+    selection = selection or dg.AssetSelection.all()
     if through:
         selection = dg.AssetSelection.assets(through).upstream().required_multi_asset_neighbors()
     return dg.materialize(
@@ -30,6 +31,6 @@ def run_pipeline(home, crawl_dir, snapshot="sample", *, through=None, run_config
         partition_key=snapshot,
         instance=instance,
         run_config=run_config or {},
-        resources=default_resources(str(home)),
+        resources={**default_resources(str(home)), **(resources or {})},
         raise_on_error=True,
     )
