@@ -15,6 +15,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps cn-clip==1.6.0   # only its Chinese BERT vocab.txt is used
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	chmod +x $(BIN)/duckdb   # the duckdb-cli wheel installs its binary without the exec bit
 	touch $(STAMP)
 
 setup: $(STAMP)
