@@ -34,7 +34,7 @@ class SourceSelectionConfig(dg.Config):
 
 def score_source_pairs(raw: pl.DataFrame, config: SourceSelectionConfig) -> pl.DataFrame:
     """The stage-1 scores, one column each, so the decision in SQL can be re-tuned without recomputing them."""
-    from danqing_assets.lib.safety import load_text_safety_classifier
+    from danqing_assets.lib.safety import load_text_safety_classifier, run_classifier
     from danqing_assets.lib.text import count_words_many, normalize_caption
 
     blacklist = load_domain_list(config.domain_blacklist_path)
@@ -42,7 +42,7 @@ def score_source_pairs(raw: pl.DataFrame, config: SourceSelectionConfig) -> pl.D
     captions = raw["caption"].fill_null("").to_list()
     domains = raw["domain"].to_list()
     matches = {d: blacklist_match(d, blacklist) for d in set(domains)}
-    verdicts = classifier.predict(captions) if captions else []
+    verdicts = run_classifier(classifier, captions) if captions else []
     norm_of = {c: normalize_caption(c) for c in set(captions)}
     return raw.with_columns(
         pl.Series("blacklisted_by", [matches[d] for d in domains], dtype=pl.String),

@@ -88,7 +88,9 @@ def text_scores(
 
 class TextRefinementConfig(dg.Config):
     min_han_share: float = Field(
-        default=0.3, description="Chinese check: least share of Han characters among the caption's letters."
+        default=0.1,
+        description="Chinese check: besides language = zho, the least share of Han characters among the caption's "
+        "letters (low on purpose: 'iPhone 15 Pro Max 手机壳' has 0.2).",
     )
     min_nouns: int = Field(default=1, description="Least nouns (jieba POS) a caption must have (paper: 1).")
     max_unk: int = Field(default=5, description="Most [UNK] tokens under the Chinese BERT vocab (paper: 5).")
