@@ -81,6 +81,9 @@ def test_metadata_shows_the_funnel(pipeline):
     home, _, result = pipeline
     fetched = _metadata(result, "fetched_images")
     assert fetched["from_warc"] > 0 and fetched["dropped_dns_error"] > 0
+    table = Warehouse(home).read("fetched_images", "sample")
+    # every image the sample crawl captured comes from the WARC, never the network
+    assert set(table.filter(pl.col("status") == "ok")["source"]) == {"warc"}
     assert 0 < fetched["success_rate"] < 1 and fetched["paper_success_rate"] == pytest.approx(0.673, abs=1e-3)
     image = _metadata(result, "visually_diversified_pairs")
     assert image["semantic_dedup"] == "off" and image["dropped_blurry_image"] > 0

@@ -90,3 +90,47 @@ def test_two_snapshots_materialize_concurrently_from_the_cli(sample_crawl, tmp_p
     con.close()
     assert counts["snap-a"] == counts["snap-b"] > 0
     assert raw["snap-a"] == raw["snap-b"]
+    _the_web_ui_shows_both_partitions_and_their_metadata(env)
+
+
+def _the_web_ui_shows_both_partitions_and_their_metadata(env):
+    """`dagster dev` on the same DAGSTER_HOME serves the partitions and metadata the CLI runs recorded."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1", "-p", str(port), "-w",
+         str(root / "workspace.yaml")],
+        env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        query = (
+            '{ assetOrError(assetKey: {path: ["source_selected_pairs"]}) { ... on Asset { '
+            "assetMaterializations(limit: 5) { partition metadataEntries { label } } } } }"
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                    headers={"content-type": "application/json"},
+                )
+                data = json.load(urllib.request.urlopen(req, timeout=10))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        mats = data["data"]["assetOrError"]["assetMaterializations"]
+        assert {m["partition"] for m in mats} == {"snap-a", "snap-b"}
+        labels = {e["label"] for e in mats[0]["metadataEntries"]}
+        assert {"rows_in", "rows_out", "dropped_caption_too_short", "cumulative_retention"} <= labels
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
