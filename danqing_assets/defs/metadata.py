@@ -77,3 +77,16 @@ def check_from_validation(name: str, outcome, *, asset_key: str | None = None) -
         passed=outcome.passed,
         metadata={"failures": outcome.failures, "failure_cases": dg.MetadataValue.md(outcome.summary or "_none_")},
     )
+
+
+def truth_quality_metadata(stage: str, entering: pl.Series, rejected: pl.DataFrame, truth_path: str) -> dict[str, Any]:
+    """Per-reason precision and recall against a labelled truth file, as a table plus one float per figure."""
+    from danqing_assets.lib.quality import load_truth, reason_quality
+
+    quality = reason_quality(stage=stage, entering=entering, rejected=rejected, truth=load_truth(truth_path))
+    md: dict[str, Any] = {"truth_quality": dg.MetadataValue.md(markdown_table(quality, quality.columns, limit=50))}
+    for row in quality.iter_rows(named=True):
+        for k in ("precision", "recall"):
+            if row[k] is not None:
+                md[f"{k}_{row['reason']}"] = dg.MetadataValue.float(round(row[k], 4))
+    return md

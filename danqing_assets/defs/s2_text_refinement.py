@@ -9,11 +9,10 @@ import polars as pl
 import pandera.polars as pa
 from pydantic import Field
 
-from danqing_assets.defs.metadata import check_from_validation, markdown_table, stage_metadata
+from danqing_assets.defs.metadata import check_from_validation, markdown_table, stage_metadata, truth_quality_metadata
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import WarehouseResource
 from danqing_assets.lib import reasons, schemas
-from danqing_assets.lib.quality import load_truth, reason_quality
 from danqing_assets.lib.sql import run_sql
 
 GROUP = "s2_text_refinement"
@@ -200,14 +199,7 @@ def text_refined_pairs(
         "Refining text first means images are fetched only for pairs whose text survives."
     )
     if config.truth_path:
-        quality = reason_quality(
-            stage=STAGE, entering=pairs["pair_id"], rejected=rejected, truth=load_truth(config.truth_path)
-        )
-        metadata["truth_quality"] = dg.MetadataValue.md(markdown_table(quality, quality.columns, limit=50))
-        for row in quality.iter_rows(named=True):
-            for k in ("precision", "recall"):
-                if row[k] is not None:
-                    metadata[f"{k}_{row['reason']}"] = dg.MetadataValue.float(round(row[k], 4))
+        metadata.update(truth_quality_metadata(STAGE, pairs["pair_id"], rejected, config.truth_path))
     identity = kept.height + rejected.height == pairs.height and set(kept["pair_id"]).isdisjoint(rejected["pair_id"])
     return dg.MaterializeResult(
         metadata=metadata,

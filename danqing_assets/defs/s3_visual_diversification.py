@@ -13,7 +13,7 @@ import pandera.polars as pa
 import polars as pl
 from pydantic import Field
 
-from danqing_assets.defs.metadata import check_from_validation, markdown_table, stage_metadata
+from danqing_assets.defs.metadata import check_from_validation, markdown_table, stage_metadata, truth_quality_metadata
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import reasons, schemas
@@ -258,7 +258,6 @@ def visually_diversified_pairs(
     per redundancy cluster (exact sha256, pHash near-duplicates, embedding union-find at cosine distance <= 0.1),
     the representative being the first seen in crawl order (or, configured, the highest-resolution image)."""
     from danqing_assets.lib.clusters import UnionFind, cluster_embeddings, phash_clusters
-    from danqing_assets.lib.quality import load_truth, reason_quality
     from danqing_assets.lib.report_images import balance_curve_png, contact_sheet, kmeans_cluster_sizes
 
     if config.representative not in ("first_seen", "best_quality"):
@@ -411,12 +410,7 @@ def visually_diversified_pairs(
             metadata["semantic_balance"] = dg.MetadataValue.md(f"![balance](data:image/png;base64,{base64.b64encode(png).decode()})")
             metadata["balance_max_over_median"] = dg.MetadataValue.float(float(csizes[0] / max(1.0, np.median(csizes))))
     if config.truth_path:
-        quality = reason_quality(stage=STAGE, entering=fetched["pair_id"], rejected=rejected, truth=load_truth(config.truth_path))
-        metadata["truth_quality"] = dg.MetadataValue.md(markdown_table(quality, quality.columns, limit=50))
-        for row in quality.iter_rows(named=True):
-            for k in ("precision", "recall"):
-                if row[k] is not None:
-                    metadata[f"{k}_{row['reason']}"] = dg.MetadataValue.float(round(row[k], 4))
+        metadata.update(truth_quality_metadata(STAGE, fetched["pair_id"], rejected, config.truth_path))
     identity = kept.height + rejected.height == fetched.height and set(kept["pair_id"]).isdisjoint(rejected["pair_id"])
     yield dg.MaterializeResult(
         asset_key="visually_diversified_pairs",
