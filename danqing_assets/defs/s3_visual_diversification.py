@@ -119,8 +119,11 @@ def image_scores(
                               config.nsfw_scorer.endswith((".npz", ".pt", ".pth")) else None)
     if scorer is not None and scores.height:
         ok = scores.filter(pl.col("score_error").is_null())["image_sha256"].to_list()
-        values = np.asarray(scorer.score([store.get(s) for s in ok]), dtype=np.float64)
-        nsfw = dict(zip(ok, [None if np.isnan(v) else float(v) for v in values]))
+        nsfw = {}
+        for start in range(0, len(ok), chunk):  # bounded memory: a chunk of images at a time
+            part = ok[start : start + chunk]
+            values = np.asarray(scorer.score([store.get(s) for s in part]), dtype=np.float64)
+            nsfw.update(zip(part, [None if np.isnan(v) else float(v) for v in values]))
         scores = scores.with_columns(pl.col("image_sha256").replace_strict(nsfw, default=None, return_dtype=pl.Float64).alias("nsfw_score"))
     wh.write("image_scores", snapshot, scores)
     summary = scores.select("shortest_edge", "aspect_ratio", "grey_std", "laplacian_var_native", "blur_score", "entropy_bits").describe()

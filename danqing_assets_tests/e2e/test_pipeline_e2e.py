@@ -106,6 +106,35 @@ def test_rematerializing_fetch_skips_stored_images(pipeline):
     )
 
 
+class HashScorer:
+    """A plug-in NSFW scorer for the test: flags the images whose sha256 starts with 0 or 1 (about 1 in 8)."""
+
+    name = "hash-scorer"
+
+    def score(self, images):
+        import hashlib
+
+        return np.array([1.0 if hashlib.sha256(bytes(b)).hexdigest()[0] in "01" else 0.0 for b in images])
+
+
+def test_a_plugged_in_nsfw_scorer_drops_what_it_flags(pipeline):
+    home, crawl_dir, _ = pipeline
+    result = run_pipeline(
+        home,
+        crawl_dir,
+        selection=dg.AssetSelection.assets("image_scores", "visually_diversified_pairs", "image_clusters"),
+        run_config={"ops": {"image_scores": {"config": {"nsfw_scorer": f"{__name__}:HashScorer"}}}},
+    )
+    assert _metadata(result, "image_scores")["nsfw_screening"] == "on (hash-scorer)"
+    wh = Warehouse(home)
+    flagged = set(wh.read("image_scores", "sample").filter(pl.col("nsfw_score") == 1.0)["image_sha256"])
+    assert flagged
+    kept = wh.read("visually_diversified_pairs", "sample")
+    assert flagged.isdisjoint(kept["image_sha256"])
+    ledger = wh.read_rejections("sample", stages=[reasons.IMAGE])
+    assert ledger.filter(pl.col("reason") == reasons.NSFW_IMAGE).height > 0
+
+
 def test_embeddings_and_semantic_dedup_with_a_small_local_model(pipeline, tmp_path):
     home, crawl_dir, _ = pipeline
     clip = ClipModelResource(model_name=TINY_MODEL_NAME)
