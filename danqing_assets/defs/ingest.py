@@ -2,6 +2,7 @@
 
 
 import os
+import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -15,38 +16,11 @@ from danqing_assets.defs.metadata import check_from_validation, markdown_table
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import S3ClientResource, WarehouseResource
 from danqing_assets.lib import schemas
-from danqing_assets.lib.extract_jobs import ExtractOptions, extract_ref
+from danqing_assets.lib.extract_jobs import CAPTURE_SCHEMA, PAIR_SCHEMA, ExtractOptions, extract_ref_to_parquet
 from danqing_assets.lib.snapshots import Snapshot, WarcRef, list_warcs
 
 GROUP = "ingest"
 
-PAIR_COLUMNS = {
-    "pair_id": pl.String,
-    "snapshot": pl.String,
-    "warc_file": pl.String,
-    "warc_offset": pl.Int64,
-    "warc_record_id": pl.String,
-    "page_url": pl.String,
-    "domain": pl.String,
-    "image_url": pl.String,
-    "caption": pl.String,
-    "title": pl.String,
-    "figcaption": pl.String,
-    "img_index": pl.Int32,
-    "page_language": pl.String,
-    "language_source": pl.String,
-    "charset": pl.String,
-    "fetch_time": pl.String,
-}
-CAPTURE_COLUMNS = {
-    "snapshot": pl.String,
-    "url": pl.String,
-    "warc_file": pl.String,
-    "warc_offset": pl.Int64,
-    "content_type": pl.String,
-    "content_length": pl.Int64,
-    "http_status": pl.Int32,
-}
 MAX_LOGGED_ERRORS = 200
 
 
@@ -165,13 +139,11 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
         s3=s3.model_dump() if any(r.uri.startswith("s3://") for r in refs) else None,
     )
     started = time.monotonic()
-    results = _extract_all(context, refs, options, config.workers)
+    with tempfile.TemporaryDirectory(prefix="raw_pairs-", dir=wh.home) as parts:
+        stats_list = _extract_all(context, refs, options, config.workers, parts)
+        pairs = pl.read_parquet(f"{parts}/pairs-*.parquet") if refs else pl.DataFrame(schema=PAIR_SCHEMA)
+        captures = pl.read_parquet(f"{parts}/captures-*.parquet") if refs else pl.DataFrame(schema=CAPTURE_SCHEMA)
     elapsed = time.monotonic() - started
-
-    pair_rows = [row for res in results for row in res.pairs]
-    capture_rows = [row for res in results for row in res.captures]
-    pairs = pl.DataFrame(pair_rows, schema=PAIR_COLUMNS) if pair_rows else pl.DataFrame(schema=PAIR_COLUMNS)
-    captures = pl.DataFrame(capture_rows, schema=CAPTURE_COLUMNS) if capture_rows else pl.DataFrame(schema=CAPTURE_COLUMNS)
     pairs = pairs.sort(["warc_file", "warc_offset", "img_index"])
     wh.write("raw_pairs", snapshot, pairs)
     wh.write("warc_image_captures", snapshot, captures)
@@ -182,8 +154,7 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
     error_kinds: Counter[str] = Counter()
     bytes_read = 0
     logged = 0
-    for res in results:
-        st = res.stats
+    for st in stats_list:
         bytes_read += st.bytes_read
         totals.update(records=st.records, responses=st.responses, html_pages=st.html_pages, pages_truncated=st.pages_truncated)
         skipped_lang.update(st.pages_skipped_language)
@@ -235,22 +206,22 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
     )
 
 
-def _extract_all(context: dg.AssetExecutionContext, refs: list[WarcRef], options: ExtractOptions, workers: int | None):
-    """Extract every file, in worker processes when there are several; results in file order."""
+def _extract_all(context: dg.AssetExecutionContext, refs: list[WarcRef], options: ExtractOptions, workers: int | None,
+                 parts: str):
+    """Extract every file into Parquet parts under `parts`, in worker processes when there are several; returns the
+    files' stats in file order."""
     n = max(1, min(workers or os.cpu_count() or 1, len(refs)))
-    if n == 1 or len(refs) <= 1:
+    if n == 1:
         out = []
-        for i, ref in enumerate(refs, 1):
-            out.append(extract_ref(ref, options))
-            context.log.info(f"extracted {i}/{len(refs)} WARC files ({ref.name})")
+        for i, ref in enumerate(refs):
+            out.append(extract_ref_to_parquet(ref, options, parts, i))
+            context.log.info(f"extracted {i + 1}/{len(refs)} WARC files ({ref.name})")
         return out
     results: dict[int, object] = {}
     with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(extract_ref, ref, options): i for i, ref in enumerate(refs)}
+        futures = {pool.submit(extract_ref_to_parquet, ref, options, parts, i): i for i, ref in enumerate(refs)}
         for done, fut in enumerate(as_completed(futures), 1):
-            i = futures[fut]
-            results[i] = fut.result()
+            results[futures[fut]] = fut.result()
             if done % max(1, len(refs) // 20) == 0 or done == len(refs):
                 context.log.info(f"extracted {done}/{len(refs)} WARC files")
     return [results[i] for i in range(len(refs))]
-
