@@ -44,3 +44,10 @@ def test_funnel_of_an_unmaterialized_snapshot(env, capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "danqing_assets.cli", "--help"], capture_output=True, text=True, check=True)
     assert "sample-crawl" in out.stdout and "backfill" in out.stdout
+
+
+def test_sample_crawl_command_writes_warcs_and_truth(env, capsys):
+    out = env / "crawl"
+    assert main(["sample-crawl", str(out), "--pages", "12", "--seed", "5"]) == 0
+    assert "pairs" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.warc.gz")) and (out / "truth.parquet").exists()
