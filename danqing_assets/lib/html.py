@@ -35,8 +35,25 @@ FIGURE_SEARCH_DEPTH = 64  # ancestors walked from an <img> to find its nearest e
 DEFAULT_MAX_DEPTH = 10_000  # estimated element nesting beyond which the page is cut (Lexbor is quadratic there)
 
 _URL_WS = " \t\n\r\f"
+# Values that `UrlResolver.resolve` would return unchanged (absolute http(s) URL, nothing to strip, remove or cut, a
+# valid host start, no brackets) / as `origin + value` (root-relative path, no "/." or backslash, ditto): one regex
+# call instead of the general path, for the most common forms of <img src>.
+_ABS_FAST = re.compile(r"https?://[^/?#:@\\ \t\n\r\[\]][^#\t\n\r\[\]]*(?<![ \f])").fullmatch
+_ROOT_FAST = re.compile(r"/(?:[^/#\[\]\t\n\r\\][^#\[\]\t\n\r\\]*(?<![ \f]))?").fullmatch
 _HTTP_PREFIXES = ("https://", "http://")
+# A plain http(s) URL (ASCII host and optional port, path without spaces or controls): groups are urlsplit's
+# scheme, netloc and path for it (the query or fragment that may follow is not needed).
+_SIMPLE_HTTP_URL = re.compile(
+    r"(https?)://([A-Za-z0-9.-]+(?::[0-9]*)?)(/[!$%&'()*+,./0-9:;=@A-Z_a-z~-]*)?(?=[?#]|\Z)").match
 _DROP_CTRL = str.maketrans("", "", "\t\n\r")  # browsers remove these anywhere inside a URL
+
+
+def simple_hostname(url: str) -> str | None:
+    """`urlsplit(url).hostname` for a plain http(s) URL (see `_SIMPLE_HTTP_URL`), else None (not computed)."""
+    m = _SIMPLE_HTTP_URL(url)
+    if m is None:
+        return None
+    return m.group(2).partition(":")[0].lower()
 
 
 # One `<img>` element that yields a pair, as a plain tuple (built for every image, so kept cheap):
@@ -63,19 +80,28 @@ class UrlResolver:
     through `urllib.parse.urljoin`. Returns (url, None) or (None, skip reason).
     """
 
-    __slots__ = ("base", "scheme", "origin", "dir")
+    __slots__ = ("base", "scheme", "origin", "dir", "root_ok")
 
     def __init__(self, base_url: str) -> None:
         self.base = base_url
         self.scheme, self.origin, self.dir = "http", "", ""
-        try:
-            parts = urlsplit(base_url)
-        except ValueError:
-            return
-        self.scheme = parts.scheme.lower() or "http"
-        if parts.netloc and self.scheme in ("http", "https"):
-            self.origin = f"{self.scheme}://{parts.netloc.lower()}"
-            path = parts.path or "/"
+        self.root_ok = False  # `origin + path` is a valid result for every path `_ROOT_FAST` accepts
+        simple = _SIMPLE_HTTP_URL(base_url)
+        if simple is not None:  # what urlsplit would return, without its cost (a page URL is seen once)
+            scheme, netloc, path = simple.group(1, 2, 3)
+        else:
+            try:
+                parts = urlsplit(base_url)
+            except ValueError:
+                return
+            scheme, netloc, path = parts.scheme, parts.netloc, parts.path
+        self.scheme = scheme.lower() or "http"
+        if netloc and self.scheme in ("http", "https"):
+            self.origin = f"{self.scheme}://{netloc.lower()}"
+            host = self.origin[len(self.scheme) + 3]
+            self.root_ok = host not in "/?#:@\\ " and "[" not in self.origin and "]" not in self.origin \
+                and "#" not in self.origin
+            path = path or "/"
             if "/." not in path:  # the base's directory, for plain relative paths
                 self.dir = self.origin + path[: path.rindex("/") + 1] if path.startswith("/") else ""
 
@@ -266,11 +292,25 @@ def images_from_doc(doc: LexborHTMLParser, page_url: str, *, has_figcaption: boo
     replacement = bool(captions) and any("\ufffd" in c for c in captions.values() if c)
     images: list[ImageRef] = []
     skipped: Counter[str] = Counter()
+    if decoder is None:
+        replacement |= _plain_images(imgs, resolver, captions, images, skipped)
+        return PageImages(images, len(imgs), skipped, replacement)
     resolve = resolver.resolve
+    decode = decoder.decode
     for idx, node in enumerate(imgs):
-        attrs = node.attributes
-        if decoder is not None:
-            attrs = {k: _attr_text(v, decoder) if v else v for k, v in attrs.items()}
+        attrs = {}
+        for k, v in node.attributes.items():  # `_attr_text` of every value, inlined (it runs for every attribute)
+            if v:
+                if _MARK in v:
+                    v = v.replace(_MARK, "<")
+                if v.isascii():
+                    if "\x01" in v:  # charset.PASSTHROUGH_AMP
+                        v = v.replace("\x01", "&")
+                    if "&" in v:
+                        v = unescape_attribute(v)
+                else:
+                    v = unescape_attribute(decode(v))
+            attrs[k] = v
         src = attrs.get("src")
         url = reason = None
         if src:
@@ -278,8 +318,6 @@ def images_from_doc(doc: LexborHTMLParser, page_url: str, *, has_figcaption: boo
                 src = src.replace(_MARK, "<")
             url, reason = resolve(src)
         if url is None:
-            if decoder is None:
-                attrs = {k: v.replace(_MARK, "<") if v else v for k, v in attrs.items()}
             url, reason = choose_image_url(attrs, resolver, src_reason=reason)
             if url is None:
                 skipped[reason] += 1  # type: ignore[index]
@@ -301,6 +339,81 @@ def images_from_doc(doc: LexborHTMLParser, page_url: str, *, has_figcaption: boo
 
 
 _MARK = "\x02"  # SKELETON_MARK as text
+
+
+def _fallback_url(attrs: dict[str, str | None], resolver: UrlResolver,
+                  reason: str | None) -> tuple[str | None, str | None]:
+    """`choose_image_url(attrs with the skeleton mark restored, resolver, src_reason=reason)` for an `<img>` whose
+    `src` is missing, empty or unusable (`reason`), restoring only the values it reads."""
+    for key in LAZY_SRC_ATTRS:
+        v = attrs.get(key)
+        if v:
+            if _MARK in v:
+                v = v.replace(_MARK, "<")
+            url, r = resolver.resolve(v)
+            if url:
+                return url, None
+            reason = reason or r
+    for key in SRCSET_ATTRS:
+        v = attrs.get(key)
+        if v:
+            if _MARK in v:
+                v = v.replace(_MARK, "<")
+            cand = best_srcset_url(v)
+            if cand:
+                url, r = resolver.resolve(cand)
+                if url:
+                    return url, None
+                reason = reason or r
+    return None, reason or NO_SRC
+
+
+def _plain_images(imgs: list[LexborNode], resolver: UrlResolver, captions: dict[int, str | None] | None,
+                  images: list[ImageRef], skipped: Counter[str]) -> bool:
+    """The `images_from_doc` loop for a UTF-8 document (no passthrough decoder), kept tight: it runs for every
+    `<img>`. Appends to `images` / `skipped`; returns whether an extracted string contains U+FFFD."""
+    replacement = False
+    resolve = resolver.resolve
+    append = images.append
+    cap_get = captions.get if captions else None
+    mark = _MARK
+    abs_fast, root_fast, origin = _ABS_FAST, _ROOT_FAST if resolver.root_ok else None, resolver.origin
+    for idx, node in enumerate(imgs):
+        attrs = node.attributes
+        src = attrs.get("src")
+        url = reason = None
+        if src:
+            if mark in src:
+                src = src.replace(mark, "<")
+            if abs_fast(src) is not None:
+                url = src
+            elif root_fast is not None and root_fast(src) is not None and "/." not in src:
+                url = origin + src
+            else:
+                url, reason = resolve(src)
+        if url is None:
+            url, reason = _fallback_url(attrs, resolver, reason)
+            if url is None:
+                skipped[reason] += 1  # type: ignore[index]
+                continue
+        alt = attrs.get("alt")
+        if alt:
+            if mark in alt:
+                alt = alt.replace(mark, "<")
+            if "\ufffd" in alt:
+                replacement = True
+            alt = alt.strip()
+        else:
+            alt = ""
+        title = attrs.get("title")
+        if title is not None:
+            if mark in title:
+                title = title.replace(mark, "<")
+            title = title.strip() or None
+            if title and "\ufffd" in title:
+                replacement = True
+        append((idx, url, alt, title, cap_get(node.mem_id) if cap_get is not None else None))
+    return replacement
 
 
 def _attr_text(value: str, decoder: PassthroughDecoder) -> str:
@@ -453,25 +566,24 @@ class Skeleton(NamedTuple):
     has_base: bool  # a <base> start tag was seen
 
 
-def _keep_figure_markup(np, a, pos, cls, drop, n: int) -> None:  # noqa: ANN001 - numpy arrays
+def _keep_figure_markup(html: bytes, pos, cls, drop) -> None:  # noqa: ANN001 - numpy arrays
     """Clear `drop` from each outermost `<figure>` to its matching `</figure>` (to the end when unclosed)."""
-    opens = np.flatnonzero(cls == _FIG_OPEN)
-    if not opens.size:
+    # _FIG_OPEN (7) and _FIG_CLOSE (3) are the only classes with both low bits set: one pass finds both
+    marks = ((cls & 3) == 3).nonzero()[0]
+    if not marks.size:
         return
-    closes = np.flatnonzero(cls == _FIG_CLOSE)
-    closes = closes[(a[np.minimum(pos[closes] + 5, n - 1)] | 0x20) == 0x75]  # "</figu"
-    if opens.size == closes.size and bool(np.all(opens < closes)) and bool(np.all(closes[:-1] < opens[1:])):
-        for o, c in zip(opens.tolist(), closes.tolist()):  # the usual case: figures side by side
-            drop[o:c] = False
+    kinds = cls[marks].tolist()
+    if _FIG_OPEN not in kinds:
         return
-    events = sorted([(i, 1) for i in opens.tolist()] + [(i, -1) for i in closes.tolist()])
+    at = pos[marks].tolist()
+    a, last = html, len(html) - 1
     depth, start = 0, 0
-    for i, step in events:
-        if step > 0:
+    for i, kind, p in zip(marks.tolist(), kinds, at):
+        if kind == _FIG_OPEN:
             if depth == 0:
                 start = i
             depth += 1
-        elif depth > 0:
+        elif depth > 0 and (a[min(p + 5, last)] | 0x20) == 0x75:  # "</figu", not "</figcaption"
             depth -= 1
             if depth == 0:
                 drop[start:i] = False
@@ -503,20 +615,24 @@ def skeleton_html(html: bytes, *, max_depth: int | None = DEFAULT_MAX_DEPTH) -> 
     t = _np_tables()
     np = t["np"]
     a = np.frombuffer(html, dtype=np.uint8)
-    pos = np.flatnonzero(a[: n - 4] == 0x3C)
+    pos = (a[: n - 4] == 0x3C).nonzero()[0]
     if not pos.size:
         return Skeleton(html, None, 0, False, False)
     # the 4 bytes after each "<" as one integer (unaligned strided view), letters lower-cased
-    code = np.ndarray(shape=(n - 4,), dtype="<u4", buffer=html, offset=1, strides=(1,))[pos] | t["lower"]
-    slot = (code * t["mult"]) >> t["shift"]
-    cls = t["classes"][slot] * (t["codes"][slot] == code)
-    drop = (cls == 0) & t["tag_start"][code & t["byte"]]
-    counts = np.bincount(cls, minlength=8)
+    code = np.ndarray(shape=(n - 4,), dtype="<u4", buffer=html, offset=1, strides=(1,))[pos]
+    code |= t["lower"]
+    slot = code * t["mult"]
+    slot >>= t["shift"]
+    cls = t["classes"][slot]
+    cls[t["codes"][slot] != code] = 0
+    drop = t["tag_start"][code & t["byte"]]
+    drop &= cls == 0
+    counts = np.bincount(cls, minlength=8).tolist()
     has_figcaption = bool(counts[_FIGC_OPEN])
     if has_figcaption:  # keep all markup inside <figure> ... </figure>: the figcaption text is wanted
-        _keep_figure_markup(np, a, pos, cls, drop, n)
+        _keep_figure_markup(html, pos, cls, drop)
     cut_at, depth = None, 0
-    if max_depth is not None and int(counts[_FIGC_OPEN] + counts[_NEST_OPEN] + counts[_FIG_OPEN]) > max_depth:
+    if max_depth is not None and counts[_FIGC_OPEN] + counts[_NEST_OPEN] + counts[_FIG_OPEN] > max_depth:
         s = np.cumsum(t["delta"][cls], dtype=np.int64)
         d = s - np.minimum.accumulate(np.minimum(s, 0))
         depth = int(d.max())

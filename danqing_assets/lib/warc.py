@@ -547,12 +547,28 @@ class _PageContext:
             "caption": None, "title": None, "figcaption": None, "img_index": None, "page_language": language,
             "language_source": source, "charset": page.codec, "fetch_time": headers.get("WARC-Date") or "",
         }
-        make_id = _pair_id_maker(record_id)
         append = self.result.pairs.append
+        copy = template.copy
+        prefix = _pair_id_prefix(record_id)
+        if prefix is None:  # the shared pair id definition changed: use it as is
+            make_id = _pair_id_maker(record_id)
+            for idx, url, caption, title, figcaption in found.images:
+                row = copy()
+                row["pair_id"], row["image_url"], row["caption"], row["title"] = make_id(idx), url, caption, title
+                row["figcaption"], row["img_index"] = figcaption, idx
+                append(row)
+            return
+        # the pair id is `ids.pair_id` inlined (checked once): the hash state after the per-page prefix is copied
+        new_hash = blake2b(prefix, digest_size=8).copy
+        digits, n_digits = _DIGITS, len(_DIGITS)
         for idx, url, caption, title, figcaption in found.images:
-            # dict(template, ...) keeps PAIR_COLUMNS order and is the cheapest way to build a 16-key row
-            append(dict(template, pair_id=make_id(idx), image_url=url, caption=caption, title=title,
-                        figcaption=figcaption, img_index=idx))
+            h = new_hash()
+            h.update(digits[idx] if idx < n_digits else b"%d" % idx)
+            row = copy()  # a copy of the template keeps PAIR_COLUMNS order
+            row["pair_id"] = h.hexdigest()
+            row["image_url"], row["caption"], row["title"], row["figcaption"] = url, caption, title, figcaption
+            row["img_index"] = idx
+            append(row)
 
     def _charset_error(self, offset: int, codec: str, n: int, first: int | None, where: str = "") -> None:
         at = f" (first at payload byte {first})" if first is not None else ""
@@ -561,6 +577,15 @@ class _PageContext:
 
 
 _shortcut_checked: set[str] = set()
+_DIGITS: tuple[bytes, ...] = tuple(b"%d" % i for i in range(1024))  # img_index as hashed by ids.pair_id
+
+
+def _pair_id_prefix(record_id: str) -> bytes | None:
+    """The bytes that `ids.pair_id(record_id, i)` hashes before `i` (None if the shortcut disagrees with it)."""
+    prefix = f"{record_id.strip()}#".encode()
+    if not _shortcut_checked:
+        _pair_id_maker(record_id)
+    return prefix if _shortcut_checked else None
 
 
 def _pair_id_maker(record_id: str) -> Callable[[int], str]:
@@ -603,6 +628,9 @@ def _target_uri(headers: Any) -> str:
 
 
 def _domain(url: str) -> str:
+    host = H.simple_hostname(url)
+    if host is not None:
+        return host.rstrip(".")
     from urllib.parse import urlsplit
 
     try:
