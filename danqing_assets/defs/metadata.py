@@ -90,3 +90,21 @@ def truth_quality_metadata(stage: str, entering: pl.Series, rejected: pl.DataFra
             if row[k] is not None:
                 md[f"{k}_{row['reason']}"] = dg.MetadataValue.float(round(row[k], 4))
     return md
+
+
+def ledger_identity_check(
+    check_name: str, entering: pl.Series, kept: pl.DataFrame, rejected: pl.DataFrame, *, asset_key: str | None = None
+) -> dg.AssetCheckResult:
+    """Every pair that entered the stage is either kept or in the ledger, exactly once: nothing is lost silently."""
+    kept_ids, rejected_ids, entering_ids = set(kept["pair_id"]), set(rejected["pair_id"]), set(entering)
+    passed = (
+        kept.height + rejected.height == entering.len()
+        and kept_ids.isdisjoint(rejected_ids)
+        and kept_ids | rejected_ids == entering_ids
+    )
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=asset_key,
+        passed=passed,
+        metadata={"in": entering.len(), "kept": kept.height, "rejected": rejected.height},
+    )

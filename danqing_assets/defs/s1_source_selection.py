@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from danqing_assets.defs.metadata import check_from_validation, stage_metadata
+from danqing_assets.defs.metadata import check_from_validation, ledger_identity_check, stage_metadata
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import WarehouseResource
 from danqing_assets.lib import reasons, schemas
@@ -93,11 +93,6 @@ def source_selected_pairs(
     wh.write("source_selected_pairs", snapshot, kept)
     wh.write_rejections(STAGE, snapshot, ledger)
 
-    identity_ok = (
-        kept.height + ledger.height == raw.height
-        and kept["pair_id"].is_in(ledger["pair_id"].implode()).sum() == 0
-        and set(kept["pair_id"]) | set(ledger["pair_id"]) == set(raw["pair_id"])
-    )
     metadata = stage_metadata(
         stage=STAGE,
         reasons=reasons.SOURCE_REASONS,
@@ -113,10 +108,6 @@ def source_selected_pairs(
         check_results=[
             check_from_validation("source_selected_pairs_schema", schemas.validate(schemas.SourceSelectedPairs, kept)),
             check_from_validation("source_rejections_schema", ledger_check),
-            dg.AssetCheckResult(
-                check_name="ledger_identity",
-                passed=bool(identity_ok),
-                metadata={"raw": raw.height, "kept": kept.height, "rejected": ledger.height},
-            ),
+            ledger_identity_check("ledger_identity", raw["pair_id"], kept, ledger),
         ],
     )

@@ -9,7 +9,13 @@ import polars as pl
 import pandera.polars as pa
 from pydantic import Field
 
-from danqing_assets.defs.metadata import check_from_validation, markdown_table, stage_metadata, truth_quality_metadata
+from danqing_assets.defs.metadata import (
+    check_from_validation,
+    ledger_identity_check,
+    markdown_table,
+    stage_metadata,
+    truth_quality_metadata,
+)
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import WarehouseResource
 from danqing_assets.lib import reasons, schemas
@@ -200,15 +206,10 @@ def text_refined_pairs(
     )
     if config.truth_path:
         metadata.update(truth_quality_metadata(STAGE, pairs["pair_id"], rejected, config.truth_path))
-    identity = kept.height + rejected.height == pairs.height and set(kept["pair_id"]).isdisjoint(rejected["pair_id"])
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
             check_from_validation("text_refined_pairs_schema", schemas.validate(TextRefinedPairs, kept)),
-            dg.AssetCheckResult(
-                check_name="text_ledger_identity",
-                passed=bool(identity),
-                metadata={"in": pairs.height, "kept": kept.height, "rejected": rejected.height},
-            ),
+            ledger_identity_check("text_ledger_identity", pairs["pair_id"], kept, rejected),
         ],
     )

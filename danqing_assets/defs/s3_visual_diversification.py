@@ -13,7 +13,13 @@ import pandera.polars as pa
 import polars as pl
 from pydantic import Field
 
-from danqing_assets.defs.metadata import check_from_validation, markdown_table, stage_metadata, truth_quality_metadata
+from danqing_assets.defs.metadata import (
+    check_from_validation,
+    ledger_identity_check,
+    markdown_table,
+    stage_metadata,
+    truth_quality_metadata,
+)
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import reasons, schemas
@@ -414,7 +420,6 @@ def visually_diversified_pairs(
             metadata["balance_max_over_median"] = dg.MetadataValue.float(float(csizes[0] / max(1.0, np.median(csizes))))
     if config.truth_path:
         metadata.update(truth_quality_metadata(STAGE, fetched["pair_id"], rejected, config.truth_path))
-    identity = kept.height + rejected.height == fetched.height and set(kept["pair_id"]).isdisjoint(rejected["pair_id"])
     yield dg.MaterializeResult(
         asset_key="visually_diversified_pairs",
         metadata=metadata,
@@ -424,9 +429,8 @@ def visually_diversified_pairs(
                 schemas.validate(schemas.SourceSelectedPairs, kept),
                 asset_key="visually_diversified_pairs",
             ),
-            dg.AssetCheckResult(
-                check_name="image_ledger_identity", asset_key="visually_diversified_pairs", passed=bool(identity),
-                metadata={"in": fetched.height, "kept": kept.height, "rejected": rejected.height},
+            ledger_identity_check(
+                "image_ledger_identity", fetched["pair_id"], kept, rejected, asset_key="visually_diversified_pairs"
             ),
         ],
     )
