@@ -361,11 +361,11 @@ def visually_diversified_pairs(
     keep_mask = pl.col("dup_reason").is_null()
     kept = first_of_image.filter(keep_mask).drop("rule_reason", "detail", "dup_reason", "rank_in_image", "pixels")
     dup_rejects = first_of_image.filter(~keep_mask).select(
-        "pair_id", "image_sha256", "caption", reason="dup_reason",
+        "pair_id", "image_sha256", "image_url", "width", "height", "caption", reason="dup_reason",
         detail=pl.concat_str([pl.lit("cluster="), pl.col("cluster_id")]),
     )
     rule_rejects = decided.filter(pl.col("rule_reason").is_not_null()).select(
-        "pair_id", "image_sha256", "caption", reason="rule_reason", detail="detail"
+        "pair_id", "image_sha256", "image_url", "width", "height", "caption", reason="rule_reason", detail="detail"
     )
     rejected = pl.concat([rule_rejects, dup_rejects])
     wh.write("visually_diversified_pairs", snapshot, kept)
@@ -379,7 +379,7 @@ def visually_diversified_pairs(
         kept=kept,
         rejected=rejected,
         raw_rows=wh.count("raw_pairs", snapshot),
-        preview_columns=["image_sha256", "caption"],
+        preview_columns=["image_url", "width", "height", "caption"],
     )
     sizes = clusters.group_by("cluster_id").len()["len"]
     metadata.update(
