@@ -426,21 +426,47 @@ _CHAR_REF_RE = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*
 
 
 def unescape_attribute(value: str) -> str:
-    """Decode character references as the HTML tokenizer does inside an attribute value: a named reference without
-    ";" is decoded only if it is a legacy name not followed by "=" (so `?a=1&copy=2` and `&copyright` stay as
-    written), numeric references always."""
+    """Decode character references exactly as the HTML tokenizer (and Lexbor) does inside an attribute value.
+
+    Named: a full `&name;` match decodes; otherwise the longest legacy name (one valid without ";") decodes unless
+    the next character is "=" or alphanumeric, which keeps `?a=1&copy=2`, `&copyright` and `&notit;` as written.
+    Numeric: always decoded, with the spec's replacements (NUL, surrogates and > U+10FFFF -> U+FFFD; 0x80-0x9F via
+    windows-1252); other control characters are kept, unlike `html.unescape`, which drops them.
+    """
     if "&" not in value:
         return value
 
     def repl(m: re.Match[str]) -> str:
         ref = m.group(1)
-        if ref[0] == "#" or ref[-1] == ";":
-            return html_lib.unescape(m.group(0))
-        if value[m.end():m.end() + 1] == "=":
-            return m.group(0)
-        return html_entities.html5.get(ref, m.group(0))
+        if ref[0] == "#":
+            return _numeric_reference(ref)
+        if ref[-1] == ";" and ref in _HTML5:
+            return _HTML5[ref]
+        name = ref.rstrip(";")
+        for k in range(min(len(name), _LONGEST_LEGACY), 1, -1):
+            legacy = name[:k]
+            if legacy in _HTML5:  # keys without ";" are exactly the legacy names
+                nxt = name[k] if k < len(name) else (";" if ref[-1] == ";" else value[m.end() : m.end() + 1])
+                if nxt == "=" or nxt.isalnum():
+                    return m.group(0)
+                return _HTML5[legacy] + ref[k:]
+        return m.group(0)
 
     return _CHAR_REF_RE.sub(repl, value)
+
+
+_HTML5 = html_entities.html5
+_LONGEST_LEGACY = max(len(k) for k in _HTML5 if not k.endswith(";"))
+
+
+def _numeric_reference(ref: str) -> str:
+    digits = ref[1:].rstrip(";")
+    cp = int(digits[1:], 16) if digits[:1] in ("x", "X") else int(digits)
+    if cp in html_lib._invalid_charrefs:  # NUL -> U+FFFD, 0x80-0x9F -> windows-1252, CR stays CR
+        return html_lib._invalid_charrefs[cp]
+    if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
+        return "\ufffd"
+    return chr(cp)
 
 
 MAX_FIGURES_MAPPED = 500  # more figures than this (pathological nesting): per-<img> ancestor walk instead

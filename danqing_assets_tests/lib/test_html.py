@@ -390,3 +390,22 @@ def test_guess_page_language_reads_visible_text_only():
     assert H.guess_page_language(page) == "zho"
     page = "<html><body><p>日本語のページです。写真とニュースをお届けします。</p></body></html>".encode()
     assert H.guess_page_language(page) == "jpn"
+
+
+ATTRIBUTE_REFERENCES = [
+    "&notit;", "&ampx;", "&#1;", "&#x81;", "&#128;", "&amp=1", "&copy2", "&copy;2", "&#0;", "&#xD800;", "&#x110000;",
+    "&#13;", "&nota", "&not", "&#65", "&#x41z", "&AMP", "&lt", "&unknown;", "&ampamp;", "a&b", "&", "&;", "&#;",
+    "&#x;", "?a=1&copy=2", "&copyright", "&not;x", "&notin;", "&noti;", "&nbsp", "&nbsp;", "&NotEqualTilde;",
+    "&frac12x", "&frac12;", "&#x1F600;", "&#9999999999;", "&lt&gt", "x&amp;y&lt;z", "&AElig", "&Aacute;é",
+]
+
+
+@pytest.mark.parametrize("value", ATTRIBUTE_REFERENCES)
+def test_unescape_attribute_matches_lexbor(value):
+    """Legacy-charset pages decode attributes in Python; the result must equal what Lexbor gives UTF-8 pages."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    from danqing_assets.lib.html import unescape_attribute
+
+    lexbor = LexborHTMLParser(f'<img alt="{value}">').css_first("img").attributes["alt"]
+    assert unescape_attribute(value) == lexbor
