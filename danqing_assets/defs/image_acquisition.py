@@ -84,8 +84,16 @@ class FetchImagesConfig(dg.Config):
     progress_every: int = Field(default=1000, description="Log progress every N images.")
 
 
-def _warc_lookup(wh, snapshot: str):
-    """url -> image bytes from the snapshot's captured 200 responses (local WARC files; others fall back to HTTP)."""
+# Bytes read past a capture's payload length to cover its WARC and HTTP headers and the gzip framing.
+RECORD_HEADROOM = 64 * 1024
+
+
+def _warc_lookup(wh, snapshot: str, s3: S3ClientResource):
+    """url -> image bytes from the snapshot's captured 200 responses: local WARC files are read by offset, remote ones
+    (https, s3) with one ranged request per record."""
+    import io
+
+    from danqing_assets.lib.snapshots import read_range
     from danqing_assets.lib.warc import read_record_payload
 
     if not wh.exists("warc_image_captures", snapshot):
@@ -93,17 +101,21 @@ def _warc_lookup(wh, snapshot: str):
     caps = wh.read("warc_image_captures", snapshot).filter(pl.col("http_status") == 200)
     files = dict(wh.read("warc_files", snapshot).select("name", "uri").iter_rows())
     index = {}
-    for url, name, offset in caps.select("url", "warc_file", "warc_offset").iter_rows():
+    for url, name, offset, length in caps.select("url", "warc_file", "warc_offset", "content_length").iter_rows():
         uri = files.get(name)
-        if uri and "://" not in uri:
-            index.setdefault(url, (uri, offset))
+        if uri:
+            index.setdefault(url, (uri, offset, length or 0))
     handles: dict[str, object] = {}
 
     def lookup(url: str) -> bytes | None:
         hit = index.get(url)
         if hit is None:
             return None
-        uri, offset = hit
+        uri, offset, length = hit
+        if "://" in uri:
+            data = read_range(uri, offset, length + RECORD_HEADROOM, s3_client_factory=s3.client)
+            _headers, body = read_record_payload(io.BytesIO(data), 0)
+            return body
         fh = handles.get(uri)
         if fh is None:
             fh = handles[uri] = open(uri, "rb")
@@ -183,7 +195,7 @@ def fetched_images(
             + (f", ETA {eta:.0f}s" if eta is not None else "")
         )
 
-    lookup, close = _warc_lookup(wh, snapshot) if config.use_warc_captures else (None, lambda: None)
+    lookup, close = _warc_lookup(wh, snapshot, s3) if config.use_warc_captures else (None, lambda: None)
     started = time.monotonic()
     results: dict[str, FetchResult] = {}
     skipped = 0

@@ -17,9 +17,9 @@ def sample_crawl(tmp_path_factory):
 
 
 def run_pipeline(home, crawl_dir, snapshot="sample", *, through=None, run_config=None, instance=None, selection=None,
-                 resources=None):
+                 resources=None, base_url=None):
     """Register `crawl_dir` as `snapshot` under warehouse `home` and materialize up to `through`."""
-    SnapshotRegistry(home).add(snapshot, str(crawl_dir))
+    SnapshotRegistry(home).add(snapshot, str(crawl_dir), base_url=base_url)
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(snapshot_partitions.name, [snapshot])
     selection = selection or dg.AssetSelection.all()

@@ -2,7 +2,6 @@
 stage 3."""
 
 import boto3
-import dagster as dg
 import polars as pl
 import pytest
 

@@ -136,3 +136,31 @@ def test_s3_prefix_and_s3_listing_on_a_local_s3_server(s3_server, monkeypatch):
     assert [r.uri for r in by_listing] == ["s3://commoncrawl/crawl-data/X/segments/1/warc/a.warc.gz"]
     with open_uri(by_listing[0].uri, s3_client_factory=factory) as fh:
         assert fh.read() == b"AAA"
+
+
+def test_read_range_local_http_and_s3(tmp_path, s3_server, monkeypatch):
+    from danqing_assets.lib.snapshots import read_range
+    from danqing_assets_tests.rangeserver import serve
+
+    data = bytes(range(256)) * 40
+    (tmp_path / "f.bin").write_bytes(data)
+    assert read_range(str(tmp_path / "f.bin"), 100, 50) == data[100:150]
+    base, counter, stop = serve(tmp_path)
+    try:
+        assert read_range(f"{base}/f.bin", 1000, 300) == data[1000:1300]
+        assert read_range(f"{base}/f.bin", len(data) - 10, 300) == data[-10:]  # short read at the end
+        assert counter[("/f.bin", "range")] == 2
+        with pytest.raises(OSError, match="404"):
+            read_range(f"{base}/missing.bin", 0, 10)
+    finally:
+        stop()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+    def factory():
+        return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+
+    factory().create_bucket(Bucket="ranges")
+    factory().put_object(Bucket="ranges", Key="k.warc.gz", Body=data)
+    assert read_range("s3://ranges/k.warc.gz", 7, 9, s3_client_factory=factory) == data[7:16]
+    assert read_range("s3://ranges/k.warc.gz", 0, 0, s3_client_factory=factory) == b""
