@@ -132,7 +132,7 @@ def _warc_lookup(wh, snapshot: str, s3: S3ClientResource):
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
     deps=["text_refined_pairs", "warc_image_captures"],
     check_specs=[dg.AssetCheckSpec("fetched_images_schema", asset="fetched_images", blocking=True)],
     tags={"danqing/io": "network"},

@@ -110,7 +110,7 @@ class RawPairsConfig(dg.Config):
         dg.AssetSpec(
             "raw_pairs",
             deps=["warc_files"],
-            code_version="1",
+            code_version="2",
             description="Every image-text pair (<img> with its alt text) on the snapshot's HTML pages.",
         ),
         dg.AssetSpec(
