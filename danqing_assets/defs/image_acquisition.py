@@ -2,6 +2,7 @@
 it has them, else over HTTP(S): politely (robots.txt, opt-out headers, per-host limits), safely (no private addresses),
 validated (decodable, not a bomb) and stored content-addressed, once per distinct image."""
 
+import dataclasses
 import time
 from collections import Counter
 
@@ -169,23 +170,9 @@ def fetched_images(
             done = {r["url"]: FetchResult.from_dict(r) for r in rows if r["status"] == "ok" and store.exists(r["image_sha256"])}
             skip_existing = done.get
 
-    fcfg = FetchConfig(
-        concurrency=config.concurrency,
-        processes=config.processes,
-        per_host_concurrency=config.per_host_concurrency,
-        per_host_min_delay_s=config.per_host_min_delay_s,
-        connect_timeout_s=config.connect_timeout_s,
-        read_timeout_s=config.read_timeout_s,
-        total_timeout_s=config.total_timeout_s,
-        retries=config.retries,
-        max_bytes=config.max_bytes,
-        max_pixels=config.max_pixels,
-        respect_robots=config.respect_robots,
-        respect_optout=config.respect_optout,
-        allow_networks=list(config.allow_networks),
-        progress_every=config.progress_every,
-        **({"user_agent": config.user_agent} if config.user_agent else {}),
-    )
+    # FetchImagesConfig exposes FetchConfig's knobs under the same names; unset user_agent keeps the default.
+    shared = {f.name for f in dataclasses.fields(FetchConfig)} & set(FetchImagesConfig.model_fields)
+    fcfg = FetchConfig(**{k: getattr(config, k) for k in shared if not (k == "user_agent" and config.user_agent is None)})
 
     def progress(p: dict) -> None:
         eta = p.get("eta_s")
@@ -198,15 +185,13 @@ def fetched_images(
     lookup, close = _warc_lookup(wh, snapshot, s3) if config.use_warc_captures else (None, lambda: None)
     started = time.monotonic()
     results: dict[str, FetchResult] = {}
-    skipped = 0
     try:
         for r in fetch_images(urls, store, fcfg, warc_lookup=lookup, progress=progress, skip_existing=skip_existing):
             results[r.url] = r
     finally:
         close()
     elapsed = time.monotonic() - started
-    if skip_existing is not None:
-        skipped = sum(1 for u in urls if skip_existing(u) is not None)
+    skipped_urls = {u for u in urls if skip_existing is not None and skip_existing(u) is not None}
 
     out_rows = []
     for pair_id, url in pairs.select("pair_id", "image_url").iter_rows():
@@ -258,9 +243,9 @@ def fetched_images(
             "distinct_urls": len(urls),
             "success_rate": dg.MetadataValue.float(round(ok_urls / len(urls), 4) if urls else 0.0),
             "paper_success_rate": dg.MetadataValue.float(round(PAPER_SUCCESS_RATE, 4)),
-            "from_warc": sum(1 for r in by_url if r.source == "warc"),
-            "from_http": sum(1 for r in by_url if r.source == "network" and r.attempts > 0),
-            "skipped_already_done": skipped,
+            "from_warc": sum(1 for r in by_url if r.source == "warc" and r.url not in skipped_urls),
+            "from_http": sum(1 for r in by_url if r.source == "network" and r.attempts > 0 and r.url not in skipped_urls),
+            "skipped_already_done": len(skipped_urls),
             "distinct_images": kept["image_sha256"].n_unique(),
             "megabytes": dg.MetadataValue.float(round(sum((r.bytes or 0) for r in by_url if r.ok) / 1e6, 3)),
             "images_per_s": dg.MetadataValue.float(round(len(urls) / elapsed, 1) if elapsed > 0 else 0.0),

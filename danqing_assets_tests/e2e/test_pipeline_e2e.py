@@ -100,6 +100,7 @@ def test_rematerializing_fetch_skips_stored_images(pipeline):
     again = run_pipeline(home, crawl_dir, selection=dg.AssetSelection.assets("fetched_images"))
     md = _metadata(again, "fetched_images")
     assert md["skipped_already_done"] == before.filter(pl.col("status") == "ok")["image_url"].n_unique()
+    assert md["from_warc"] == 0  # nothing was read again
     after = Warehouse(home).read("fetched_images", "sample")
     assert after.sort("pair_id").select("pair_id", "status", "image_sha256").equals(
         before.sort("pair_id").select("pair_id", "status", "image_sha256")

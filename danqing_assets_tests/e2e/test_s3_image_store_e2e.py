@@ -1,7 +1,6 @@
 """Images stored on S3 (a real local S3 server) through the dagster-aws backed `s3` resource, then read back by
 stage 3."""
 
-import boto3
 import polars as pl
 import pytest
 
@@ -12,22 +11,11 @@ from danqing_assets_tests.e2e.conftest import run_pipeline
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def s3_endpoint(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def test_fetched_images_go_to_s3_and_stage3_reads_them(sample_crawl, tmp_path, s3_endpoint):
+def test_fetched_images_go_to_s3_and_stage3_reads_them(sample_crawl, tmp_path, local_s3):
     crawl_dir, _ = sample_crawl
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket="danqing")
+    s3_endpoint, make_client = local_s3
+    client = make_client()
+    client.create_bucket(Bucket="danqing")
     resources = {
         "s3": S3ClientResource(endpoint_url=s3_endpoint),
         "image_store": ImageStoreResource(location="s3://danqing/images"),
@@ -37,7 +25,6 @@ def test_fetched_images_go_to_s3_and_stage3_reads_them(sample_crawl, tmp_path, s
     assert result.success
     wh = Warehouse(home)
     ok = wh.read("fetched_images", "sample").filter(pl.col("status") == "ok")
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
     keys = set()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket="danqing", Prefix="images/"):
         keys |= {o["Key"].rsplit("/", 1)[1] for o in page.get("Contents", [])}

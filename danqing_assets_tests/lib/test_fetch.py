@@ -513,39 +513,22 @@ def test_closing_the_generator_early_stops_the_work(srv: ScriptedServer) -> None
     assert srv.count() == settled < 31  # no request after the close
 
 
-def test_worker_processes_write_to_s3(srv: ScriptedServer) -> None:
+def test_worker_processes_write_to_s3(srv: ScriptedServer, local_s3) -> None:
     """The S3 store travels to spawned worker processes (client rebuilt there) and receives the images."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     from danqing_assets.lib.image_store import S3ImageStore
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    moto.start()
-    try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket="imgs")
-        srv.route("/a.jpg", Resp(body=JPEG, content_type="image/jpeg"))
-        srv.route("/b.png", Resp(body=PNG, content_type="image/png"))
-        store = S3ImageStore(client, "imgs", "raw")
-        res = run(
-            [srv.url("/a.jpg"), srv.url("/b.png", host="localhost")],
-            store,
-            cfg(processes=2, allow_networks=["127.0.0.0/8", "::1/128"]),
-        )
-        for r in res.values():
-            assert r.ok and store.get(r.image_sha256) in (JPEG, PNG)
-    finally:
-        moto.stop()
+    client = local_s3[1]()
+    client.create_bucket(Bucket="imgs")
+    srv.route("/a.jpg", Resp(body=JPEG, content_type="image/jpeg"))
+    srv.route("/b.png", Resp(body=PNG, content_type="image/png"))
+    store = S3ImageStore(client, "imgs", "raw")
+    res = run(
+        [srv.url("/a.jpg"), srv.url("/b.png", host="localhost")],
+        store,
+        cfg(processes=2, allow_networks=["127.0.0.0/8", "::1/128"]),
+    )
+    for r in res.values():
+        assert r.ok and store.get(r.image_sha256) in (JPEG, PNG)
 
 
 def _make_ca_and_leaf(folder: Path) -> tuple[Path, Path, Path]:

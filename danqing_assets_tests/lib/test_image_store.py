@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import socket
 import threading
 from pathlib import Path
 
@@ -70,32 +69,12 @@ def test_invalid_digests_are_refused(tmp_path: Path, bad: str) -> None:
         shard_path(bad)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_client():
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{port}",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        client.create_bucket(Bucket="images")
-        yield client
-    finally:
-        server.stop()
+@pytest.fixture
+def s3_client(local_s3):
+    _, make_client = local_s3
+    client = make_client()
+    client.create_bucket(Bucket="images")
+    return client
 
 
 def test_s3_store_roundtrip(s3_client) -> None:

@@ -3,7 +3,6 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from functools import partial
 
-import boto3
 import pytest
 
 from danqing_assets.lib.snapshots import (
@@ -105,23 +104,8 @@ def test_registry_round_trip_and_validation(tmp_path, crawl_dir):
         reg.add("x", str(tmp_path / "missing"))
 
 
-@pytest.fixture
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def test_s3_prefix_and_s3_listing_on_a_local_s3_server(s3_server, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-
-    def factory():
-        return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+def test_s3_prefix_and_s3_listing_on_a_local_s3_server(local_s3):
+    _, factory = local_s3
 
     client = factory()
     client.create_bucket(Bucket="commoncrawl")
@@ -138,7 +122,7 @@ def test_s3_prefix_and_s3_listing_on_a_local_s3_server(s3_server, monkeypatch):
         assert fh.read() == b"AAA"
 
 
-def test_read_range_local_http_and_s3(tmp_path, s3_server, monkeypatch):
+def test_read_range_local_http_and_s3(tmp_path, local_s3):
     from danqing_assets.lib.snapshots import read_range
     from danqing_assets_tests.rangeserver import serve
 
@@ -154,12 +138,7 @@ def test_read_range_local_http_and_s3(tmp_path, s3_server, monkeypatch):
             read_range(f"{base}/missing.bin", 0, 10)
     finally:
         stop()
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-
-    def factory():
-        return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-
+    _, factory = local_s3
     factory().create_bucket(Bucket="ranges")
     factory().put_object(Bucket="ranges", Key="k.warc.gz", Body=data)
     assert read_range("s3://ranges/k.warc.gz", 7, 9, s3_client_factory=factory) == data[7:16]
