@@ -17,6 +17,9 @@ Exit status 1 when a target is missed (mix >= 0.5, zho >= 0.35, on the better of
 The files are cached under `benchmarks/_work/` (git-ignored), so a rerun only measures.
 
     .venv/bin/python benchmarks/bench_extract.py [--mb 50] [--runs 3] [--only mix|zho] [--naive] [--rebuild] [--profile]
+
+The page skeleton runs in the C extension `danqing_assets._skeleton` when it is built (`pip install -e .` compiles
+it); `DANQING_PURE_PYTHON=1` measures the numpy fallback instead.
 """
 
 from __future__ import annotations
@@ -377,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
 
     WORK.mkdir(parents=True, exist_ok=True)
     ok = True
+    from danqing_assets.lib.html import _compiled_skeleton
+
+    backend = "C extension danqing_assets._skeleton" if _compiled_skeleton() is not None else \
+        "numpy (C extension not built, or DANQING_PURE_PYTHON=1)"
+    print(f"page skeleton: {backend}", flush=True)
     for name, share, target in (("mix", 0.05, 0.5), ("zho", 1.0, 0.35)):
         if args.only and args.only != name:
             continue

@@ -102,7 +102,10 @@ def extract_ref_to_parquet(ref: WarcRef, options: ExtractOptions, out_dir: str, 
     table per snapshot rather than every file's Python objects at once."""
     res = extract_ref(ref, options)
     out = Path(out_dir)
-    pairs = pl.DataFrame(res.pairs, schema=PAIR_SCHEMA) if res.pairs else pl.DataFrame(schema=PAIR_SCHEMA)
+    if hasattr(res.pairs, "to_polars"):  # warc.PairRows, from extract_file
+        pairs = res.pairs.to_polars(PAIR_SCHEMA)
+    else:
+        pairs = pl.DataFrame(res.pairs, schema=PAIR_SCHEMA) if res.pairs else pl.DataFrame(schema=PAIR_SCHEMA)
     captures = pl.DataFrame(res.captures, schema=CAPTURE_SCHEMA) if res.captures else pl.DataFrame(schema=CAPTURE_SCHEMA)
     pairs.sort("warc_offset", "img_index").write_parquet(out / f"pairs-{index:06d}.parquet")
     captures.write_parquet(out / f"captures-{index:06d}.parquet")

@@ -10,6 +10,7 @@ charsets in `danqing_assets.lib.charset`.
 from __future__ import annotations
 
 import html as html_lib
+import os
 import html.entities as html_entities
 import re
 from collections import Counter
@@ -40,6 +41,7 @@ _URL_WS = " \t\n\r\f"
 # call instead of the general path, for the most common forms of <img src>.
 _ABS_FAST = re.compile(r"https?://[^/?#:@\\ \t\n\r\[\]][^#\t\n\r\[\]]*(?<![ \f])").fullmatch
 _ROOT_FAST = re.compile(r"/(?:[^/#\[\]\t\n\r\\][^#\[\]\t\n\r\\]*(?<![ \f]))?").fullmatch
+_PROTO_FAST = re.compile(r"//[^/?#:@\\ \t\n\r\[\]][^#\t\n\r\[\]]*(?<![ \f])").fullmatch  # "http:" + it: _ABS_FAST
 _HTTP_PREFIXES = ("https://", "http://")
 # A plain http(s) URL (ASCII host and optional port, path without spaces or controls): groups are urlsplit's
 # scheme, netloc and path for it (the query or fragment that may follow is not needed).
@@ -350,6 +352,10 @@ def _fallback_url(attrs: dict[str, str | None], resolver: UrlResolver,
         if v:
             if _MARK in v:
                 v = v.replace(_MARK, "<")
+            if _ABS_FAST(v) is not None:  # the common lazy-loading forms, as in `_plain_images`
+                return v, None
+            if resolver.root_ok and _ROOT_FAST(v) is not None and "/." not in v:
+                return resolver.origin + v, None
             url, r = resolver.resolve(v)
             if url:
                 return url, None
@@ -378,6 +384,8 @@ def _plain_images(imgs: list[LexborNode], resolver: UrlResolver, captions: dict[
     cap_get = captions.get if captions else None
     mark = _MARK
     abs_fast, root_fast, origin = _ABS_FAST, _ROOT_FAST if resolver.root_ok else None, resolver.origin
+    # protocol-relative "//host/..." -> "scheme://host/..." when that is a value `abs_fast` accepts
+    proto_fast, scheme_colon = (_PROTO_FAST, resolver.scheme + ":") if origin else (None, "")
     for idx, node in enumerate(imgs):
         attrs = node.attributes
         src = attrs.get("src")
@@ -387,8 +395,15 @@ def _plain_images(imgs: list[LexborNode], resolver: UrlResolver, captions: dict[
                 src = src.replace(mark, "<")
             if abs_fast(src) is not None:
                 url = src
-            elif root_fast is not None and root_fast(src) is not None and "/." not in src:
-                url = origin + src
+            elif src[0] == "/":
+                if root_fast is not None and root_fast(src) is not None and "/." not in src:
+                    url = origin + src
+                elif proto_fast is not None and proto_fast(src) is not None:
+                    url = scheme_colon + src
+                else:
+                    url, reason = resolve(src)
+            elif src.startswith("data:"):
+                reason = DATA_URI
             else:
                 url, reason = resolve(src)
         if url is None:
@@ -483,10 +498,21 @@ def _figcaptions(doc: LexborHTMLParser, decoder: PassthroughDecoder | None) -> d
         return {img.mem_id: _figcaption_of(img, cache, decoder) for img in doc.tags("img")}
     out: dict[int, str | None] = {}
     for fig in figures:
-        text = _caption_text(fig, decoder)
-        for node in fig.traverse():
-            if node.tag == "img":
-                out[node.mem_id] = text
+        # one pass over the children: the first <figcaption> child is the caption; <img> children are mapped
+        # directly, other elements searched below (the usual figure is just an <img> and a <figcaption>)
+        text, found_caption, imgs = None, False, []
+        for child in fig.iter():
+            tag = child.tag
+            if tag == "img":
+                imgs.append(child.mem_id)
+            elif tag == "figcaption" and not found_caption:
+                found_caption = True
+                text = _figcaption_text(child, decoder)
+                imgs.extend(n.mem_id for n in child.traverse() if n.tag == "img")
+            else:
+                imgs.extend(n.mem_id for n in child.traverse() if n.tag == "img")
+        for key in imgs:
+            out[key] = text
     return out
 
 
@@ -494,13 +520,18 @@ def _caption_text(figure: LexborNode, decoder: PassthroughDecoder | None) -> str
     """Text of the first `<figcaption>` child of `figure`, whitespace collapsed (None: none or empty)."""
     for child in figure.iter():
         if child.tag == "figcaption":
-            raw = child.text(deep=True, separator=" ")
-            if _MARK in raw:
-                raw = raw.replace(_MARK, "<")
-            if decoder is not None:
-                raw = html_lib.unescape(decoder.decode(raw))
-            return " ".join(raw.split()) or None
+            return _figcaption_text(child, decoder)
     return None
+
+
+def _figcaption_text(figcaption: LexborNode, decoder: PassthroughDecoder | None) -> str | None:
+    """Text of a `<figcaption>`, whitespace collapsed (None: empty)."""
+    raw = figcaption.text(deep=True, separator=" ")
+    if _MARK in raw:
+        raw = raw.replace(_MARK, "<")
+    if decoder is not None:
+        raw = html_lib.unescape(decoder.decode(raw))
+    return " ".join(raw.split()) or None
 
 
 def _figcaption_of(node: LexborNode, cache: dict[int, str | None],
@@ -584,6 +615,31 @@ def _np_tables():  # numpy tables built once, lazily (numpy import stays off che
     return _np_cache
 
 
+_compiled: list = []  # [danqing_assets._skeleton.skeleton or None], resolved on first use
+
+
+def _compiled_skeleton():  # noqa: ANN202
+    """The C implementation of `skeleton_html` (`danqing_assets/_skeleton.c`, built by `pip install`), or None when
+    it is not built or `DANQING_PURE_PYTHON=1`; its tag table is the one `_np_tables` builds."""
+    if not _compiled:
+        fn = None
+        if os.environ.get("DANQING_PURE_PYTHON", "") in ("", "0"):
+            try:
+                from danqing_assets import _skeleton
+            except ImportError:
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "danqing_assets._skeleton (C) is not built: page skeletons use numpy, about 3x slower per page. "
+                    "Reinstall with a C compiler present (`pip install -e .`) to build it.")
+            else:
+                t = _np_tables()
+                _skeleton.set_tables(t["codes"].tobytes(), t["classes"].tobytes(), int(t["mult"]), int(t["shift"]))
+                fn = _skeleton.skeleton
+        _compiled.append(fn)
+    return _compiled[0]
+
+
 class Skeleton(NamedTuple):
     html: bytes  # the skeleton page
     cut_at: int | None  # byte offset where a too deeply nested page was cut
@@ -634,10 +690,18 @@ def skeleton_html(html: bytes, *, max_depth: int | None = DEFAULT_MAX_DEPTH) -> 
     Lexbor's tree building is quadratic in the nesting depth of block elements; only kept elements nest in a
     skeleton, and if those nest deeper than `max_depth` the skeleton is cut at that point.
     """
-    n = len(html)
-    if n < 8:
+    if len(html) < 8:
         low = html.lower()
         return Skeleton(html, None, 0, b"<figc" in low, b"<base" in low)
+    compiled = _compiled_skeleton()
+    if compiled is not None:
+        return Skeleton(*compiled(html, -1 if max_depth is None else max_depth))
+    return _skeleton_numpy(html, max_depth)
+
+
+def _skeleton_numpy(html: bytes, max_depth: int | None) -> Skeleton:
+    """`skeleton_html` in numpy (pages of 8 bytes or more): the reference for, and fallback of, the C extension."""
+    n = len(html)
     t = _np_tables()
     np = t["np"]
     a = np.frombuffer(html, dtype=np.uint8)

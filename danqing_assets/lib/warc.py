@@ -13,13 +13,14 @@ rest of the file is still read. Plain library code (no Dagster).
 
 from __future__ import annotations
 
+import bisect
 import gc
 import io
 import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from hashlib import blake2b
 from typing import Any, BinaryIO
@@ -104,9 +105,104 @@ def merge_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+# The columns that vary per image; the others (`PAGE_COLUMNS`) are the same for every pair of a page.
+IMAGE_COLUMNS: tuple[str, ...] = ("pair_id", "image_url", "caption", "title", "figcaption", "img_index")
+PAGE_COLUMNS: tuple[str, ...] = tuple(c for c in PAIR_COLUMNS if c not in IMAGE_COLUMNS)
+
+
+class PairRows(Sequence):
+    """The pair rows of one file, stored by column: one tuple of `PAGE_COLUMNS` values per page and one list per
+    `IMAGE_COLUMNS` column (a page of 25 images costs one `list.extend` per column instead of 25 dicts).
+
+    Reads as a sequence of row dicts in `PAIR_COLUMNS` order (built when read, so tests and small callers see
+    plain rows); `to_polars` builds a DataFrame from the columns directly.
+    """
+
+    __slots__ = ("pages", "page_ends", "cols")
+
+    def __init__(self) -> None:
+        self.pages: list[tuple[Any, ...]] = []  # PAGE_COLUMNS values per page
+        self.page_ends: list[int] = []  # rows up to and including each page
+        self.cols: tuple[list[Any], ...] = tuple([] for _ in IMAGE_COLUMNS)
+
+    def add_page(self, page: tuple[Any, ...], pair_ids: list[str], urls: tuple[str, ...], captions: tuple[str, ...],
+                 titles: tuple[str | None, ...], figcaptions: tuple[str | None, ...], idxs: tuple[int, ...]) -> None:
+        n = len(pair_ids)
+        if not n:
+            return
+        self.pages.append(page)
+        self.page_ends.append((self.page_ends[-1] if self.page_ends else 0) + n)
+        c = self.cols
+        c[0].extend(pair_ids)
+        c[1].extend(urls)
+        c[2].extend(captions)
+        c[3].extend(titles)
+        c[4].extend(figcaptions)
+        c[5].extend(idxs)
+
+    def truncate(self, n: int) -> None:
+        """Keep the first `n` rows only."""
+        n = max(0, min(n, len(self)))
+        for col in self.cols:
+            del col[n:]
+        while self.page_ends and self.page_ends[-1] > n:
+            prev = self.page_ends[-2] if len(self.page_ends) > 1 else 0
+            if prev < n:
+                self.page_ends[-1] = n
+                break
+            self.pages.pop()
+            self.page_ends.pop()
+
+    def __len__(self) -> int:
+        return self.page_ends[-1] if self.page_ends else 0
+
+    def _row(self, i: int) -> dict[str, Any]:
+        page = self.pages[bisect.bisect_right(self.page_ends, i)]
+        row = dict(zip(PAGE_COLUMNS, page))
+        for name, col in zip(IMAGE_COLUMNS, self.cols):
+            row[name] = col[i]
+        return {c: row[c] for c in PAIR_COLUMNS}
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204 - int or slice, as for a list
+        if isinstance(i, slice):
+            return [self._row(k) for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("pair row index out of range")
+        return self._row(i)
+
+    def __iter__(self):  # noqa: ANN204
+        return (self._row(i) for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (PairRows, list)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"PairRows({len(self)} rows, {len(self.pages)} pages)"
+
+    def to_polars(self, schema: dict[str, Any]):  # noqa: ANN201 - polars.DataFrame
+        """The rows as a polars DataFrame with `schema` (its columns in `PAIR_COLUMNS` order)."""
+        import polars as pl
+
+        if not self.page_ends:
+            return pl.DataFrame(schema=schema)
+        counts, prev = [], 0
+        for end in self.page_ends:
+            counts.append(end - prev)
+            prev = end
+        pages = pl.DataFrame(list(zip(*self.pages)), schema={c: schema[c] for c in PAGE_COLUMNS}, orient="col")
+        pages = pages.select(pl.all().repeat_by(pl.Series(counts, dtype=pl.UInt32)).explode())
+        images = pl.DataFrame(list(self.cols), schema={c: schema[c] for c in IMAGE_COLUMNS}, orient="col")
+        return pl.concat([pages, images], how="horizontal").select(list(schema))
+
+
 @dataclass
 class ExtractResult:
-    pairs: list[dict[str, Any]]  # PAIR_COLUMNS
+    pairs: PairRows | list[dict[str, Any]]  # PAIR_COLUMNS (a PairRows from `extract_file`)
     captures: list[dict[str, Any]]  # CAPTURE_COLUMNS
     stats: ExtractStats
 
@@ -331,7 +427,7 @@ def extract_file(source: str | os.PathLike | BinaryIO, warc_name: str, *, snapsh
     what the pairs contain: `charset_errors` then reports invalid bytes in extracted text only.
     """
     stats = ExtractStats(warc_file=warc_name)
-    result = ExtractResult([], [], stats)
+    result = ExtractResult(PairRows(), [], stats)
     try:
         raw, owned = _open_source(source)
     except (OSError, TypeError) as e:
@@ -428,7 +524,7 @@ def _extract_stream(raw: BinaryIO, name: str, snapshot: str, result: ExtractResu
         stats.bytes_read = reader.pos
         if problem is not None:
             # the incomplete record's rows (a partial page) and errors are dropped; everything before it is kept
-            del result.pairs[marks[0]:]
+            result.pairs.truncate(marks[0])
             del result.captures[marks[1]:]
             del stats.errors[marks[2]:]
             stats.records -= 1
@@ -541,34 +637,23 @@ class _PageContext:
                 text_html = html.decode(page.codec, errors="replace").encode("utf-8")
             language, source = H.guess_page_language(text_html, max_depth=self.max_html_depth), "detected"
         record_id = headers.get("WARC-Record-ID") or ""
-        template = {
-            "pair_id": None, "snapshot": self.snapshot, "warc_file": self.name, "warc_offset": offset,
-            "warc_record_id": record_id, "page_url": page_url, "domain": _domain(page_url), "image_url": None,
-            "caption": None, "title": None, "figcaption": None, "img_index": None, "page_language": language,
-            "language_source": source, "charset": page.codec, "fetch_time": headers.get("WARC-Date") or "",
-        }
-        append = self.result.pairs.append
-        copy = template.copy
+        page_row = (self.snapshot, self.name, offset, record_id, page_url, _domain(page_url), language, source,
+                    page.codec, headers.get("WARC-Date") or "")  # PAGE_COLUMNS
+        idxs, urls, captions, titles, figcaptions = zip(*found.images)
         prefix = _pair_id_prefix(record_id)
         if prefix is None:  # the shared pair id definition changed: use it as is
             make_id = _pair_id_maker(record_id)
-            for idx, url, caption, title, figcaption in found.images:
-                row = copy()
-                row["pair_id"], row["image_url"], row["caption"], row["title"] = make_id(idx), url, caption, title
-                row["figcaption"], row["img_index"] = figcaption, idx
-                append(row)
-            return
-        # the pair id is `ids.pair_id` inlined (checked once): the hash state after the per-page prefix is copied
-        new_hash = blake2b(prefix, digest_size=8).copy
-        digits, n_digits = _DIGITS, len(_DIGITS)
-        for idx, url, caption, title, figcaption in found.images:
-            h = new_hash()
-            h.update(digits[idx] if idx < n_digits else b"%d" % idx)
-            row = copy()  # a copy of the template keeps PAIR_COLUMNS order
-            row["pair_id"] = h.hexdigest()
-            row["image_url"], row["caption"], row["title"], row["figcaption"] = url, caption, title, figcaption
-            row["img_index"] = idx
-            append(row)
+            ids = [make_id(idx) for idx in idxs]
+        else:
+            # the pair id is `ids.pair_id` inlined (checked once): the hash state after the per-page prefix is copied
+            new_hash = blake2b(prefix, digest_size=8).copy
+            digits, n_digits = _DIGITS, len(_DIGITS)
+            ids = []
+            for idx in idxs:
+                h = new_hash()
+                h.update(digits[idx] if idx < n_digits else b"%d" % idx)
+                ids.append(h.hexdigest())
+        self.result.pairs.add_page(page_row, ids, urls, captions, titles, figcaptions, idxs)
 
     def _charset_error(self, offset: int, codec: str, n: int, first: int | None, where: str = "") -> None:
         at = f" (first at payload byte {first})" if first is not None else ""

@@ -409,3 +409,48 @@ def test_unescape_attribute_matches_lexbor(value):
 
     lexbor = LexborHTMLParser(f'<img alt="{value}">').css_first("img").attributes["alt"]
     assert unescape_attribute(value) == lexbor
+
+
+# ---------------------------------------------------------------------------------------------- compiled skeleton
+def _skeleton_inputs() -> list[bytes]:
+    rng = random.Random(77)
+    pages = [_random_page(rng).encode() for _ in range(60)]
+    pages += [
+        b"<img src=a>", b"no tags at all, just text....", b"<<<<<<<<<<<<", b"text then <", b"<IMG SRC=x><BASE href=/>",
+        b"<figure><figcaption>x" * 40, b"</figure>" * 30 + b"<figure><img src=a.jpg>", b"<svg>" * 50 + b"<img src=x>",
+        b"<template>" * 20 + b"</template>" * 25 + b"<math><figure><figcaption>c</figcaption></figure>",
+        b"<a\x0fb><\x00img src=x><\xffp><Figure><FIGCAPTION>x</FIGCAPTION></FIGURE>", b"<div>" * 3000 + b"<img src=y>",
+    ]
+    for i in range(200):  # random byte soup over the tag alphabet
+        alphabet = [b"<", b">", b"/", b"img", b"fig", b"figure", b"figcaption", b"base", b"svg", b"math", b"template",
+                    b"script", b"x", b" ", b"\x02", b"\xe4\xb8\xad", b"U", b"</figu", b"<!--", b"-->"]
+        pages.append(b"".join(random.Random(i).choices(alphabet, k=random.Random(i).randint(8, 400))))
+    return pages
+
+
+@pytest.mark.skipif(H._compiled_skeleton() is None, reason="danqing_assets._skeleton (C) is not built here")
+@pytest.mark.parametrize("max_depth", [None, H.DEFAULT_MAX_DEPTH, 40, 3, 1, 0])
+def test_compiled_skeleton_equals_numpy_skeleton(max_depth):
+    for page in _skeleton_inputs():
+        if len(page) < 8:
+            continue
+        assert H.skeleton_html(page, max_depth=max_depth) == H._skeleton_numpy(page, max_depth), page[:200]
+
+
+def test_compiled_skeleton_is_built():
+    """`pip install -e .` (the README's set-up) compiles it; without a C compiler extraction still works, slower."""
+    if H._compiled_skeleton() is None:
+        pytest.skip("danqing_assets._skeleton is not built (no C compiler at install time, or DANQING_PURE_PYTHON=1)")
+    skel = H.skeleton_html(b"<p>x<img src=a.jpg></p> ")
+    assert skel.html == b"\x02p>x<img src=a.jpg>\x02/p> " and skel.cut_at is None
+
+
+def test_compiled_skeleton_rejects_bad_arguments():
+    from danqing_assets import _skeleton
+
+    with pytest.raises(ValueError):
+        _skeleton.skeleton(b"<img>", 10)  # shorter than 8 bytes: the caller's case
+    with pytest.raises(TypeError):
+        _skeleton.skeleton("<img src=x>", 10)  # text, not bytes
+    with pytest.raises(ValueError):
+        _skeleton.set_tables(b"short", b"short", 1, 20)

@@ -206,6 +206,37 @@ def test_url_forms_figcaption_title_and_row_schema(tmp_path):
     json.dumps(res.stats.to_dict())
 
 
+def test_pair_rows_read_as_row_dicts_and_as_one_dataframe(tmp_path):
+    """`extract_file` stores rows by column (`PairRows`); read as dicts and as polars they must say the same."""
+    import polars as pl
+
+    from danqing_assets.lib.extract_jobs import PAIR_SCHEMA
+
+    wf = Warc(tmp_path / "cols.warc.gz")
+    for p in range(3):
+        wf.response(f"https://p{p}.example.cn/page.html",
+                    html_page("".join(f'<img src="/{p}-{i}.jpg" alt="第{p}页第{i}张图">' for i in range(p + 1))).encode())
+    wf.response("https://none.example.cn/", html_page("<p>没有图片</p>").encode())  # a page without pairs
+    res = extract(wf.close())
+    rows = res.pairs
+    assert isinstance(rows, W.PairRows) and len(rows) == 6 and len(rows.pages) == 3
+    dicts = list(rows)
+    assert rows == dicts and rows[-1] == dicts[-1] and rows[1:3] == dicts[1:3] and rows != dicts[:-1]
+    assert [r["image_url"].rsplit("/", 1)[1] for r in dicts] == ["0-0.jpg", "1-0.jpg", "1-1.jpg", "2-0.jpg",
+                                                                  "2-1.jpg", "2-2.jpg"]
+    assert [r["domain"] for r in dicts] == ["p0.example.cn"] + ["p1.example.cn"] * 2 + ["p2.example.cn"] * 3
+    with pytest.raises(IndexError):
+        rows[6]
+    frame = rows.to_polars(PAIR_SCHEMA)
+    assert frame.columns == list(W.PAIR_COLUMNS)
+    assert frame.equals(pl.DataFrame(dicts, schema=PAIR_SCHEMA))
+    rows.truncate(2)  # mid-page: the page keeps its first rows
+    assert [r["image_url"].rsplit("/", 1)[1] for r in rows] == ["0-0.jpg", "1-0.jpg"] and len(rows.pages) == 2
+    assert rows.to_polars(PAIR_SCHEMA).equals(pl.DataFrame(dicts[:2], schema=PAIR_SCHEMA))
+    rows.truncate(0)
+    assert len(rows) == 0 and rows == [] and rows.to_polars(PAIR_SCHEMA).height == 0
+
+
 # ---------------------------------------------------------------------------------------------- language
 def _language_warc(tmp_path: Path) -> Path:
     wf = Warc(tmp_path / "lang.warc.gz")
