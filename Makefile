@@ -9,7 +9,7 @@ export DAGSTER_HOME ?= $(DANQING_HOME)/dagster
 
 .PHONY: setup demo test test-fast ui bench clean
 
-$(STAMP): requirements.txt pyproject.toml setup.py danqing_assets/_skeleton.c
+$(STAMP): requirements.txt pyproject.toml setup.py danqing_assets/_html.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt

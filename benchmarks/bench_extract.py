@@ -18,8 +18,8 @@ The files are cached under `benchmarks/_work/` (git-ignored), so a rerun only me
 
     .venv/bin/python benchmarks/bench_extract.py [--mb 50] [--runs 3] [--only mix|zho] [--naive] [--rebuild] [--profile]
 
-The page skeleton runs in the C extension `danqing_assets._skeleton` when it is built (`pip install -e .` compiles
-it); `DANQING_PURE_PYTHON=1` measures the numpy fallback instead.
+Pages go through the compiled tokenizer of `danqing_assets._html` when it is built (`pip install -e .` compiles it);
+`DANQING_HTML_SCAN=0` measures the Lexbor path for every page, `DANQING_PURE_PYTHON=1` the no-compiler path.
 """
 
 from __future__ import annotations
@@ -380,11 +380,15 @@ def main(argv: list[str] | None = None) -> int:
 
     WORK.mkdir(parents=True, exist_ok=True)
     ok = True
-    from danqing_assets.lib.html import _compiled_skeleton
+    from danqing_assets.lib.html import _compiled_scan, _compiled_skeleton
 
-    backend = "C extension danqing_assets._skeleton" if _compiled_skeleton() is not None else \
-        "numpy (C extension not built, or DANQING_PURE_PYTHON=1)"
-    print(f"page skeleton: {backend}", flush=True)
+    if _compiled_scan() is not None:
+        backend = "compiled tokenizer (danqing_assets._html), Lexbor on a C skeleton for the pages it hands over"
+    elif _compiled_skeleton() is not None:
+        backend = "Lexbor on a C skeleton for every page (DANQING_HTML_SCAN=0)"
+    else:
+        backend = "Lexbor on a numpy skeleton (C extension not built, or DANQING_PURE_PYTHON=1)"
+    print(f"HTML path: {backend}", flush=True)
     for name, share, target in (("mix", 0.05, 0.5), ("zho", 1.0, 0.35)):
         if args.only and args.only != name:
             continue
@@ -408,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         ok &= max(ratio_wall, ratio_cpu) >= target
         print(f"[{name}] {size_mb:.1f} MB gz, {payload_bytes / 1e6:.0f} MB payload, {st.records} records, "
               f"{st.html_pages} html parsed, {sum(st.pages_skipped_language.values())} skipped by language, "
-              f"{st.pairs} pairs, {len(res.captures)} captures, {len(st.errors)} errors")
+              f"{st.pairs} pairs, {len(res.captures)} captures, {len(st.errors)} errors, "
+              f"{st.html_pages_lexbor} pages handed to Lexbor")
         print(f"[{name}] bare fastwarc   {size_mb / w_bare:7.1f} MB/s  (wall {w_bare:.2f} s, cpu {c_bare:.2f} s)")
         print(f"[{name}] extract_file    {size_mb / w_ext:7.1f} MB/s  (wall {w_ext:.2f} s, cpu {c_ext:.2f} s), "
               f"{st.pairs / w_ext:,.0f} pairs/s")

@@ -1,10 +1,14 @@
-"""HTML side of pair extraction: `<img>` discovery with selectolax (Lexbor), image URL choice and resolution,
-`<figcaption>` lookup, a nesting-depth guard, and a language guess for pages Common Crawl did not label.
+"""HTML side of pair extraction: `<img>` discovery, image URL choice and resolution, `<figcaption>` lookup, a
+nesting-depth guard, and a language guess for pages Common Crawl did not label.
 
-Pages are parsed as a "skeleton" (`skeleton_html`): the page with every tag that cannot matter for `<img>`
-extraction turned into text, found with a vectorised (numpy) pass over the "<" bytes. The result is checked against
-a full Lexbor parse in the tests. Plain library code (no Dagster); the WARC side lives in `danqing_assets.lib.warc`,
-charsets in `danqing_assets.lib.charset`.
+Two paths find the `<img>` elements of a page (`extract_images`), with the same result:
+- the compiled tokenizer `danqing_assets._html.scan_images` (C, built by `pip install`), which answers most pages
+  without building a tree (`images_from_scan`);
+- selectolax (Lexbor) on the page's "skeleton" (`skeleton_html`: every tag that cannot matter for `<img>`
+  extraction turned into text, found by one pass over the "<" bytes, in C or numpy), for the pages the tokenizer
+  hands over and when the extension is not built (`images_from_doc`).
+Both are checked against a full Lexbor parse in the tests. Plain library code (no Dagster); the WARC side lives in
+`danqing_assets.lib.warc`, charsets in `danqing_assets.lib.charset`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from danqing_assets.lib.charset import PassthroughDecoder
 
 if TYPE_CHECKING:
     from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+# Which path answered a page (PageImages.parser).
+SCAN, LEXBOR = "scan", "lexbor"
 
 # Skip reasons for <img> elements that yield no pair (ExtractStats.skipped_images keys).
 NO_SRC = "no_src"
@@ -73,6 +80,7 @@ class PageImages:
     replacement_chars: bool = False  # an extracted string contains U+FFFD (invalid bytes, on an unchecked page)
     cut_at: int | None = None  # byte offset where a too deeply nested page was cut
     depth: int = 0  # estimated nesting depth of the skeleton's elements (0 when not measured)
+    parser: str = "lexbor"  # SCAN: answered by the compiled tokenizer; LEXBOR: parsed by Lexbor
 
 
 class UrlResolver:
@@ -260,12 +268,22 @@ def parse_html(html: bytes | str) -> LexborHTMLParser:
 
 
 def extract_images(html: bytes, page_url: str, *, max_depth: int | None = DEFAULT_MAX_DEPTH,
-                   decoder: PassthroughDecoder | None = None) -> PageImages:
-    """Every `<img>` of a page prepared by `charset.decode_page`, via its skeleton (see `skeleton_html`).
+                   decoder: PassthroughDecoder | None = None, scan: bool = True) -> PageImages:
+    """Every `<img>` of a page prepared by `charset.decode_page`.
+
+    Two paths give the same rows. First the compiled tokenizer (`danqing_assets._html.scan_images`, when built
+    and `scan` is true), which answers most pages without building a tree; pages it cannot answer exactly
+    (inline `<svg>` / `<math>` / `<template>`, figures with markup beyond img / figcaption, deep nesting) and
+    every page when it is not built go to Lexbor, which parses the page's skeleton (see `skeleton_html`).
 
     `max_depth`: nesting of the kept elements beyond which the page is cut (`PageImages.cut_at`); None: no guard.
     `decoder`: the page's `DecodedPage.decoder` (passthrough pages). Raises when Lexbor refuses the input.
     """
+    scan = _compiled_scan() if scan else None
+    if scan is not None:
+        scanned = scan(html, -1 if max_depth is None else max_depth)
+        if scanned is not None:
+            return images_from_scan(scanned, page_url, decoder=decoder)
     skel = skeleton_html(html, max_depth=max_depth)
     found = images_from_doc(parse_html(skel.html), page_url, has_figcaption=skel.has_figcaption,
                             has_base=skel.has_base, decoder=decoder)
@@ -341,6 +359,85 @@ def images_from_doc(doc: LexborHTMLParser, page_url: str, *, has_figcaption: boo
 
 
 _MARK = "\x02"  # SKELETON_MARK as text
+
+
+def images_from_scan(scanned: tuple, page_url: str, *, decoder: PassthroughDecoder | None = None) -> PageImages:
+    """`images_from_doc` for the result of the compiled tokenizer (`danqing_assets._html.scan_images`): the same
+    rows from the same page, without a Lexbor parse. Attribute values and captions arrive with character
+    references undecoded; they are decoded here as Lexbor would (`unescape_attribute`, `unescape_text`)."""
+    base_href, imgs, raw_captions = scanned
+    resolver = UrlResolver(page_url)
+    if base_href is not None:
+        resolver = resolver.with_base_href(_scan_attr(base_href, decoder))
+    captions: dict[int, str | None] = {}
+    images: list[ImageRef] = []
+    skipped: Counter[str] = Counter()
+    replacement = False
+    resolve = resolver.resolve
+    abs_fast, root_fast, origin = _ABS_FAST, _ROOT_FAST if resolver.root_ok else None, resolver.origin
+    proto_fast, scheme_colon = (_PROTO_FAST, resolver.scheme + ":") if origin else (None, "")
+    for idx, (attrs, fig, has_amp) in enumerate(imgs):
+        if has_amp or decoder is not None:
+            attrs = {k: _scan_attr(v, decoder) if v else v for k, v in attrs.items()}
+        src = attrs.get("src")
+        url = reason = None
+        if src:
+            if abs_fast(src) is not None:
+                url = src
+            elif src[0] == "/":
+                if root_fast is not None and root_fast(src) is not None and "/." not in src:
+                    url = origin + src
+                elif proto_fast is not None and proto_fast(src) is not None:
+                    url = scheme_colon + src
+                else:
+                    url, reason = resolve(src)
+            elif src.startswith("data:"):
+                reason = DATA_URI
+            else:
+                url, reason = resolve(src)
+        if url is None:
+            url, reason = _fallback_url(attrs, resolver, reason)
+            if url is None:
+                skipped[reason] += 1  # type: ignore[index]
+                continue
+        alt = attrs.get("alt")
+        if alt:
+            if "\ufffd" in alt:
+                replacement = True
+            alt = alt.strip()
+        else:
+            alt = ""
+        title = attrs.get("title")
+        if title is not None:
+            title = title.strip() or None
+            if title and "\ufffd" in title:
+                replacement = True
+        caption = None
+        if fig >= 0:
+            if fig in captions:
+                caption = captions[fig]
+            else:
+                raw = raw_captions[fig]
+                if raw is not None:
+                    if decoder is not None:
+                        raw = decoder.decode(raw)
+                    caption = " ".join(unescape_text(raw).split()) or None
+                    if caption and "\ufffd" in caption:
+                        replacement = True
+                captions[fig] = caption
+        images.append((idx, url, alt, title, caption))
+    return PageImages(images, len(imgs), skipped, replacement, parser=SCAN)
+
+
+def _scan_attr(value: str, decoder: PassthroughDecoder | None) -> str:
+    """An attribute value from the compiled tokenizer, decoded as Lexbor + `images_from_doc` would."""
+    if decoder is None:
+        return unescape_attribute(value)
+    if value.isascii():
+        if "\x01" in value:  # charset.PASSTHROUGH_AMP
+            value = value.replace("\x01", "&")
+        return unescape_attribute(value)
+    return unescape_attribute(decoder.decode(value))
 
 
 def _fallback_url(attrs: dict[str, str | None], resolver: UrlResolver,
@@ -440,6 +537,14 @@ def _attr_text(value: str, decoder: PassthroughDecoder) -> str:
 _CHAR_REF_RE = re.compile(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[A-Za-z][A-Za-z0-9]*;?)")
 
 
+def unescape_text(value: str) -> str:
+    """Decode character references as the HTML tokenizer does in text (outside attributes): as
+    `unescape_attribute`, except that a legacy name decodes whatever follows it (`&copy=2` -> "©=2")."""
+    if "&" not in value:
+        return value
+    return _unescape(value, False)
+
+
 def unescape_attribute(value: str) -> str:
     """Decode character references exactly as the HTML tokenizer (and Lexbor) does inside an attribute value.
 
@@ -450,7 +555,10 @@ def unescape_attribute(value: str) -> str:
     """
     if "&" not in value:
         return value
+    return _unescape(value, True)
 
+
+def _unescape(value: str, attribute: bool) -> str:
     def repl(m: re.Match[str]) -> str:
         ref = m.group(1)
         if ref[0] == "#":
@@ -462,7 +570,7 @@ def unescape_attribute(value: str) -> str:
             legacy = name[:k]
             if legacy in _HTML5:  # keys without ";" are exactly the legacy names
                 nxt = name[k] if k < len(name) else (";" if ref[-1] == ";" else value[m.end() : m.end() + 1])
-                if nxt == "=" or nxt.isalnum():
+                if attribute and (nxt == "=" or nxt.isalnum()):
                     return m.group(0)
                 return _HTML5[legacy] + ref[k:]
         return m.group(0)
@@ -615,29 +723,45 @@ def _np_tables():  # numpy tables built once, lazily (numpy import stays off che
     return _np_cache
 
 
-_compiled: list = []  # [danqing_assets._skeleton.skeleton or None], resolved on first use
+_compiled: list = []  # [danqing_assets._html.skeleton or None], resolved on first use
 
 
 def _compiled_skeleton():  # noqa: ANN202
-    """The C implementation of `skeleton_html` (`danqing_assets/_skeleton.c`, built by `pip install`), or None when
+    """The C implementation of `skeleton_html` (`danqing_assets/_html.c`, built by `pip install`), or None when
     it is not built or `DANQING_PURE_PYTHON=1`; its tag table is the one `_np_tables` builds."""
     if not _compiled:
         fn = None
         if os.environ.get("DANQING_PURE_PYTHON", "") in ("", "0"):
             try:
-                from danqing_assets import _skeleton
+                from danqing_assets import _html as _ext
             except ImportError:
                 import logging
 
                 logging.getLogger(__name__).warning(
-                    "danqing_assets._skeleton (C) is not built: page skeletons use numpy, about 3x slower per page. "
+                    "danqing_assets._html (C) is not built: page skeletons use numpy, about 3x slower per page. "
                     "Reinstall with a C compiler present (`pip install -e .`) to build it.")
             else:
                 t = _np_tables()
-                _skeleton.set_tables(t["codes"].tobytes(), t["classes"].tobytes(), int(t["mult"]), int(t["shift"]))
-                fn = _skeleton.skeleton
+                _ext.set_tables(t["codes"].tobytes(), t["classes"].tobytes(), int(t["mult"]), int(t["shift"]))
+                fn = _ext.skeleton
         _compiled.append(fn)
     return _compiled[0]
+
+
+_compiled_scanner: list = []  # [danqing_assets._html.scan_images or None], resolved on first use
+
+
+def _compiled_scan():  # noqa: ANN202
+    """The compiled tokenizer behind `extract_images` (None: not built, or `DANQING_PURE_PYTHON=1`, or
+    `DANQING_HTML_SCAN=0`, which keeps the C skeleton but parses every page with Lexbor)."""
+    if not _compiled_scanner:
+        fn = None
+        if _compiled_skeleton() is not None and os.environ.get("DANQING_HTML_SCAN", "") in ("", "1"):
+            from danqing_assets import _html as _ext
+
+            fn = _ext.scan_images
+        _compiled_scanner.append(fn)
+    return _compiled_scanner[0]
 
 
 class Skeleton(NamedTuple):

@@ -4,8 +4,8 @@ responses into an image-text pair row, every image response into a capture row.
 Speed comes from not touching what cannot matter: non-response records are skipped unread; with
 `language_prefilter=True` a response whose `WARC-Identified-Content-Language` list lacks `zho` is skipped before its
 HTTP headers are parsed (about 95 % of Common Crawl pages); pages are not decoded in full (UTF-8 goes to Lexbor as
-bytes, GBK / Big5 in a passthrough form, see `charset.DecodedPage`), and Lexbor parses only a skeleton of each page
-(see `html.skeleton_html`).
+bytes, GBK / Big5 in a passthrough form, see `charset.DecodedPage`), and `html.extract_images` answers most pages
+with a compiled tokenizer, parsing only the rest with Lexbor (on a skeleton of the page, see `html.skeleton_html`).
 
 Malformed input never raises out of `extract_file`: each problem becomes a `WarcError` (file, offset, kind) and the
 rest of the file is still read. Plain library code (no Dagster).
@@ -75,6 +75,7 @@ class ExtractStats:
     records: int = 0  # WARC records of every type
     responses: int = 0
     html_pages: int = 0  # HTML responses parsed for pairs
+    html_pages_lexbor: int = 0  # of which the compiled tokenizer could not answer: parsed by Lexbor (see html.py)
     pages_skipped_language: Counter[str] = field(default_factory=Counter)  # by CC primary language label
     pages_truncated: int = 0  # over max_page_bytes, or marked WARC-Truncated by the crawler
     pairs: int = 0
@@ -91,10 +92,11 @@ class ExtractStats:
 def merge_stats(stats: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum `ExtractStats.to_dict()` results of several files (counters added, errors concatenated)."""
     out: dict[str, Any] = {"files": len(stats), "bytes_read": 0, "records": 0, "responses": 0, "html_pages": 0,
+                           "html_pages_lexbor": 0,
                            "pages_skipped_language": Counter(), "pages_truncated": 0, "pairs": 0,
                            "skipped_images": Counter(), "errors": [], "errors_by_kind": Counter()}
     for s in stats:
-        for k in ("bytes_read", "records", "responses", "html_pages", "pages_truncated", "pairs"):
+        for k in ("bytes_read", "records", "responses", "html_pages", "html_pages_lexbor", "pages_truncated", "pairs"):
             out[k] += s.get(k, 0)
         out["pages_skipped_language"].update(s.get("pages_skipped_language", {}))
         out["skipped_images"].update(s.get("skipped_images", {}))
@@ -618,6 +620,8 @@ class _PageContext:
             self.error(offset, HTML_TOO_DEEP, f"elements nested ~{found.depth} deep (max_html_depth="
                                               f"{self.max_html_depth}): parsed the first {found.cut_at} bytes")
         stats.html_pages += 1
+        if found.parser == H.LEXBOR:
+            stats.html_pages_lexbor += 1
         if found.skipped:
             stats.skipped_images.update(found.skipped)
         if page.decoder is not None:

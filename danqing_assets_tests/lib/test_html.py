@@ -301,11 +301,14 @@ def test_raw_less_than_in_attributes_is_read_back_exactly():
 
 def test_known_divergence_img_inside_a_dropped_tags_attributes():
     """Invalid markup where a text "<b" runs into an <img>: the full parse reads the <img> as an attribute of a
-    <b ...> tag, the skeleton (which never tokenizes dropped tags) sees the <img>. Documented, not hidden."""
+    <b ...> tag, the skeleton (which never tokenizes dropped tags) sees the <img>. Documented, not hidden.
+    The compiled tokenizer tokenizes every tag, so it agrees with the full parse."""
     page = "<p>x a<b\n<img src=/swallowed.jpg><img src=/next.jpg></p>"
     assert [im[1] for im in full_parse(page).images] == ["https://www.example.cn/next.jpg"]
-    assert [im[1] for im in imgs(page).images] == ["https://www.example.cn/swallowed.jpg",
-                                                    "https://www.example.cn/next.jpg"]
+    assert [im[1] for im in imgs(page, scan=False).images] == ["https://www.example.cn/swallowed.jpg",
+                                                                "https://www.example.cn/next.jpg"]
+    if H._compiled_scan() is not None:
+        assert [im[1] for im in imgs(page).images] == ["https://www.example.cn/next.jpg"]
 
 
 def test_skeleton_keeps_markup_it_needs():
@@ -428,7 +431,7 @@ def _skeleton_inputs() -> list[bytes]:
     return pages
 
 
-@pytest.mark.skipif(H._compiled_skeleton() is None, reason="danqing_assets._skeleton (C) is not built here")
+@pytest.mark.skipif(H._compiled_skeleton() is None, reason="danqing_assets._html (C) is not built here")
 @pytest.mark.parametrize("max_depth", [None, H.DEFAULT_MAX_DEPTH, 40, 3, 1, 0])
 def test_compiled_skeleton_equals_numpy_skeleton(max_depth):
     for page in _skeleton_inputs():
@@ -440,17 +443,147 @@ def test_compiled_skeleton_equals_numpy_skeleton(max_depth):
 def test_compiled_skeleton_is_built():
     """`pip install -e .` (the README's set-up) compiles it; without a C compiler extraction still works, slower."""
     if H._compiled_skeleton() is None:
-        pytest.skip("danqing_assets._skeleton is not built (no C compiler at install time, or DANQING_PURE_PYTHON=1)")
+        pytest.skip("danqing_assets._html is not built (no C compiler at install time, or DANQING_PURE_PYTHON=1)")
     skel = H.skeleton_html(b"<p>x<img src=a.jpg></p> ")
     assert skel.html == b"\x02p>x<img src=a.jpg>\x02/p> " and skel.cut_at is None
 
 
+@pytest.mark.skipif(H._compiled_skeleton() is None, reason="danqing_assets._html (C) is not built here")
 def test_compiled_skeleton_rejects_bad_arguments():
-    from danqing_assets import _skeleton
+    from danqing_assets import _html as _ext
 
     with pytest.raises(ValueError):
-        _skeleton.skeleton(b"<img>", 10)  # shorter than 8 bytes: the caller's case
+        _ext.skeleton(b"<img>", 10)  # shorter than 8 bytes: the caller's case
     with pytest.raises(TypeError):
-        _skeleton.skeleton("<img src=x>", 10)  # text, not bytes
+        _ext.skeleton("<img src=x>", 10)  # text, not bytes
     with pytest.raises(ValueError):
-        _skeleton.set_tables(b"short", b"short", 1, 20)
+        _ext.set_tables(b"short", b"short", 1, 20)
+
+
+# ---------------------------------------------------------------------------------------------- compiled tokenizer
+# `extract_images` answers most pages with the compiled tokenizer (`danqing_assets._html.scan_images`) and parses the
+# rest with Lexbor. Its answer must be Lexbor's: checked here against a full Lexbor parse of the same bytes, over
+# token soups built to hit every tokenizer state the extraction depends on.
+needs_scan = pytest.mark.skipif(H._compiled_scan() is None, reason="danqing_assets._html (C) is not built here")
+
+_SOUP = [
+    '<img src=/a.jpg alt="x">', "<IMG\nSRC=c.png ALT=d>", "<image src=/e.gif>", '<img src=a"b>', '<img "src"=x>',
+    '<img src = "x" alt = y>', "<img/src=x>", "<img src=x/>", '<img alt="a>b" src=y>', "<img src=x alt=a=b>",
+    "<img =src=x>", "<img src=a src=b>", "<img SRC=a Src=b alt>", "<img\x0csrc=ff>", '<img src=x\x00y alt="\x00">',
+    '<img src="/cr\r\nlf.jpg" alt="cr\rx">', "<img src=/g.jpg?a=1&b=2&copy=3>", '<img data-src=/lazy.jpg src="data:x">',
+    '<img srcset="/s1.jpg 1x, /s2.jpg 2x">', "<img src=# alt=hash>", "<img src='/f.jpg'/>", "<img", " src=", "alt=",
+    "<figure>", "</figure>", "<figcaption>", "</figcaption>", "<FIGURE class=x>", "</FIGCAPTION >",
+    " text ", "中文", "&amp;", "&copy", "&notit;", "&#1;", "&#x80;", "&#0;", "&lt;img src=no&gt;",
+    "<!--", "-->", "--!>", "<!-->", "<!--->", "<!", "<!DOCTYPE html>", "<?php x ?>", "</ x>", "</>", "<!x>",
+    "<script>", "</script>", "<!--<script>", "</script >", "<SCRIPT>", "</SCRIPT/>", "<script/>", "--", "-", "<",
+    "<title>", "</title>", "<textarea>", "</textarea >", "<style>", "</STYLE>", "<xmp>", "</xmp>", "<noembed>",
+    "</noembed>", "<iframe>", "</iframe>", "<noscript>", "</noscript>", '<base href="/base/">', "<base>",
+    "<base href>", "<base href=//cdn.x.cn/>", "<br>", "</br>", "<wbr>", "<hr/>", "<input>", '"', "'", "=", ">", "/",
+    "\x00", "\r\n", "\r", "\t", '<div class="a>b">', "</div>", "<p>", "</p>", "<b>", "</b>", "<a href=x>", "</a>",
+]
+_CAPTION_TEXT = [
+    b"cap ", "中文".encode(), b"\xe4\xb8", b"\xff", b"&amp;", b"&copy=x", b"&#1;", b"&#0;", b"\x00", b"\r\n", b" \t ",
+    b"<!--c-->", b"<br>", b"</br>", b"<wbr>", b"<img src=/in.jpg>", b"<?pi?>", b"</ bogus>", b"<", b"&lt;b&gt;",
+    b"&#x4e2d;", "\u3000".encode(), b"&nbsp;", b"a&notit;b", b"</figcaption>", b"<figcaption>", b"</figure>",
+    b"<figure>", b"<!-->", b"x\x00y",
+]
+
+
+def _same(a: H.PageImages, b: H.PageImages) -> bool:
+    return (a.images, a.n_img, dict(a.skipped), a.replacement_chars) == \
+        (b.images, b.n_img, dict(b.skipped), b.replacement_chars)
+
+
+@needs_scan
+def test_tokenizer_equals_full_parse_on_token_soups():
+    scan, answered = H._compiled_scan(), 0
+    for seed in range(3000):
+        rng = random.Random(seed)
+        page = "".join(rng.choice(_SOUP) for _ in range(rng.randint(3, 40))).encode()
+        scanned = scan(page, H.DEFAULT_MAX_DEPTH)
+        if scanned is None:
+            continue
+        answered += 1
+        got = H.images_from_scan(scanned, PAGE)
+        assert _same(got, full_parse(page)), (seed, page)
+    assert answered > 2000  # most soups are answered without Lexbor
+
+
+@needs_scan
+def test_tokenizer_captions_equal_full_parse():
+    scan, with_caption = H._compiled_scan(), 0
+    for seed in range(2000):
+        rng = random.Random(seed)
+        parts = []
+        for _ in range(rng.randint(1, 4)):
+            parts.append(b"<figure>")
+            parts += [b"<img src=/p%d.jpg alt=a%d>" % (rng.randint(0, 99), rng.randint(0, 9)) for _ in range(rng.randint(0, 2))]
+            if rng.random() < 0.9:
+                parts.append(b"<figcaption>")
+                parts += [rng.choice(_CAPTION_TEXT) for _ in range(rng.randint(0, 6))]
+                if rng.random() < 0.8:
+                    parts.append(b"</figcaption>")
+            parts += [b"<img src=/q.jpg>"] * rng.randint(0, 1)
+            if rng.random() < 0.8:
+                parts.append(b"</figure>")
+            parts.append(rng.choice(_CAPTION_TEXT))
+        page = b"".join(parts)
+        scanned = scan(page, H.DEFAULT_MAX_DEPTH)
+        if scanned is None:
+            continue
+        got = H.images_from_scan(scanned, PAGE)
+        with_caption += sum(1 for im in got.images if im[4])
+        assert _same(got, full_parse(page)), (seed, page)
+    assert with_caption > 1000
+
+
+@needs_scan
+@pytest.mark.parametrize("page", [
+    "<svg><image href=/s.jpg/></svg><img src=/a.jpg>",
+    "<math><mi>x</mi></math><img src=/a.jpg>",
+    "<template><img src=/t.jpg></template><img src=/a.jpg>",
+    '<figure><a href="/x"><img src=/a.jpg></a><figcaption>说明</figcaption></figure>',
+    "<figure><img src=/a.jpg><figcaption><em>强调</em>说明</figcaption></figure>",
+    "<figure><figcaption>外<figcaption>内</figcaption></figcaption><img src=/a.jpg></figure>",
+    "<figure><script>var a;</script><img src=/a.jpg></figure>",
+])
+def test_pages_the_tokenizer_cannot_answer_go_to_lexbor(page):
+    assert H._compiled_scan()(page.encode(), H.DEFAULT_MAX_DEPTH) is None
+    got, lexbor = imgs(page), imgs(page, scan=False)
+    assert got.images == lexbor.images and got.images
+
+
+@needs_scan
+def test_tokenizer_hands_deep_figure_nesting_to_the_guarded_path():
+    page = "<figure><figcaption>c</figcaption>" * 50 + "<img src=/deep.jpg>"
+    assert H._compiled_scan()(page.encode(), 40) is None
+    got = imgs(page, max_depth=40)
+    assert got.cut_at is not None and got.images == []
+    assert [im[1] for im in imgs(page, max_depth=None).images] == ["https://www.example.cn/deep.jpg"]
+
+
+@needs_scan
+@pytest.mark.parametrize("page", [
+    b"<img src=/a.jpg alt='unterminated", b"<img src=/a.jpg", b"<img", b"<", b"</", b"<!--", b"<!--x", b"<?", b"<!",
+    b"<script>", b"<script><!--<script>", b"<title>x", b"<figure><figcaption>\xff\xfe", b"", b"\x00" * 100,
+    b"<img src=" + b"x" * 1_000_000 + b">", b"<img " + b"a=1 " * 50_000 + b"src=/many.jpg>",
+])
+def test_tokenizer_on_truncated_and_extreme_input(page):
+    scanned = H._compiled_scan()(page, H.DEFAULT_MAX_DEPTH)
+    assert scanned is not None
+    assert _same(H.images_from_scan(scanned, PAGE), full_parse(page))
+
+
+@needs_scan
+def test_tokenizer_passthrough_pages_equal_lexbor():
+    page = """<html><head><meta charset="gbk"><base href="/基础/"></head><body>
+    <img src="图片/风景.jpg?a=1&amp;b=2&copy=3" alt="北京 &copy; 2024 &amp; 上海&#x4E2D;" title="标题&nbsp;文字">
+    <figure><img src="/f.jpg"><figcaption>说明 &lt;一&gt; 长城</figcaption></figure>
+    <img src="//cdn.example.cn/简体.jpg" alt="简体字与符号：《》、…"></body></html>"""
+    for codec in ("gbk", "big5"):
+        raw = page.replace("gbk", codec).encode(codec, errors="replace")
+        fast = C.decode_page(raw, None)
+        assert fast.decoder is not None
+        got = H.extract_images(fast.html, PAGE, decoder=fast.decoder)
+        ref = H.extract_images(fast.html, PAGE, decoder=fast.decoder, scan=False)
+        assert got.images == ref.images and len(got.images) == 3

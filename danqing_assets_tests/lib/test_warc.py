@@ -590,3 +590,22 @@ def test_real_world_warcs_from_the_pywb_sdist(tmp_path):
         assert len(body) == cap["content_length"] and headers["content-type"] == cap["content_type"]
     for res in results.values():
         json.dumps(res.stats.to_dict())
+
+
+def test_sample_crawl_rows_are_the_same_with_and_without_the_compiled_tokenizer(tmp_path, monkeypatch):
+    """Every page of the sample crawl through the compiled tokenizer, then every page through Lexbor: same rows."""
+    from danqing_assets.lib import html as H
+    from danqing_assets.lib.sample_crawl import write_sample_crawl
+
+    if H._compiled_scan() is None:
+        pytest.skip("danqing_assets._html (C) is not built here")
+    summary = write_sample_crawl(tmp_path, pages=120, seed=3, files=2)
+    fast = [W.extract_file(p, Path(p).name, snapshot=SNAPSHOT) for p in summary.warc_files]
+    monkeypatch.setattr(H, "_compiled_scanner", [None])
+    slow = [W.extract_file(p, Path(p).name, snapshot=SNAPSHOT) for p in summary.warc_files]
+    for a, b in zip(fast, slow):
+        assert a.pairs == b.pairs and len(a.pairs) > 100
+        assert a.stats.skipped_images == b.stats.skipped_images and a.stats.html_pages == b.stats.html_pages
+        assert b.stats.html_pages_lexbor == b.stats.html_pages  # every page parsed by Lexbor
+        assert a.stats.html_pages_lexbor < a.stats.html_pages / 2  # most answered by the tokenizer
+    assert sum(len(r.pairs) for r in fast) == sum(len(r.pairs) for r in slow)
