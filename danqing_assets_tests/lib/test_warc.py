@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import time
 import uuid
 import zlib
@@ -609,3 +610,24 @@ def test_sample_crawl_rows_are_the_same_with_and_without_the_compiled_tokenizer(
         assert b.stats.html_pages_lexbor == b.stats.html_pages  # every page parsed by Lexbor
         assert a.stats.html_pages_lexbor < a.stats.html_pages / 2  # most answered by the tokenizer
     assert sum(len(r.pairs) for r in fast) == sum(len(r.pairs) for r in slow)
+
+
+def test_extraction_without_the_c_extension_gives_the_same_rows(tmp_path):
+    """`DANQING_PURE_PYTHON=1` is the path of an install without a C compiler: same rows, in another process."""
+    import subprocess
+    import sys
+
+    from danqing_assets.lib.sample_crawl import write_sample_crawl
+
+    summary = write_sample_crawl(tmp_path, pages=60, seed=5, files=1)
+    path = summary.warc_files[0]
+    here = W.extract_file(path, "f.warc.gz", snapshot=SNAPSHOT)
+    code = ("import json, sys; from danqing_assets.lib import html as H, warc as W; "
+            "assert H._compiled_skeleton() is None and H._compiled_scan() is None; "
+            f"r = W.extract_file({str(path)!r}, 'f.warc.gz', snapshot={SNAPSHOT!r}); "
+            "json.dump([list(r.pairs), r.stats.html_pages_lexbor], sys.stdout)")
+    env = {**os.environ, "DANQING_PURE_PYTHON": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=True)
+    rows, lexbor_pages = json.loads(out.stdout)
+    assert rows == list(here.pairs) and len(rows) > 50
+    assert lexbor_pages == here.stats.html_pages  # every page parsed by Lexbor on the numpy skeleton
