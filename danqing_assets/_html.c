@@ -162,7 +162,7 @@ done:
  * RCDATA / RAWTEXT / script data with its escape states, PLAINTEXT) instead of a parse. Tree construction is that
  * of the page skeleton (see html.py): only <img>/<image>, <base>, <figure> and <figcaption> build structure, and
  * pages this cannot answer exactly return None so the caller parses them with Lexbor instead:
- *   - an <svg>, <math> or <template> start tag (foreign content, template contents);
+ *   - a <template> start tag, or <svg> / <math> content that is not inert (see skip_foreign);
  *   - inside a <figure>, any tag other than img / image / figure / figcaption / void elements, a <figure> inside a
  *     <figcaption>, or a <figcaption> inside a <figcaption> (the caption would depend on general tree building);
  *   - <figure> / <figcaption> nested deeper than max_depth (the Lexbor path cuts such pages).
@@ -201,7 +201,7 @@ static int name_is(const uint8_t *a, Py_ssize_t s, Py_ssize_t e, const char *nam
 /* The rest of a tag whose name starts at a[p]: returns the position after its ">", or -1 when the input ends inside
  * it (the tag is then never emitted). Records in spans[k] the first attribute named want[k]. */
 static Py_ssize_t tokenize_attrs(const uint8_t *a, Py_ssize_t n, Py_ssize_t p, const char *const *want, int nwant,
-                                 Span *spans);
+                                 Span *spans, int *self_closing);
 
 static Py_ssize_t tag_name_end(const uint8_t *a, Py_ssize_t n, Py_ssize_t p) {
     while (p < n && !IS_WS(a[p]) && a[p] != '/' && a[p] != '>') p++;
@@ -211,7 +211,7 @@ static Py_ssize_t tag_name_end(const uint8_t *a, Py_ssize_t n, Py_ssize_t p) {
 static Py_ssize_t tokenize_tag(const uint8_t *a, Py_ssize_t n, Py_ssize_t p, const char *const *want, int nwant,
                                Span *spans, Py_ssize_t *name_end) {
     *name_end = tag_name_end(a, n, p);
-    return tokenize_attrs(a, n, *name_end, want, nwant, spans);
+    return tokenize_attrs(a, n, *name_end, want, nwant, spans, NULL);
 }
 
 /* Byte classes for the attribute states: a bit per set of bytes that ends a run. */
@@ -236,10 +236,12 @@ static inline Py_ssize_t run_until(const uint8_t *a, Py_ssize_t n, Py_ssize_t p,
     return p;
 }
 
-/* the attributes of a tag, from just after its name (see tokenize_tag): the WHATWG attribute states */
+/* the attributes of a tag, from just after its name (see tokenize_tag): the WHATWG attribute states.
+ * *self_closing (when not NULL): the tag ended with "/>" in the self-closing start tag state. */
 static Py_ssize_t tokenize_attrs(const uint8_t *a, Py_ssize_t n, Py_ssize_t p, const char *const *want, int nwant,
-                                 Span *spans) {
+                                 Span *spans, int *self_closing) {
     for (int k = 0; k < nwant; k++) spans[k].present = 0;
+    if (self_closing) *self_closing = 0;
     int cur = -1;
     for (;;) {
         /* before attribute name */
@@ -302,7 +304,10 @@ static Py_ssize_t tokenize_attrs(const uint8_t *a, Py_ssize_t n, Py_ssize_t p, c
     self_closing:
         p++; /* self-closing start tag state */
         if (p >= n) return -1;
-        if (a[p] == '>') return p + 1;
+        if (a[p] == '>') {
+            if (self_closing) *self_closing = 1;
+            return p + 1;
+        }
         /* anything else: reconsume in before attribute name */
     }
 }
@@ -514,6 +519,136 @@ static int tag_kind(const uint8_t *a, Py_ssize_t s, Py_ssize_t e) {
     return T_OTHER;
 }
 
+/* The end of the comment that starts with "<!--" at a[i]: the index of its ">", or -1 when it runs to the end of
+ * the input (comment states: "<!-->", "<!--->", then the first "-->" or "--!>"). */
+static Py_ssize_t comment_end(const uint8_t *a, Py_ssize_t n, Py_ssize_t i) {
+    Py_ssize_t k = i + 4;
+    if (k < n && a[k] == '>') return k;
+    if (k + 1 < n && a[k] == '-' && a[k + 1] == '>') return k + 1;
+    while (k + 2 < n) {
+        const uint8_t *d = memchr(a + k, '-', (size_t)(n - k));
+        if (!d) break;
+        k = d - a;
+        if (k + 2 < n && a[k + 1] == '-') {
+            if (a[k + 2] == '>') return k + 2;
+            if (a[k + 2] == '!' && k + 3 < n && a[k + 3] == '>') return k + 3;
+        }
+        k++;
+    }
+    return -1;
+}
+
+/* HTML start tags that end foreign content (the "breakout" list of the tree builder), and tags treated the same
+ * way here because they could matter for extraction. */
+static const char *const FOREIGN_DANGER[] = {
+    "b", "big", "blockquote", "body", "br", "center", "code", "dd", "div", "dl", "dt", "em", "embed", "h1", "h2",
+    "h3", "h4", "h5", "h6", "head", "hr", "i", "img", "li", "listing", "menu", "meta", "nobr", "ol", "p", "pre",
+    "ruby", "s", "small", "span", "strong", "strike", "sub", "sup", "table", "tt", "u", "ul", "var", "font",
+    "figure", "figcaption", "base", "template", "svg", "math", "foreignobject", NULL};
+
+static int names_equal(const uint8_t *a, Py_ssize_t s1, Py_ssize_t e1, Py_ssize_t s2, Py_ssize_t e2) {
+    if (e1 - s1 != e2 - s2) return 0;
+    for (Py_ssize_t k = 0; k < e1 - s1; k++) {
+        uint8_t x = a[s1 + k], y = a[s2 + k];
+        if (x >= 'A' && x <= 'Z') x |= 0x20;
+        if (y >= 'A' && y <= 'Z') y |= 0x20;
+        if (x != y) return 0;
+    }
+    return 1;
+}
+
+/* Inline <svg> or <math> content from p (just after the root's start tag, whose name is a[ns:ne]), tokenized as the
+ * tree builder does in foreign content (no raw-text states; CDATA sections). Returns the position after the end tag
+ * that closes the root, or -1 at the end of the input. Sets *bail when the content is not inert: an HTML start tag
+ * that would end foreign content, anything inside an HTML/text integration point (svg title / desc, MathML mi mo
+ * mn ms mtext annotation-xml), <foreignObject>, an end tag that matches no open foreign element, </p> or </br>. */
+static Py_ssize_t skip_foreign(const uint8_t *a, Py_ssize_t n, Py_ssize_t p, Py_ssize_t ns, Py_ssize_t ne, int *bail) {
+    enum { MAX_OPEN = 256 };
+    Py_ssize_t open_s[MAX_OPEN], open_e[MAX_OPEN];
+    uint8_t integ[MAX_OPEN];
+    int depth = 1, in_integ = 0;
+    int math = name_is(a, ns, ne, "math");
+    Span none[1];
+    open_s[0] = ns;
+    open_e[0] = ne;
+    integ[0] = 0;
+    while (p < n) {
+        const uint8_t *q = memchr(a + p, '<', (size_t)(n - p));
+        if (!q) return -1;
+        Py_ssize_t i = q - a;
+        if (i + 1 >= n) return -1;
+        uint8_t c1 = a[i + 1];
+        if (IS_ALPHA(c1)) {
+            Py_ssize_t s = i + 1, e = tag_name_end(a, n, s);
+            int sc;
+            Py_ssize_t after = tokenize_attrs(a, n, e, NULL, 0, none, &sc);
+            if (after < 0) return -1;
+            if (in_integ) { *bail = 1; return -1; }
+            for (int k = 0; FOREIGN_DANGER[k]; k++)
+                if (name_is(a, s, e, FOREIGN_DANGER[k])) { *bail = 1; return -1; }
+            if (!sc) {
+                if (depth == MAX_OPEN) { *bail = 1; return -1; }
+                int ip = math ? (name_is(a, s, e, "mi") || name_is(a, s, e, "mo") || name_is(a, s, e, "mn") ||
+                                 name_is(a, s, e, "ms") || name_is(a, s, e, "mtext") ||
+                                 name_is(a, s, e, "annotation-xml"))
+                              : (name_is(a, s, e, "title") || name_is(a, s, e, "desc"));
+                open_s[depth] = s;
+                open_e[depth] = e;
+                integ[depth] = (uint8_t)ip;
+                in_integ += ip;
+                depth++;
+            }
+            p = after;
+        } else if (c1 == '/') {
+            if (i + 2 >= n) return -1;
+            uint8_t c2 = a[i + 2];
+            if (IS_ALPHA(c2)) {
+                Py_ssize_t s = i + 2, e = tag_name_end(a, n, s);
+                Py_ssize_t after = tokenize_attrs(a, n, e, NULL, 0, none, NULL);
+                if (after < 0) return -1;
+                if (name_is(a, s, e, "p") || name_is(a, s, e, "br")) { *bail = 1; return -1; }
+                int k = depth - 1;
+                while (k >= 0 && !names_equal(a, open_s[k], open_e[k], s, e)) k--;
+                if (k < 0) { *bail = 1; return -1; } /* would close an HTML element outside */
+                while (depth > k) in_integ -= integ[--depth];
+                if (depth == 0) return after;
+                p = after;
+            } else if (c2 == '>') {
+                p = i + 3;
+            } else {
+                const uint8_t *g = memchr(a + i + 2, '>', (size_t)(n - i - 2));
+                if (!g) return -1;
+                p = g - a + 1;
+            }
+        } else if (c1 == '!') {
+            Py_ssize_t end;
+            if (i + 3 < n && a[i + 2] == '-' && a[i + 3] == '-') {
+                end = comment_end(a, n, i);
+            } else if (i + 8 < n && memcmp(a + i + 2, "[CDATA[", 7) == 0) {
+                end = -1;
+                for (Py_ssize_t k = i + 9; k + 2 < n; k++) {
+                    const uint8_t *d = memchr(a + k, ']', (size_t)(n - k));
+                    if (!d) break;
+                    k = d - a;
+                    if (k + 2 < n && a[k + 1] == ']' && a[k + 2] == '>') { end = k + 2; break; }
+                }
+            } else {
+                const uint8_t *g = memchr(a + i + 2, '>', (size_t)(n - i - 2));
+                end = g ? g - a : -1;
+            }
+            if (end < 0) return -1;
+            p = end + 1;
+        } else if (c1 == '?') {
+            const uint8_t *g = memchr(a + i + 1, '>', (size_t)(n - i - 1));
+            if (!g) return -1;
+            p = g - a + 1;
+        } else {
+            p = i + 1;
+        }
+    }
+    return -1;
+}
+
 typedef struct {
     uint8_t *kind;  /* F_FIGURE / F_FIGCAPTION */
     Py_ssize_t *fig; /* figure number (F_FIGURE), or the figure being captioned (capturing F_FIGCAPTION), or -1 */
@@ -593,9 +728,10 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
         if (IS_ALPHA(c1)) { /* start tag */
             Py_ssize_t name_end = tag_name_end(a, n, i + 1);
             int kind = tag_kind(a, i + 1, name_end);
-            Py_ssize_t after = kind == T_IMG ? tokenize_attrs(a, n, name_end, IMG_ATTRS, N_IMG_ATTRS, spans)
-                             : kind == T_BASE ? tokenize_attrs(a, n, name_end, BASE_ATTRS, 1, spans)
-                                              : tokenize_attrs(a, n, name_end, NULL, 0, spans);
+            int self_closing;
+            Py_ssize_t after = kind == T_IMG ? tokenize_attrs(a, n, name_end, IMG_ATTRS, N_IMG_ATTRS, spans, NULL)
+                             : kind == T_BASE ? tokenize_attrs(a, n, name_end, BASE_ATTRS, 1, spans, NULL)
+                                              : tokenize_attrs(a, n, name_end, NULL, 0, spans, &self_closing);
             if (after < 0) break; /* the input ends inside the tag: never emitted */
             switch (kind) {
             case T_IMG: {
@@ -657,8 +793,13 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                 break;
             }
             case T_FOREIGN:
-                bail = 1;
-                goto finish;
+                if (stack.len || name_is(a, i + 1, name_end, "template")) { bail = 1; goto finish; }
+                if (!self_closing) { /* inline <svg> / <math>: skipped when inert, else handed to Lexbor */
+                    int foreign_bail = 0;
+                    after = skip_foreign(a, n, after, i + 1, name_end, &foreign_bail);
+                    if (foreign_bail) { bail = 1; goto finish; }
+                }
+                break;
             default: /* T_OTHER, T_SCRIPT, T_RAW, T_PLAINTEXT */
                 if (stack.len) { bail = 1; goto finish; } /* inside a figure: general tree building */
                 if (kind == T_SCRIPT) {
@@ -720,22 +861,7 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
         } else if (c1 == '!') {
             Py_ssize_t end;
             if (i + 3 < n && a[i + 2] == '-' && a[i + 3] == '-') { /* comment */
-                Py_ssize_t k = i + 4;
-                end = -1;
-                if (k < n && a[k] == '>') end = k;
-                else if (k + 1 < n && a[k] == '-' && a[k + 1] == '>') end = k + 1;
-                else {
-                    while (k + 2 < n) {
-                        const uint8_t *d = memchr(a + k, '-', (size_t)(n - k));
-                        if (!d) break;
-                        k = d - a;
-                        if (k + 2 < n && a[k + 1] == '-') {
-                            if (a[k + 2] == '>') { end = k + 2; break; }
-                            if (a[k + 2] == '!' && k + 3 < n && a[k + 3] == '>') { end = k + 3; break; }
-                        }
-                        k++;
-                    }
-                }
+                end = comment_end(a, n, i);
                 BOUNDARY();
             } else {
                 int doctype = i + 8 < n && name_is(a, i + 2, i + 9, "doctype");

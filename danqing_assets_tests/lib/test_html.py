@@ -539,9 +539,13 @@ def test_tokenizer_captions_equal_full_parse():
 
 @needs_scan
 @pytest.mark.parametrize("page", [
-    "<svg><image href=/s.jpg/></svg><img src=/a.jpg>",
-    "<math><mi>x</mi></math><img src=/a.jpg>",
+    "<svg><title><img src=/in-title.jpg></title></svg><img src=/a.jpg>",
+    "<svg><foreignObject><p>x</p></foreignObject></svg><img src=/a.jpg>",
+    "<svg><path d=M0></path><img src=/breaks-out.jpg><image href=/now-html.jpg></svg>",
+    "<div><svg><g></div><img src=/a.jpg></svg>",
+    "<math><mi><b>x</b></mi></math><img src=/a.jpg>",
     "<template><img src=/t.jpg></template><img src=/a.jpg>",
+    "<svg>" + "<g>" * 300 + "</svg><img src=/after-deep-svg.jpg>",
     '<figure><a href="/x"><img src=/a.jpg></a><figcaption>说明</figcaption></figure>',
     "<figure><img src=/a.jpg><figcaption><em>强调</em>说明</figcaption></figure>",
     "<figure><figcaption>外<figcaption>内</figcaption></figcaption><img src=/a.jpg></figure>",
@@ -551,6 +555,60 @@ def test_pages_the_tokenizer_cannot_answer_go_to_lexbor(page):
     assert H._compiled_scan()(page.encode(), H.DEFAULT_MAX_DEPTH) is None
     got, lexbor = imgs(page), imgs(page, scan=False)
     assert got.images == lexbor.images and got.images
+
+
+_ICONS = [
+    '<svg class="icon" viewBox="0 0 24 24"><path d="M12 2L2 7l10 5 10-5-10-5z"/></svg>',
+    '<svg width="16" height="16"><use xlink:href="#icon-search"></use></svg>',
+    '<svg><title>搜索</title><g fill="none"><circle cx="8" cy="8" r="6"/><path d="M12 12l4 4"></path></g></svg>',
+    '<svg><defs><linearGradient id="g"><stop offset="0"/></linearGradient></defs><rect width="1" height="1"/></svg>',
+    '<svg><style>.a{fill:#c00}.b>.c{}</style><path class="a" d="M0 0h1v1z"/></svg>',
+    '<svg><image href="/logo.png" width="10"/></svg>', "<svg><script><![CDATA[ if (a<b) {} ]]></script></svg>",
+    '<svg><desc>描述</desc><polygon points="0,0 1,1"/></svg>', "<svg/>", "<SVG><Path></Path></SVG>",
+    "<math><mrow><mi>x</mi><mo>=</mo></mrow></math>",
+]
+_BODY = [
+    '<img src=/a{k}.jpg alt="图片{k}">', '<div class="c"><p>正文内容<a href=/x>链接</a></p></div>',
+    "<figure><img src=/f{k}.jpg><figcaption>说明{k}</figcaption></figure>", "<ul><li><a href=/y><span>菜单</span></a></li></ul>",
+    '<script>var x = "<img src=no>";</script>',
+]
+
+
+@needs_scan
+def test_inline_svg_and_math_icons_are_answered_by_the_tokenizer():
+    """Inline icons (paths, groups, titles, styles, CDATA) cannot hold an <img>: the tokenizer skips them."""
+    scan = H._compiled_scan()
+    for seed in range(400):
+        rng = random.Random(seed)
+        parts = ["<!DOCTYPE html><html><head><title>t</title></head><body>"]
+        parts += [rng.choice(_ICONS) if rng.random() < 0.3 else rng.choice(_BODY).format(k=k)
+                  for k in range(rng.randint(3, 30))]
+        page = "".join(parts).encode()
+        scanned = scan(page, H.DEFAULT_MAX_DEPTH)
+        assert scanned is not None, page
+        assert _same(H.images_from_scan(scanned, PAGE), full_parse(page)), page
+
+
+@needs_scan
+def test_tokenizer_equals_full_parse_around_foreign_content():
+    soup = [
+        "<svg>", "<svg/>", "</svg>", '<SVG viewBox="0 0 1 1">', '<path d="M0 0">', "</path>", "<g>", "</g>",
+        "<title>", "</title>", "<desc>", "</desc>", "<style>", "</style>", "<script>", "</script>", "<![CDATA[", "]]>",
+        "<foreignObject>", "<image href=/i.png>", "<img src=/a.jpg>", "<img src=/b.jpg alt=b>", "<div>", "</div>",
+        "<p>", "</p>", "<span>", "</span>", "<a href=x>", "</a>", "<math>", "</math>", "<mi>", "</mi>", " txt ",
+        "<!--c-->", "<font color=red>", "<br>", "</br>", "<textarea>", "</textarea>", "<figure>", "<figcaption>",
+        "<base href=/b/>", "<", ">", '"', "<circle r=1/>", '<svg x="a>b">', "</SVG>", "<clipPath>", "</clippath>",
+    ]
+    scan, answered = H._compiled_scan(), 0
+    for seed in range(3000):
+        rng = random.Random(seed)
+        page = "".join(rng.choice(soup) for _ in range(rng.randint(2, 30))).encode()
+        scanned = scan(page, H.DEFAULT_MAX_DEPTH)
+        if scanned is None:
+            continue
+        answered += 1
+        assert _same(H.images_from_scan(scanned, PAGE), full_parse(page)), (seed, page)
+    assert answered > 1000
 
 
 @needs_scan
