@@ -170,6 +170,20 @@ class UrlResolver:
                 return None, INVALID_URL
         return url, None
 
+    def resolve_src(self, raw: str) -> tuple[str | None, str | None]:
+        """`resolve(raw)`, with one-regex fast paths for the common `<img src>` forms: absolute http(s),
+        root-relative and protocol-relative URLs that resolution would not change beyond joining, and `data:`."""
+        if _ABS_FAST(raw) is not None:
+            return raw, None
+        if raw[:1] == "/":
+            if self.root_ok and _ROOT_FAST(raw) is not None and "/." not in raw:
+                return self.origin + raw, None
+            if self.origin and _PROTO_FAST(raw) is not None:  # "//host/..." -> "scheme://host/..."
+                return f"{self.scheme}:{raw}", None
+        elif raw.startswith("data:"):
+            return None, DATA_URI
+        return self.resolve(raw)
+
     def _join(self, u: str) -> str | None:
         try:
             return urljoin(self.base, u)
@@ -373,45 +387,19 @@ def images_from_scan(scanned: tuple, page_url: str, *, decoder: PassthroughDecod
     images: list[ImageRef] = []
     skipped: Counter[str] = Counter()
     replacement = False
-    resolve = resolver.resolve
-    abs_fast, root_fast, origin = _ABS_FAST, _ROOT_FAST if resolver.root_ok else None, resolver.origin
-    proto_fast, scheme_colon = (_PROTO_FAST, resolver.scheme + ":") if origin else (None, "")
+    resolve_src = resolver.resolve_src
     for idx, (attrs, fig, has_amp) in enumerate(imgs):
         if has_amp or decoder is not None:
             attrs = {k: _scan_attr(v, decoder) if v else v for k, v in attrs.items()}
         src = attrs.get("src")
-        url = reason = None
-        if src:
-            if abs_fast(src) is not None:
-                url = src
-            elif src[0] == "/":
-                if root_fast is not None and root_fast(src) is not None and "/." not in src:
-                    url = origin + src
-                elif proto_fast is not None and proto_fast(src) is not None:
-                    url = scheme_colon + src
-                else:
-                    url, reason = resolve(src)
-            elif src.startswith("data:"):
-                reason = DATA_URI
-            else:
-                url, reason = resolve(src)
+        url, reason = resolve_src(src) if src else (None, None)
         if url is None:
             url, reason = _fallback_url(attrs, resolver, reason)
             if url is None:
                 skipped[reason] += 1  # type: ignore[index]
                 continue
-        alt = attrs.get("alt")
-        if alt:
-            if "\ufffd" in alt:
-                replacement = True
-            alt = alt.strip()
-        else:
-            alt = ""
-        title = attrs.get("title")
-        if title is not None:
-            title = title.strip() or None
-            if title and "\ufffd" in title:
-                replacement = True
+        alt, title, bad = _alt_title(attrs.get("alt"), attrs.get("title"))
+        replacement |= bad
         caption = None
         if fig >= 0:
             if fig in captions:
@@ -449,11 +437,7 @@ def _fallback_url(attrs: dict[str, str | None], resolver: UrlResolver,
         if v:
             if _MARK in v:
                 v = v.replace(_MARK, "<")
-            if _ABS_FAST(v) is not None:  # the common lazy-loading forms, as in `_plain_images`
-                return v, None
-            if resolver.root_ok and _ROOT_FAST(v) is not None and "/." not in v:
-                return resolver.origin + v, None
-            url, r = resolver.resolve(v)
+            url, r = resolver.resolve_src(v)
             if url:
                 return url, None
             reason = reason or r
@@ -476,13 +460,10 @@ def _plain_images(imgs: list[LexborNode], resolver: UrlResolver, captions: dict[
     """The `images_from_doc` loop for a UTF-8 document (no passthrough decoder), kept tight: it runs for every
     `<img>`. Appends to `images` / `skipped`; returns whether an extracted string contains U+FFFD."""
     replacement = False
-    resolve = resolver.resolve
     append = images.append
     cap_get = captions.get if captions else None
     mark = _MARK
-    abs_fast, root_fast, origin = _ABS_FAST, _ROOT_FAST if resolver.root_ok else None, resolver.origin
-    # protocol-relative "//host/..." -> "scheme://host/..." when that is a value `abs_fast` accepts
-    proto_fast, scheme_colon = (_PROTO_FAST, resolver.scheme + ":") if origin else (None, "")
+    resolve_src = resolver.resolve_src
     for idx, node in enumerate(imgs):
         attrs = node.attributes
         src = attrs.get("src")
@@ -490,42 +471,30 @@ def _plain_images(imgs: list[LexborNode], resolver: UrlResolver, captions: dict[
         if src:
             if mark in src:
                 src = src.replace(mark, "<")
-            if abs_fast(src) is not None:
-                url = src
-            elif src[0] == "/":
-                if root_fast is not None and root_fast(src) is not None and "/." not in src:
-                    url = origin + src
-                elif proto_fast is not None and proto_fast(src) is not None:
-                    url = scheme_colon + src
-                else:
-                    url, reason = resolve(src)
-            elif src.startswith("data:"):
-                reason = DATA_URI
-            else:
-                url, reason = resolve(src)
+            url, reason = resolve_src(src)
         if url is None:
             url, reason = _fallback_url(attrs, resolver, reason)
             if url is None:
                 skipped[reason] += 1  # type: ignore[index]
                 continue
-        alt = attrs.get("alt")
-        if alt:
-            if mark in alt:
-                alt = alt.replace(mark, "<")
-            if "\ufffd" in alt:
-                replacement = True
-            alt = alt.strip()
-        else:
-            alt = ""
-        title = attrs.get("title")
-        if title is not None:
-            if mark in title:
-                title = title.replace(mark, "<")
-            title = title.strip() or None
-            if title and "\ufffd" in title:
-                replacement = True
+        alt, title = attrs.get("alt"), attrs.get("title")
+        if alt and mark in alt:
+            alt = alt.replace(mark, "<")
+        if title and mark in title:
+            title = title.replace(mark, "<")
+        alt, title, bad = _alt_title(alt, title)
+        replacement |= bad
         append((idx, url, alt, title, cap_get(node.mem_id) if cap_get is not None else None))
     return replacement
+
+
+def _alt_title(alt: str | None, title: str | None) -> tuple[str, str | None, bool]:
+    """(caption from `alt`: stripped, "" when absent; title: stripped, None when absent or blank; whether either
+    holds U+FFFD)."""
+    alt = alt.strip() if alt else ""
+    if title is not None:
+        title = title.strip() or None
+    return alt, title, ("\ufffd" in alt) or (title is not None and "\ufffd" in title)
 
 
 def _attr_text(value: str, decoder: PassthroughDecoder) -> str:

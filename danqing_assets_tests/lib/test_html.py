@@ -494,19 +494,23 @@ def _same(a: H.PageImages, b: H.PageImages) -> bool:
         (b.images, b.n_img, dict(b.skipped), b.replacement_chars)
 
 
+def _soups_equal_full_parse(tokens: list[str], n: int, max_tokens: int) -> int:
+    """Random pages of `tokens`: each one the tokenizer answers must equal a full Lexbor parse. Returns how many
+    it answered (the rest go to Lexbor)."""
+    scan, answered = H._compiled_scan(), 0
+    for seed in range(n):
+        rng = random.Random(seed)
+        page = "".join(rng.choice(tokens) for _ in range(rng.randint(2, max_tokens))).encode()
+        scanned = scan(page, H.DEFAULT_MAX_DEPTH)
+        if scanned is not None:
+            answered += 1
+            assert _same(H.images_from_scan(scanned, PAGE), full_parse(page)), (seed, page)
+    return answered
+
+
 @needs_scan
 def test_tokenizer_equals_full_parse_on_token_soups():
-    scan, answered = H._compiled_scan(), 0
-    for seed in range(3000):
-        rng = random.Random(seed)
-        page = "".join(rng.choice(_SOUP) for _ in range(rng.randint(3, 40))).encode()
-        scanned = scan(page, H.DEFAULT_MAX_DEPTH)
-        if scanned is None:
-            continue
-        answered += 1
-        got = H.images_from_scan(scanned, PAGE)
-        assert _same(got, full_parse(page)), (seed, page)
-    assert answered > 2000  # most soups are answered without Lexbor
+    assert _soups_equal_full_parse(_SOUP, 3000, 40) > 2000  # most soups are answered without Lexbor
 
 
 @needs_scan
@@ -599,16 +603,7 @@ def test_tokenizer_equals_full_parse_around_foreign_content():
         "<!--c-->", "<font color=red>", "<br>", "</br>", "<textarea>", "</textarea>", "<figure>", "<figcaption>",
         "<base href=/b/>", "<", ">", '"', "<circle r=1/>", '<svg x="a>b">', "</SVG>", "<clipPath>", "</clippath>",
     ]
-    scan, answered = H._compiled_scan(), 0
-    for seed in range(3000):
-        rng = random.Random(seed)
-        page = "".join(rng.choice(soup) for _ in range(rng.randint(2, 30))).encode()
-        scanned = scan(page, H.DEFAULT_MAX_DEPTH)
-        if scanned is None:
-            continue
-        answered += 1
-        assert _same(H.images_from_scan(scanned, PAGE), full_parse(page)), (seed, page)
-    assert answered > 1000
+    assert _soups_equal_full_parse(soup, 3000, 30) > 1000
 
 
 @needs_scan
@@ -645,3 +640,15 @@ def test_tokenizer_passthrough_pages_equal_lexbor():
         got = H.extract_images(fast.html, PAGE, decoder=fast.decoder)
         ref = H.extract_images(fast.html, PAGE, decoder=fast.decoder, scan=False)
         assert got.images == ref.images and len(got.images) == 3
+
+
+def test_resolve_src_fast_paths_equal_resolve():
+    bases = ["https://www.example.cn/a/b.html", "http://x.cn", "https://h.cn:8080/p/q/", "ftp://x/y", "https://[::1]/a",
+             "http://a.b/c/./d", "not a url"]
+    forms = ["/a.jpg", "//cdn.x.cn/a.jpg", "https://a.b/c d.jpg", "http://a.b/c.jpg#f", "/./a", "//", "/", "data:x",
+             "DATA:x", " /a.jpg", "/a\\b", "//[::1]/x", "//h/x ", "/a#b", "//@x/", "https://x/ ", "http://x\t/y",
+             "rel.jpg", "?q", "#f", "//a.b/c\f", "javascript:void(0)", "HTTPS://A.B/C"]
+    for base in bases:
+        r = H.UrlResolver(base)
+        for form in forms:
+            assert r.resolve_src(form) == r.resolve(form), (base, form)
