@@ -163,8 +163,10 @@ done:
  * of the page skeleton (see html.py): only <img>/<image>, <base>, <figure> and <figcaption> build structure, and
  * pages this cannot answer exactly return None so the caller parses them with Lexbor instead:
  *   - a <template> start tag, or <svg> / <math> content that is not inert (see skip_foreign);
- *   - inside a <figure>, any tag other than img / image / figure / figcaption / void elements, a <figure> inside a
- *     <figcaption>, or a <figcaption> inside a <figcaption> (the caption would depend on general tree building);
+ *   - inside a <figure>, markup whose tree is not its token nesting: a tag other than img / image / figure /
+ *     figcaption / void elements / raw-text elements / FIGURE_ELEMENTS, an element not closed by its own end tag,
+ *     a second <a> inside an <a>, a <figure> or <figcaption> inside a <figcaption>, or raw text, foreign content
+ *     or <plaintext> inside a <figcaption> (the caption would depend on general tree building);
  *   - <figure> / <figcaption> nested deeper than max_depth (the Lexbor path cuts such pages).
  * Result: (base_href: str | None, imgs: [(attrs: dict, figure_no: int, has_amp: bool)], captions: [str | None]
  * by figure_no), has_amp: some value in attrs contains "&".
@@ -473,7 +475,21 @@ static PyObject *value_str(const uint8_t *s, Py_ssize_t len) {
 }
 
 enum { T_OTHER, T_IMG, T_BASE, T_FIGURE, T_FIGCAPTION, T_SCRIPT, T_RAW, T_PLAINTEXT, T_FOREIGN, T_VOID, T_BR };
-enum { F_FIGURE = 1, F_FIGCAPTION = 2 };
+enum { F_FIGURE = 1, F_FIGCAPTION = 2, F_ELEMENT = 3 };
+
+/* Elements allowed inside a <figure> (besides img, figure, figcaption, void elements and raw-text elements): their
+ * start tags only insert an element (no implied end tags, no p closing that could matter, no adoption agency as long
+ * as they nest properly), so while every one is closed by its own end tag the tree is the token nesting. */
+static const char *const FIGURE_ELEMENTS[] = {
+    "a", "abbr", "article", "aside", "b", "bdi", "bdo", "big", "center", "cite", "code", "data", "del", "dfn", "div",
+    "em", "font", "footer", "header", "i", "ins", "kbd", "label", "main", "mark", "nav", "noscript", "picture", "q",
+    "s", "samp", "section", "small", "span", "strike", "strong", "sub", "sup", "time", "tt", "u", "var", NULL};
+
+static int figure_element(const uint8_t *a, Py_ssize_t s, Py_ssize_t e) {
+    for (int k = 0; FIGURE_ELEMENTS[k]; k++)
+        if (name_is(a, s, e, FIGURE_ELEMENTS[k])) return 1;
+    return 0;
+}
 
 static int tag_kind(const uint8_t *a, Py_ssize_t s, Py_ssize_t e) {
     Py_ssize_t len = e - s;
@@ -650,12 +666,14 @@ static Py_ssize_t skip_foreign(const uint8_t *a, Py_ssize_t n, Py_ssize_t p, Py_
 }
 
 typedef struct {
-    uint8_t *kind;  /* F_FIGURE / F_FIGCAPTION */
-    Py_ssize_t *fig; /* figure number (F_FIGURE), or the figure being captioned (capturing F_FIGCAPTION), or -1 */
+    uint8_t *kind;   /* F_FIGURE / F_FIGCAPTION / F_ELEMENT */
+    Py_ssize_t *fig; /* figure number (F_FIGURE), the figure being captioned (capturing F_FIGCAPTION) or -1,
+                        the start of the element's name in the page (F_ELEMENT) */
+    Py_ssize_t *aux; /* the end of the element's name (F_ELEMENT) */
     Py_ssize_t len, cap;
 } Stack;
 
-static int stack_push(Stack *st, uint8_t kind, Py_ssize_t fig) {
+static int stack_push(Stack *st, uint8_t kind, Py_ssize_t fig, Py_ssize_t aux) {
     if (st->len == st->cap) {
         Py_ssize_t cap = st->cap ? st->cap * 2 : 32;
         uint8_t *k = PyMem_Realloc(st->kind, (size_t)cap);
@@ -664,11 +682,21 @@ static int stack_push(Stack *st, uint8_t kind, Py_ssize_t fig) {
         Py_ssize_t *f = PyMem_Realloc(st->fig, (size_t)cap * sizeof(Py_ssize_t));
         if (!f) return -1;
         st->fig = f;
+        Py_ssize_t *x = PyMem_Realloc(st->aux, (size_t)cap * sizeof(Py_ssize_t));
+        if (!x) return -1;
+        st->aux = x;
         st->cap = cap;
     }
     st->kind[st->len] = kind;
     st->fig[st->len] = fig;
+    st->aux[st->len] = aux;
     st->len++;
+    return 0;
+}
+
+static int stack_has(const Stack *st, uint8_t kind) {
+    for (Py_ssize_t k = 0; k < st->len; k++)
+        if (st->kind[k] == kind) return 1;
     return 0;
 }
 
@@ -774,14 +802,13 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                 BOUNDARY();
                 break;
             case T_FIGURE: {
-                for (Py_ssize_t k = 0; k < stack.len; k++)
-                    if (stack.kind[k] == F_FIGCAPTION) { bail = 1; goto finish; }
+                if (stack_has(&stack, F_FIGCAPTION)) { bail = 1; goto finish; }
                 Py_ssize_t fig = figures_add(&figs);
-                if (fig < 0 || stack_push(&stack, F_FIGURE, fig) < 0) { oom = 1; goto finish; }
+                if (fig < 0 || stack_push(&stack, F_FIGURE, fig, 0) < 0) { oom = 1; goto finish; }
                 break;
             }
             case T_FIGCAPTION: {
-                if (stack.len && stack.kind[stack.len - 1] == F_FIGCAPTION) { bail = 1; goto finish; }
+                if (stack_has(&stack, F_FIGCAPTION)) { bail = 1; goto finish; }
                 Py_ssize_t owner = -1;
                 if (stack.len && stack.kind[stack.len - 1] == F_FIGURE && figs.start[stack.fig[stack.len - 1]] < 0) {
                     owner = stack.fig[stack.len - 1];
@@ -789,11 +816,11 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                     figs.end[owner] = cap.len;
                     capturing = owner;
                 }
-                if (stack_push(&stack, F_FIGCAPTION, owner) < 0) { oom = 1; goto finish; }
+                if (stack_push(&stack, F_FIGCAPTION, owner, 0) < 0) { oom = 1; goto finish; }
                 break;
             }
             case T_FOREIGN:
-                if (stack.len || name_is(a, i + 1, name_end, "template")) { bail = 1; goto finish; }
+                if (capturing >= 0 || name_is(a, i + 1, name_end, "template")) { bail = 1; goto finish; }
                 if (!self_closing) { /* inline <svg> / <math>: skipped when inert, else handed to Lexbor */
                     int foreign_bail = 0;
                     after = skip_foreign(a, n, after, i + 1, name_end, &foreign_bail);
@@ -801,7 +828,22 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                 }
                 break;
             default: /* T_OTHER, T_SCRIPT, T_RAW, T_PLAINTEXT */
-                if (stack.len) { bail = 1; goto finish; } /* inside a figure: general tree building */
+                if (stack.len) { /* inside a figure: only elements that keep the tree equal to the token nesting */
+                    if (kind == T_OTHER) {
+                        if (!figure_element(a, i + 1, name_end)) { bail = 1; goto finish; }
+                        /* a second <a> inside an open one runs the adoption agency */
+                        if (name_is(a, i + 1, name_end, "a"))
+                            for (Py_ssize_t k = 0; k < stack.len; k++)
+                                if (stack.kind[k] == F_ELEMENT && name_is(a, stack.fig[k], stack.aux[k], "a")) {
+                                    bail = 1;
+                                    goto finish;
+                                }
+                        BOUNDARY();
+                        if (stack_push(&stack, F_ELEMENT, i + 1, name_end) < 0) { oom = 1; goto finish; }
+                        break;
+                    }
+                    if (capturing >= 0 || kind == T_PLAINTEXT) { bail = 1; goto finish; }
+                }
                 if (kind == T_SCRIPT) {
                     after = skip_script(a, n, after);
                 } else if (kind == T_RAW) { /* content up to the matching end tag is text */
@@ -832,7 +874,11 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                 if (kind == T_FIGURE || kind == T_FIGCAPTION) {
                     uint8_t want = kind == T_FIGURE ? F_FIGURE : F_FIGCAPTION;
                     Py_ssize_t k = stack.len - 1;
-                    while (k >= 0 && stack.kind[k] != want) k--;
+                    while (k >= 0 && stack.kind[k] != want) {
+                        /* it would close an element left open inside the figure: general tree building */
+                        if (stack.kind[k] == F_ELEMENT) { bail = 1; goto finish; }
+                        k--;
+                    }
                     if (k >= 0) { /* in scope: pop up to and including it */
                         for (Py_ssize_t m = stack.len - 1; m >= k; m--) {
                             if (stack.kind[m] == F_FIGCAPTION && stack.fig[m] >= 0) {
@@ -844,6 +890,10 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                         if (capturing >= 0) BOUNDARY(); /* cannot happen: captions do not nest */
                     }
                 } else if (kind == T_BR) {
+                    BOUNDARY();
+                } else if (stack.len && stack.kind[stack.len - 1] == F_ELEMENT &&
+                           names_equal(a, stack.fig[stack.len - 1], stack.aux[stack.len - 1], i + 2, name_end)) {
+                    stack.len--; /* the element's own end tag */
                     BOUNDARY();
                 } else if (stack.len) {
                     bail = 1;
@@ -913,6 +963,7 @@ done:
     Py_XDECREF(base_href);
     PyMem_Free(stack.kind);
     PyMem_Free(stack.fig);
+    PyMem_Free(stack.aux);
     PyMem_Free(figs.start);
     PyMem_Free(figs.end);
     PyMem_Free(cap.buf);

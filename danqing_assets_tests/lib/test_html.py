@@ -550,10 +550,13 @@ def test_tokenizer_captions_equal_full_parse():
     "<math><mi><b>x</b></mi></math><img src=/a.jpg>",
     "<template><img src=/t.jpg></template><img src=/a.jpg>",
     "<svg>" + "<g>" * 300 + "</svg><img src=/after-deep-svg.jpg>",
-    '<figure><a href="/x"><img src=/a.jpg></a><figcaption>说明</figcaption></figure>',
-    "<figure><img src=/a.jpg><figcaption><em>强调</em>说明</figcaption></figure>",
     "<figure><figcaption>外<figcaption>内</figcaption></figcaption><img src=/a.jpg></figure>",
-    "<figure><script>var a;</script><img src=/a.jpg></figure>",
+    "<figure><p>段<img src=/a.jpg><figcaption>说明</figcaption></figure>",
+    "<figure><a href=/x><img src=/a.jpg></figure><figure><figcaption>说明</figcaption><img src=/b.jpg></figure>",
+    "<figure><span><img src=/a.jpg></div></span><figcaption>说明</figcaption></figure>",
+    "<figure><a href=/1><a href=/2><img src=/a.jpg></a></a><figcaption>说明</figcaption></figure>",
+    "<figure><table><tr><td><img src=/a.jpg></td></tr></table><figcaption>说明</figcaption></figure>",
+    "<figure><img src=/a.jpg><figcaption><script>var a;</script>说明</figcaption></figure>",
 ])
 def test_pages_the_tokenizer_cannot_answer_go_to_lexbor(page):
     assert H._compiled_scan()(page.encode(), H.DEFAULT_MAX_DEPTH) is None
@@ -604,6 +607,70 @@ def test_tokenizer_equals_full_parse_around_foreign_content():
         "<base href=/b/>", "<", ">", '"', "<circle r=1/>", '<svg x="a>b">', "</SVG>", "<clipPath>", "</clippath>",
     ]
     assert _soups_equal_full_parse(soup, 3000, 30) > 1000
+
+
+@needs_scan
+@pytest.mark.parametrize("page, caption", [
+    ('<figure class="wp-block-image"><a href="/x"><img src=/a.jpg></a><figcaption>说明</figcaption></figure>', "说明"),
+    ("<figure><img src=/a.jpg><figcaption><em>强调</em>说明</figcaption></figure>", "强调 说明"),
+    ("<figure><script>var a;</script><img src=/a.jpg><figcaption>说明</figcaption></figure>", "说明"),
+    ("<figure><div><img src=/a.jpg><figcaption>不是子元素</figcaption></div></figure>", None),
+    ('<figure><picture><source srcset="/a.webp"><img src=/a.jpg></picture><figcaption>图 <a href=/s>来源</a>'
+     "</figcaption></figure>", "图 来源"),
+])
+def test_figures_with_nested_markup_are_answered_by_the_tokenizer(page, caption):
+    scanned = H._compiled_scan()(page.encode(), H.DEFAULT_MAX_DEPTH)
+    assert scanned is not None
+    got = H.images_from_scan(scanned, PAGE)
+    assert _same(got, full_parse(page)) and got.images[0][4] == caption
+
+
+def _nested_figure(rng: random.Random, depth: int, in_caption: bool, allow_a: bool) -> list[bytes]:
+    """Figure content: elements that nest properly (now and then an end tag left out or a stray one), images,
+    captions, text, comments, scripts and icons."""
+    elements = ["a", "span", "div", "b", "em", "picture", "noscript", "section", "strong", "i", "font", "small"]
+    leaves = [b'<img src=/a%d.jpg alt="x%d">', b"<img src=/b.jpg>", b"cap%d", "中文".encode(), b" ", b"<br>",
+              b"<!--c-->", b"&amp;", b"<source srcset=/s.webp>", b'<script>var a="<img src=no>";</script>',
+              b"<svg><path d=M0/></svg>", b"\x00", b"&copy=1"]
+    out: list[bytes] = []
+    for _ in range(rng.randint(0, 4)):
+        x = rng.random()
+        if x < 0.35 and depth < 5:
+            el = rng.choice([e for e in elements if allow_a or e != "a"]).encode()
+            out += [b"<" + el + b" class=c>", *_nested_figure(rng, depth + 1, in_caption, allow_a and el != b"a")]
+            if rng.random() > 0.03:
+                out.append(b"</" + el + b">")
+        elif x < 0.5 and not in_caption and depth < 5:
+            tag = b"figcaption" if x < 0.45 else b"figure"
+            out += [b"<" + tag + b">", *_nested_figure(rng, depth + 1, tag == b"figcaption", allow_a)]
+            if rng.random() > 0.05:
+                out.append(b"</" + tag + b">")
+        else:
+            out.append(rng.choice(leaves).replace(b"%d", str(rng.randint(0, 99)).encode()))
+    if rng.random() < 0.03:
+        out.append(rng.choice([b"</span>", b"</a>", b"</div>", b"<p>", b"</p>"]))
+    return out
+
+
+@needs_scan
+def test_tokenizer_captions_of_nested_figures_equal_full_parse():
+    scan, answered, with_caption = H._compiled_scan(), 0, 0
+    for seed in range(3000):
+        rng = random.Random(seed)
+        parts: list[bytes] = []
+        for _ in range(rng.randint(1, 3)):
+            parts += [b'<figure class="wp-block-image">', *_nested_figure(rng, 1, False, True)]
+            parts += [b"</figure>"] if rng.random() < 0.9 else []
+            parts.append(b"<p>between</p>")
+        page = b"".join(parts)
+        scanned = scan(page, H.DEFAULT_MAX_DEPTH)
+        if scanned is None:
+            continue
+        answered += 1
+        got = H.images_from_scan(scanned, PAGE)
+        with_caption += sum(1 for im in got.images if im[4])
+        assert _same(got, full_parse(page)), (seed, page)
+    assert answered > 1000 and with_caption > 50
 
 
 @needs_scan
