@@ -7,7 +7,9 @@ one gzip member per record, `WARC-Identified-Content-Language` on HTML responses
   (b) `zho`: every HTML page Chinese (UTF-8 mostly, some GBK / GB2312 / Big5).
 
 Pages are 20-80 KB with 10-40 `<img>` elements each (relative, absolute, protocol-relative, lazy `data-src` with a
-`data:` placeholder, `srcset`, `<figure>` with `<figcaption>`), Chinese text sampled from jieba's bundled dictionary.
+`data:` placeholder, `srcset`, `<figure>` with `<figcaption>`, WordPress-style linked figures), inline SVG icons on
+about half the pages, and on about 10 % of pages markup that needs a tree builder (`<template>`, `<foreignObject>`, a
+table in a figure: those pages go to Lexbor). Chinese text is sampled from jieba's bundled dictionary.
 For each file it prints the throughput of `extract_file` (MB/s of compressed input, pairs/s) and its ratio to fastwarc's
 bare iteration over the same file with every payload read: best of `--runs` rounds, the two alternating within a
 round, as wall-clock and as process CPU time (the CPU ratio is the steadier one on a shared machine). `--naive` adds a
@@ -36,7 +38,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 WORK = Path(__file__).resolve().parent / "_work"
-GENERATOR_VERSION = 1  # bump when the page generator changes: the cached files are rebuilt
+GENERATOR_VERSION = 2  # bump when the page generator changes: the cached files are rebuilt
+# v2: modern markup too: inline SVG icons, WordPress-style figures (<a> around the image, captions with links),
+# and on a few pages markup the compiled tokenizer hands to Lexbor (<template>, <foreignObject>, tables in figures).
 
 # Languages of non-Chinese pages in the realistic mix, with weights roughly like Common Crawl's distribution.
 OTHER_LANGS = [
@@ -147,9 +151,11 @@ def make_page(src: TextSource, lang: str, host: str, path: str, *, target_bytes:
         f"<script>{_js_blob(rng, rng.randint(2000, 8000))}</script></head>",
         '<body><div id="top" class="header clearfix"><div class="wrap"><ul class="nav">',
     ]
+    icons = rng.random() < 0.5  # about half of modern pages draw their icons as inline SVG
     for _ in range(rng.randint(10, 30)):
+        icon = _svg_icon(rng) if icons and rng.random() < 0.3 else ""
         parts.append(f'<li class="nav-item"><a href="/c/{rng.randint(1, 9999)}.html" target="_blank" '
-                     f'title="{src.words(lang, 2)}">{src.words(lang, 2)}</a></li>')
+                     f'title="{src.words(lang, 2)}">{icon}{src.words(lang, 2)}</a></li>')
     parts.append('</ul></div></div><div class="main wrap"><div class="article-content" id="article">')
     size = sum(len(p.encode()) for p in parts)
     tail = (f'</div></div><div class="footer"><p>{src.sentence(lang)}</p><p>Copyright 2024 {host}</p></div>'
@@ -173,6 +179,16 @@ def make_page(src: TextSource, lang: str, host: str, path: str, *, target_bytes:
                      f'</a><span class="cnt">{rng.randint(0, 9999)}</span></div>')
         parts.append(chunk)
         size += len(chunk.encode())
+        if rng.random() < 0.001:  # markup that needs a tree builder (the page goes to Lexbor): ~10 % of pages
+            chunk = rng.choice([
+                f'<template id="t{rng.randint(1, 99)}"><div class="card"><img src="/tpl/{{{{id}}}}.jpg"></div></template>',
+                '<svg width="200" height="60"><foreignObject width="200" height="60"><div class="badge">'
+                f'{src.words(lang, 3)}</div></foreignObject></svg>',
+                f'<figure class="table"><table><tr><td>{src.words(lang, 2)}</td><td>{rng.randint(1, 999)}</td></tr>'
+                f'</table><figcaption>{src.words(lang, 4)}</figcaption></figure>',
+            ])
+            parts.append(chunk)
+            size += len(chunk.encode())
         if imgs_left > 0 and (size >= next_img or size >= target_bytes - len(tail)):
             imgs_left -= 1
             next_img += per_img
@@ -207,10 +223,23 @@ def _img_html(src: TextSource, lang: str, host: str, rng: random.Random) -> str:
                f'{alt_attr} sizes="(max-width: 800px) 100vw, 800px">')
     else:
         tag = f'<img src="/static/icon/{rng.randint(1, 40)}.png" alt="">'
-    if rng.random() < 0.15:
+    fig = rng.random()
+    if fig < 0.08:
         cap = src.words(lang, rng.randint(4, 10)) if lang == "zho" else src.sentence(lang)
         return f'<figure class="pic">{tag}<figcaption>{cap}</figcaption></figure>'
+    if fig < 0.15:  # WordPress: the image links to the full size, the caption may hold a link
+        cap = src.words(lang, rng.randint(4, 10)) if lang == "zho" else src.sentence(lang)
+        credit = f' <a href="https://{host}/about">{src.words(lang, 2)}</a>' if rng.random() < 0.3 else ""
+        return (f'<figure class="wp-block-image size-large"><a href="/full/{name}">{tag}</a>'
+                f'<figcaption class="wp-element-caption">{cap}{credit}</figcaption></figure>')
     return f'<div class="pic">{tag}</div>'
+
+
+def _svg_icon(rng: random.Random) -> str:
+    d = " ".join(f"{rng.choice('MLHVCQZ')}{rng.randint(0, 24)} {rng.randint(0, 24)}" for _ in range(rng.randint(3, 12)))
+    title = "<title>icon</title>" if rng.random() < 0.3 else ""
+    return (f'<svg class="icon" viewBox="0 0 24 24" width="16" height="16" aria-hidden="true">{title}'
+            f'<path fill="currentColor" d="{d}"/></svg>')
 
 
 def _tiny_jpegs(rng: random.Random) -> list[bytes]:
