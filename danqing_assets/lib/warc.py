@@ -192,12 +192,12 @@ class PairRows(Sequence):
 
         if not self.page_ends:
             return pl.DataFrame(schema=schema)
-        counts, prev = [], 0
-        for end in self.page_ends:
-            counts.append(end - prev)
-            prev = end
+        import numpy as np
+
+        ends = np.asarray(self.page_ends, dtype=np.int64)
+        counts = np.diff(ends, prepend=0)
         pages = pl.DataFrame(list(zip(*self.pages)), schema={c: schema[c] for c in PAGE_COLUMNS}, orient="col")
-        pages = pages.select(pl.all().repeat_by(pl.Series(counts, dtype=pl.UInt32)).explode())
+        pages = pages[np.repeat(np.arange(len(counts)), counts)]  # each page's row once per pair
         images = pl.DataFrame(list(self.cols), schema={c: schema[c] for c in IMAGE_COLUMNS}, orient="col")
         return pl.concat([pages, images], how="horizontal").select(list(schema))
 
