@@ -162,7 +162,7 @@ done:
  * RCDATA / RAWTEXT / script data with its escape states, PLAINTEXT) instead of a parse. Tree construction is that
  * of the page skeleton (see html.py): only <img>/<image>, <base>, <figure> and <figcaption> build structure, and
  * pages this cannot answer exactly return None so the caller parses them with Lexbor instead:
- *   - a <template> start tag, or <svg> / <math> content that is not inert (see skip_foreign);
+ *   - a <template> inside a <figure>, or <svg> / <math> content that is not inert (see skip_foreign);
  *   - inside a <figure>, markup whose tree is not its token nesting: a tag other than img / image / figure /
  *     figcaption / void elements / raw-text elements / FIGURE_ELEMENTS, an element not closed by its own end tag,
  *     a second <a> inside an <a>, a <figure> or <figcaption> inside a <figcaption>, or raw text, foreign content
@@ -734,6 +734,7 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
     Span spans[N_IMG_ATTRS];
     Py_ssize_t capturing = -1; /* figure whose caption is being read, or -1 */
     int bail = 0, oom = 0;
+    Py_ssize_t in_template = 0; /* open <template> elements: their content is not part of the document */
     if (!imgs) goto done;
 #define BOUNDARY()                                                     \
     do {                                                               \
@@ -761,6 +762,20 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                              : kind == T_BASE ? tokenize_attrs(a, n, name_end, BASE_ATTRS, 1, spans, NULL)
                                               : tokenize_attrs(a, n, name_end, NULL, 0, spans, &self_closing);
             if (after < 0) break; /* the input ends inside the tag: never emitted */
+            int is_template = kind == T_FOREIGN && name_is(a, i + 1, name_end, "template");
+            if (in_template) { /* template content: tokenized as usual, but no element of it is in the document */
+                if (is_template) in_template++;
+                else if (kind == T_SCRIPT || kind == T_RAW || kind == T_PLAINTEXT || kind == T_FOREIGN) goto raw_or_foreign;
+                i = after;
+                continue;
+            }
+            if (is_template) {
+                if (stack.len) { bail = 1; goto finish; }
+                in_template = 1;
+                i = after;
+                continue;
+            }
+        raw_or_foreign:
             switch (kind) {
             case T_IMG: {
                 Py_ssize_t fig = -1;
@@ -819,8 +834,8 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                 if (stack_push(&stack, F_FIGCAPTION, owner, 0) < 0) { oom = 1; goto finish; }
                 break;
             }
-            case T_FOREIGN:
-                if (capturing >= 0 || name_is(a, i + 1, name_end, "template")) { bail = 1; goto finish; }
+            case T_FOREIGN: /* <svg> or <math> */
+                if (capturing >= 0) { bail = 1; goto finish; }
                 if (!self_closing) { /* inline <svg> / <math>: skipped when inert, else handed to Lexbor */
                     int foreign_bail = 0;
                     after = skip_foreign(a, n, after, i + 1, name_end, &foreign_bail);
@@ -871,7 +886,9 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                 Py_ssize_t after = tokenize_tag(a, n, i + 2, NULL, 0, spans, &name_end);
                 if (after < 0) break;
                 int kind = tag_kind(a, i + 2, name_end);
-                if (kind == T_FIGURE || kind == T_FIGCAPTION) {
+                if (in_template) {
+                    if (name_is(a, i + 2, name_end, "template")) in_template--;
+                } else if (kind == T_FIGURE || kind == T_FIGCAPTION) {
                     uint8_t want = kind == T_FIGURE ? F_FIGURE : F_FIGCAPTION;
                     Py_ssize_t k = stack.len - 1;
                     while (k >= 0 && stack.kind[k] != want) {

@@ -287,7 +287,7 @@ def extract_images(html: bytes, page_url: str, *, max_depth: int | None = DEFAUL
 
     Two paths give the same rows. First the compiled tokenizer (`danqing_assets._html.scan_images`, when built
     and `scan` is true), which answers most pages without building a tree; pages it cannot answer exactly
-    (`<template>`, `<svg>` / `<math>` that hold HTML, figures whose markup does not nest cleanly, deep nesting) and
+    (`<svg>` / `<math>` that hold HTML, figures whose markup does not nest cleanly, deep nesting) and
     every page when it is not built go to Lexbor, which parses the page's skeleton (see `skeleton_html`).
 
     `max_depth`: nesting of the kept elements beyond which the page is cut (`PageImages.cut_at`); None: no guard.

@@ -548,7 +548,7 @@ def test_tokenizer_captions_equal_full_parse():
     "<svg><path d=M0></path><img src=/breaks-out.jpg><image href=/now-html.jpg></svg>",
     "<div><svg><g></div><img src=/a.jpg></svg>",
     "<math><mi><b>x</b></mi></math><img src=/a.jpg>",
-    "<template><img src=/t.jpg></template><img src=/a.jpg>",
+    "<figure><template><img src=/t.jpg></template><img src=/a.jpg><figcaption>说明</figcaption></figure>",
     "<svg>" + "<g>" * 300 + "</svg><img src=/after-deep-svg.jpg>",
     "<figure><figcaption>外<figcaption>内</figcaption></figcaption><img src=/a.jpg></figure>",
     "<figure><p>段<img src=/a.jpg><figcaption>说明</figcaption></figure>",
@@ -671,6 +671,19 @@ def test_tokenizer_captions_of_nested_figures_equal_full_parse():
         with_caption += sum(1 for im in got.images if im[4])
         assert _same(got, full_parse(page)), (seed, page)
     assert answered > 1000 and with_caption > 50
+
+
+@needs_scan
+def test_template_content_is_not_part_of_the_document():
+    page = b"<template><img src=/t.jpg><template><img src=/tt.jpg></template><base href=/b/></template><img src=/a.jpg>"
+    scanned = H._compiled_scan()(page, H.DEFAULT_MAX_DEPTH)
+    assert scanned is not None and [im[1] for im in H.images_from_scan(scanned, PAGE).images] == [
+        "https://www.example.cn/a.jpg"]
+    soup = ["<template>", "</template>", "<TEMPLATE id=x>", "<template/>", "<img src=/a.jpg>", "<img src=/b.jpg alt=b>",
+            "<base href=/t/>", "<script>", "</script>", "<style>", "</style>", "<textarea>", "</textarea>",
+            "<svg><path/></svg>", "<svg>", "</svg>", "<figure>", "</figure>", "<figcaption>", "</figcaption>", "txt",
+            "<!--", "-->", "<div>", "</div>", "<plaintext>", '"', ">", "<", "<title>", "</title>", "<image src=/i.jpg>"]
+    assert _soups_equal_full_parse(soup, 3000, 30) > 1500
 
 
 @needs_scan
