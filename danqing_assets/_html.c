@@ -1006,5 +1006,11 @@ PyMODINIT_FUNC PyInit__html(void) {
         g_img_keys[k] = PyUnicode_InternFromString(IMG_ATTRS[k]);
         if (!g_img_keys[k]) return NULL;
     }
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    /* bumped with every change of what the functions take or return: html.py refuses a stale build */
+    if (m && PyModule_AddIntConstant(m, "API_VERSION", 3) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -693,6 +693,7 @@ def _np_tables():  # numpy tables built once, lazily (numpy import stays off che
 
 
 _compiled: list = []  # [danqing_assets._html.skeleton or None], resolved on first use
+C_API_VERSION = 3  # the `API_VERSION` of danqing_assets/_html.c this module was written against
 
 
 def _compiled_skeleton():  # noqa: ANN202
@@ -701,16 +702,23 @@ def _compiled_skeleton():  # noqa: ANN202
     if not _compiled:
         fn = None
         if os.environ.get("DANQING_PURE_PYTHON", "") in ("", "0"):
+            import logging
+
+            _ext = None
             try:
                 from danqing_assets import _html as _ext
             except ImportError:
-                import logging
-
                 logging.getLogger(__name__).warning(
                     "danqing_assets._html (C) is not built: every page is parsed by Lexbor on a numpy skeleton, "
                     "about 1.6x slower on Chinese pages (same rows). Reinstall with a C compiler present "
                     "(`pip install -e .`) to build it.")
             else:
+                if getattr(_ext, "API_VERSION", None) != C_API_VERSION:
+                    logging.getLogger(__name__).warning(
+                        f"danqing_assets._html is a stale build (API {getattr(_ext, 'API_VERSION', None)}, this code "
+                        f"needs {C_API_VERSION}): not used. Rebuild it with `pip install -e .` (make does this).")
+                    _ext = None
+            if _ext is not None:
                 t = _np_tables()
                 _ext.set_tables(t["codes"].tobytes(), t["classes"].tobytes(), int(t["mult"]), int(t["shift"]))
                 fn = _ext.skeleton

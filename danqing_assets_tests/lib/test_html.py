@@ -448,6 +448,29 @@ def test_compiled_skeleton_is_built():
     assert skel.html == b"\x02p>x<img src=a.jpg>\x02/p> " and skel.cut_at is None
 
 
+def test_a_stale_or_missing_extension_is_not_used(monkeypatch, caplog):
+    """A build of _html.c older than this code (or none at all) must not be called: the numpy path is used."""
+    import sys
+    import types
+
+    import danqing_assets
+
+    stale = types.ModuleType("danqing_assets._html")  # what an old build without API_VERSION looks like
+    monkeypatch.setitem(sys.modules, "danqing_assets._html", stale)
+    monkeypatch.setattr(danqing_assets, "_html", stale, raising=False)
+    monkeypatch.setattr(H, "_compiled", [])
+    monkeypatch.setattr(H, "_compiled_scanner", [])
+    assert H._compiled_skeleton() is None and H._compiled_scan() is None
+    assert "stale build" in caplog.text
+    page = b"<p>x<img src=/a.jpg alt=y></p>"
+    assert [im[1] for im in H.extract_images(page, PAGE).images] == ["https://www.example.cn/a.jpg"]
+    monkeypatch.setitem(sys.modules, "danqing_assets._html", None)  # not built: the import fails
+    monkeypatch.delattr(danqing_assets, "_html")
+    monkeypatch.setattr(H, "_compiled", [])
+    monkeypatch.setattr(H, "_compiled_scanner", [])
+    assert H._compiled_skeleton() is None and "is not built" in caplog.text
+
+
 @pytest.mark.skipif(H._compiled_skeleton() is None, reason="danqing_assets._html (C) is not built here")
 def test_compiled_skeleton_rejects_bad_arguments():
     from danqing_assets import _html as _ext
