@@ -481,14 +481,27 @@ enum { F_FIGURE = 1, F_FIGCAPTION = 2, F_ELEMENT = 3 };
  * start tags only insert an element (no implied end tags, no p closing that could matter, no adoption agency as long
  * as they nest properly), so while every one is closed by its own end tag the tree is the token nesting. */
 static const char *const FIGURE_ELEMENTS[] = {
-    "a", "abbr", "article", "aside", "b", "bdi", "bdo", "big", "center", "cite", "code", "data", "del", "dfn", "div",
-    "em", "font", "footer", "header", "i", "ins", "kbd", "label", "main", "mark", "nav", "noscript", "picture", "q",
-    "s", "samp", "section", "small", "span", "strike", "strong", "sub", "sup", "time", "tt", "u", "var", NULL};
+    "a", "abbr", "address", "article", "aside", "b", "bdi", "bdo", "big", "blockquote", "center", "cite", "code",
+    "data", "del", "details", "dfn", "dialog", "dir", "div", "dl", "em", "fieldset", "font", "footer", "h1", "h2",
+    "h3", "h4", "h5", "h6", "header", "hgroup", "i", "ins", "kbd", "label", "listing", "main", "mark", "menu", "nav",
+    "noscript", "ol", "p", "picture", "pre", "q", "s", "samp", "search", "section", "small", "span", "strike",
+    "strong", "sub", "summary", "sup", "time", "tt", "u", "ul", "var", NULL};
 
-static int figure_element(const uint8_t *a, Py_ssize_t s, Py_ssize_t e) {
-    for (int k = 0; FIGURE_ELEMENTS[k]; k++)
-        if (name_is(a, s, e, FIGURE_ELEMENTS[k])) return 1;
+/* Start tags that close an open <p> first ("close a p element" in the tree builder). */
+static const char *const CLOSES_P[] = {
+    "address", "article", "aside", "blockquote", "center", "details", "dialog", "dir", "div", "dl", "fieldset",
+    "figcaption", "figure", "footer", "header", "hgroup", "main", "menu", "nav", "ol", "p", "search", "section",
+    "summary", "ul", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "listing", "form", "plaintext", "table", "hr", "xmp",
+    NULL};
+
+static int name_in(const uint8_t *a, Py_ssize_t s, Py_ssize_t e, const char *const *names) {
+    for (int k = 0; names[k]; k++)
+        if (name_is(a, s, e, names[k])) return 1;
     return 0;
+}
+
+static int is_heading(const uint8_t *a, Py_ssize_t s, Py_ssize_t e) {
+    return e - s == 2 && (a[s] | 0x20) == 'h' && a[s + 1] >= '1' && a[s + 1] <= '6';
 }
 
 static int tag_kind(const uint8_t *a, Py_ssize_t s, Py_ssize_t e) {
@@ -775,6 +788,14 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
                 i = after;
                 continue;
             }
+            if (stack.len) { /* inside a figure: implied closes would make the tree differ from the tokens */
+                int p_open = 0;
+                for (Py_ssize_t k = 0; k < stack.len && !p_open; k++)
+                    p_open = stack.kind[k] == F_ELEMENT && name_is(a, stack.fig[k], stack.aux[k], "p");
+                if (p_open && name_in(a, i + 1, name_end, CLOSES_P)) { bail = 1; goto finish; }
+                if (is_heading(a, i + 1, name_end) && stack.kind[stack.len - 1] == F_ELEMENT &&
+                    is_heading(a, stack.fig[stack.len - 1], stack.aux[stack.len - 1])) { bail = 1; goto finish; }
+            }
         raw_or_foreign:
             switch (kind) {
             case T_IMG: {
@@ -845,7 +866,7 @@ static PyObject *scan_images(PyObject *self, PyObject *args) {
             default: /* T_OTHER, T_SCRIPT, T_RAW, T_PLAINTEXT */
                 if (stack.len) { /* inside a figure: only elements that keep the tree equal to the token nesting */
                     if (kind == T_OTHER) {
-                        if (!figure_element(a, i + 1, name_end)) { bail = 1; goto finish; }
+                        if (!name_in(a, i + 1, name_end, FIGURE_ELEMENTS)) { bail = 1; goto finish; }
                         /* a second <a> inside an open one runs the adoption agency */
                         if (name_is(a, i + 1, name_end, "a"))
                             for (Py_ssize_t k = 0; k < stack.len; k++)

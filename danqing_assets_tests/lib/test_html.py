@@ -638,6 +638,8 @@ def test_tokenizer_equals_full_parse_around_foreign_content():
     ("<figure><img src=/a.jpg><figcaption><em>强调</em>说明</figcaption></figure>", "强调 说明"),
     ("<figure><script>var a;</script><img src=/a.jpg><figcaption>说明</figcaption></figure>", "说明"),
     ("<figure><div><img src=/a.jpg><figcaption>不是子元素</figcaption></div></figure>", None),
+    ('<figure class="listing"><pre><code>fn main() {}</code></pre><p><img src=/a.jpg></p><figcaption><h3>清单</h3>'
+     "</figcaption></figure>", "清单"),
     ('<figure><picture><source srcset="/a.webp"><img src=/a.jpg></picture><figcaption>图 <a href=/s>来源</a>'
      "</figcaption></figure>", "图 来源"),
 ])
@@ -651,7 +653,8 @@ def test_figures_with_nested_markup_are_answered_by_the_tokenizer(page, caption)
 def _nested_figure(rng: random.Random, depth: int, in_caption: bool, allow_a: bool) -> list[bytes]:
     """Figure content: elements that nest properly (now and then an end tag left out or a stray one), images,
     captions, text, comments, scripts and icons."""
-    elements = ["a", "span", "div", "b", "em", "picture", "noscript", "section", "strong", "i", "font", "small"]
+    elements = ["a", "span", "div", "b", "em", "picture", "noscript", "section", "strong", "i", "font", "small", "p",
+                "pre", "h2", "h3", "blockquote", "ul", "details"]
     leaves = [b'<img src=/a%d.jpg alt="x%d">', b"<img src=/b.jpg>", b"cap%d", "中文".encode(), b" ", b"<br>",
               b"<!--c-->", b"&amp;", b"<source srcset=/s.webp>", b'<script>var a="<img src=no>";</script>',
               b"<svg><path d=M0/></svg>", b"\x00", b"&copy=1"]
