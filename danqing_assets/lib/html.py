@@ -252,26 +252,10 @@ def choose_image_url(attrs: dict[str, str | None], resolver: UrlResolver, *,
     reason = src_reason
     src = attrs.get("src") if reason is None else None
     if src:
-        url, reason = resolver.resolve(src)
+        url, reason = resolver.resolve_src(src)
         if url:
             return url, None
-    for key in LAZY_SRC_ATTRS:
-        v = attrs.get(key)
-        if v:
-            url, r = resolver.resolve(v)
-            if url:
-                return url, None
-            reason = reason or r
-    for key in SRCSET_ATTRS:
-        v = attrs.get(key)
-        if v:
-            cand = best_srcset_url(v)
-            if cand:
-                url, r = resolver.resolve(cand)
-                if url:
-                    return url, None
-                reason = reason or r
-    return None, reason or NO_SRC
+    return _fallback_url(attrs, resolver, reason)
 
 
 def parse_html(html: bytes | str) -> LexborHTMLParser:
@@ -430,8 +414,8 @@ def _scan_attr(value: str, decoder: PassthroughDecoder | None) -> str:
 
 def _fallback_url(attrs: dict[str, str | None], resolver: UrlResolver,
                   reason: str | None) -> tuple[str | None, str | None]:
-    """`choose_image_url(attrs with the skeleton mark restored, resolver, src_reason=reason)` for an `<img>` whose
-    `src` is missing, empty or unusable (`reason`), restoring only the values it reads."""
+    """The rest of `choose_image_url` for an `<img>` whose `src` is missing, empty or unusable (`reason`): the lazy
+    attributes, then the largest `srcset` candidate. Restores the skeleton mark in the values it reads."""
     for key in LAZY_SRC_ATTRS:
         v = attrs.get(key)
         if v:
