@@ -8,8 +8,8 @@ one gzip member per record, `WARC-Identified-Content-Language` on HTML responses
 
 Pages are 20-80 KB with 10-40 `<img>` elements each (relative, absolute, protocol-relative, lazy `data-src` with a
 `data:` placeholder, `srcset`, `<figure>` with `<figcaption>`, WordPress-style linked figures), inline SVG icons on
-about half the pages, and on about 10 % of pages markup that needs a tree builder (`<template>`, `<foreignObject>`, a
-table in a figure: those pages go to Lexbor). Chinese text is sampled from jieba's bundled dictionary.
+about half the pages, and on about 10 % of pages markup that needs a tree builder (`<template>`, which the tokenizer
+skips, `<foreignObject>` and a table in a figure, which send the page to Lexbor: about 6 % of pages). Chinese text is sampled from jieba's bundled dictionary.
 For each file it prints the throughput of `extract_file` (MB/s of compressed input, pairs/s) and its ratio to fastwarc's
 bare iteration over the same file with every payload read: best of `--runs` rounds, the two alternating within a
 round, as wall-clock and as process CPU time (the CPU ratio is the steadier one on a shared machine). `--naive` adds a
@@ -179,7 +179,7 @@ def make_page(src: TextSource, lang: str, host: str, path: str, *, target_bytes:
                      f'</a><span class="cnt">{rng.randint(0, 9999)}</span></div>')
         parts.append(chunk)
         size += len(chunk.encode())
-        if rng.random() < 0.001:  # markup that needs a tree builder (the page goes to Lexbor): ~10 % of pages
+        if rng.random() < 0.001:  # markup that needs a tree builder: ~10 % of pages
             chunk = rng.choice([
                 f'<template id="t{rng.randint(1, 99)}"><div class="card"><img src="/tpl/{{{{id}}}}.jpg"></div></template>',
                 '<svg width="200" height="60"><foreignObject width="200" height="60"><div class="badge">'

@@ -7,7 +7,9 @@ Two paths find the `<img>` elements of a page (`extract_images`), with the same 
 - selectolax (Lexbor) on the page's "skeleton" (`skeleton_html`: every tag that cannot matter for `<img>`
   extraction turned into text, found by one pass over the "<" bytes, in C or numpy), for the pages the tokenizer
   hands over and when the extension is not built (`images_from_doc`).
-Both are checked against a full Lexbor parse in the tests. Plain library code (no Dagster); the WARC side lives in
+Both are checked against a full Lexbor parse in the tests. Both build no tree for markup outside figures (the
+skeleton's semantics), so a formatting element left open before a figure, or `<select>` / `<table>` context, can give
+a caption or an image that a full parse would not give. Plain library code (no Dagster); the WARC side lives in
 `danqing_assets.lib.warc`, charsets in `danqing_assets.lib.charset`.
 """
 
