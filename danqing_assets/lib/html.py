@@ -16,10 +16,11 @@ a caption or an image that a full parse would not give. Plain library code (no D
 from __future__ import annotations
 
 import html as html_lib
-import os
 import html.entities as html_entities
+import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urljoin, urlsplit
@@ -313,48 +314,11 @@ def images_from_doc(doc: LexborHTMLParser, page_url: str, *, has_figcaption: boo
     images: list[ImageRef] = []
     skipped: Counter[str] = Counter()
     if decoder is None:
-        replacement |= _plain_images(imgs, resolver, captions, images, skipped)
-        return PageImages(images, len(imgs), skipped, replacement)
-    resolve = resolver.resolve
-    decode = decoder.decode
-    for idx, node in enumerate(imgs):
-        attrs = {}
-        for k, v in node.attributes.items():  # `_attr_text` of every value, inlined (it runs for every attribute)
-            if v:
-                if _MARK in v:
-                    v = v.replace(_MARK, "<")
-                if v.isascii():
-                    if "\x01" in v:  # charset.PASSTHROUGH_AMP
-                        v = v.replace("\x01", "&")
-                    if "&" in v:
-                        v = unescape_attribute(v)
-                else:
-                    v = unescape_attribute(decode(v))
-            attrs[k] = v
-        src = attrs.get("src")
-        url = reason = None
-        if src:
-            if _MARK in src:
-                src = src.replace(_MARK, "<")
-            url, reason = resolve(src)
-        if url is None:
-            url, reason = choose_image_url(attrs, resolver, src_reason=reason)
-            if url is None:
-                skipped[reason] += 1  # type: ignore[index]
-                continue
-        alt = attrs.get("alt")
-        if alt:
-            if _MARK in alt:
-                alt = alt.replace(_MARK, "<")
-            if "\ufffd" in alt:
-                replacement = True
-        title = attrs.get("title")
-        if title is not None:
-            title = title.replace(_MARK, "<").strip() or None
-            if title and "\ufffd" in title:
-                replacement = True
-        images.append((idx, url, alt.strip() if alt else "", title,
-                       captions.get(node.mem_id) if captions else None))
+        items = ((node.attributes, node.mem_id) for node in imgs)
+    else:  # passthrough page: every value decoded first (Lexbor saw it with "&" hidden, see charset.DecodedPage)
+        items = (({k: _attr_text(v, decoder) if v else v for k, v in node.attributes.items()}, node.mem_id)
+                 for node in imgs)
+    replacement |= _doc_images(items, resolver, captions, images, skipped)
     return PageImages(images, len(imgs), skipped, replacement)
 
 
@@ -404,14 +368,9 @@ def images_from_scan(scanned: tuple, page_url: str, *, decoder: PassthroughDecod
 
 
 def _scan_attr(value: str, decoder: PassthroughDecoder | None) -> str:
-    """An attribute value from the compiled tokenizer, decoded as Lexbor + `images_from_doc` would."""
-    if decoder is None:
-        return unescape_attribute(value)
-    if value.isascii():
-        if "\x01" in value:  # charset.PASSTHROUGH_AMP
-            value = value.replace("\x01", "&")
-        return unescape_attribute(value)
-    return unescape_attribute(decoder.decode(value))
+    """An attribute value from the compiled tokenizer (character references undecoded), decoded as Lexbor +
+    `images_from_doc` would."""
+    return _attr_text(value, decoder) if decoder is not None else unescape_attribute(value)
 
 
 def _fallback_url(attrs: dict[str, str | None], resolver: UrlResolver,
@@ -441,17 +400,16 @@ def _fallback_url(attrs: dict[str, str | None], resolver: UrlResolver,
     return None, reason or NO_SRC
 
 
-def _plain_images(imgs: list[LexborNode], resolver: UrlResolver, captions: dict[int, str | None] | None,
-                  images: list[ImageRef], skipped: Counter[str]) -> bool:
-    """The `images_from_doc` loop for a UTF-8 document (no passthrough decoder), kept tight: it runs for every
+def _doc_images(items: Iterable[tuple[dict[str, str | None], int]], resolver: UrlResolver,
+                captions: dict[int, str | None] | None, images: list[ImageRef], skipped: Counter[str]) -> bool:
+    """The `images_from_doc` loop over (attributes, node id) of every `<img>`, kept tight: it runs for every
     `<img>`. Appends to `images` / `skipped`; returns whether an extracted string contains U+FFFD."""
     replacement = False
     append = images.append
     cap_get = captions.get if captions else None
     mark = _MARK
     resolve_src = resolver.resolve_src
-    for idx, node in enumerate(imgs):
-        attrs = node.attributes
+    for idx, (attrs, node_id) in enumerate(items):
         src = attrs.get("src")
         url = reason = None
         if src:
@@ -470,7 +428,7 @@ def _plain_images(imgs: list[LexborNode], resolver: UrlResolver, captions: dict[
             title = title.replace(mark, "<")
         alt, title, bad = _alt_title(alt, title)
         replacement |= bad
-        append((idx, url, alt, title, cap_get(node.mem_id) if cap_get is not None else None))
+        append((idx, url, alt, title, cap_get(node_id) if cap_get is not None else None))
     return replacement
 
 
@@ -484,8 +442,13 @@ def _alt_title(alt: str | None, title: str | None) -> tuple[str, str | None, boo
 
 
 def _attr_text(value: str, decoder: PassthroughDecoder) -> str:
+    """An attribute value of a passthrough page (skeleton mark restored, decoded, character references decoded)."""
     if _MARK in value:
         value = value.replace(_MARK, "<")
+    if value.isascii():  # nothing to decode: only the hidden "&" (charset.PASSTHROUGH_AMP) to restore
+        if "\x01" in value:
+            value = value.replace("\x01", "&")
+        return unescape_attribute(value)
     return unescape_attribute(decoder.decode(value))
 
 
