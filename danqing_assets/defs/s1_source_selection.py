@@ -5,15 +5,13 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from danqing_assets.defs.metadata import check_from_validation, ledger_identity_check, stage_metadata
+from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs, versioned
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import WarehouseResource
-from danqing_assets.lib import reasons, schemas
+from danqing_assets.lib import schemas
 from danqing_assets.lib.domains import blacklist_match, load_domain_list
 from danqing_assets.lib.sql import run_sql
-
-GROUP = "s1_source_selection"
-STAGE = reasons.SOURCE
+from danqing_assets.lib.stages import SOURCE
 
 
 class SourceSelectionConfig(dg.Config):
@@ -53,21 +51,15 @@ def score_source_pairs(raw: pl.DataFrame, config: SourceSelectionConfig) -> pl.D
     )
 
 
+SQL = SOURCE.sql[0]
+
+
 @dg.asset(
     partitions_def=snapshot_partitions,
-    group_name=GROUP,
-    code_version="1",
+    group_name=SOURCE.group,
+    code_version=versioned("1", sql=SOURCE.sql, config=SourceSelectionConfig),
     deps=["raw_pairs"],
-    check_specs=[
-        dg.AssetCheckSpec("source_selected_pairs_schema", asset="source_selected_pairs", blocking=True),
-        dg.AssetCheckSpec("source_rejections_schema", asset="source_selected_pairs", blocking=True),
-        dg.AssetCheckSpec(
-            "ledger_identity",
-            asset="source_selected_pairs",
-            blocking=True,
-            description="Every raw pair is either kept by stage 1 or in the ledger with stage `source`, never both.",
-        ),
-    ],
+    check_specs=stage_check_specs(SOURCE),
 )
 def source_selected_pairs(
     context: dg.AssetExecutionContext, config: SourceSelectionConfig, warehouse: WarehouseResource
@@ -78,8 +70,8 @@ def source_selected_pairs(
     wh = warehouse.warehouse()
     raw = wh.read("raw_pairs", snapshot)
     scored = score_source_pairs(raw, config)
-    decided = run_sql(
-        "s1_source_selection/source_selected_pairs.sql",
+    decision = run_sql(
+        SQL,
         tables={"scored": scored},
         params={
             "require_chinese_page": config.require_chinese_page,
@@ -87,27 +79,13 @@ def source_selected_pairs(
             "max_words": config.max_words,
         },
     )
-    kept = decided.filter(pl.col("reason").is_null()).drop("reason", "detail", "blacklisted_by", "unsafe", "unsafe_term")
-    rejected = decided.filter(pl.col("reason").is_not_null())
-    ledger = rejected.select("pair_id", "reason", "detail")
-    wh.write("source_selected_pairs", snapshot, kept)
-    wh.write_rejections(STAGE, snapshot, ledger)
-
-    metadata = stage_metadata(
-        stage=STAGE,
-        reasons=reasons.SOURCE_REASONS,
-        rows_in=raw.height,
-        kept=kept,
-        rejected=rejected,
-        raw_rows=raw.height,
+    return finish_stage(
+        stage=SOURCE,
+        snapshot=snapshot,
+        wh=wh,
+        entering=raw["pair_id"],
+        decided=scored.join(decision, on="pair_id", how="left"),
+        kept_schema=schemas.SourceSelectedPairs,
+        drop_columns=["blacklisted_by", "unsafe", "unsafe_term"],
         preview_columns=["domain", "page_language", "caption"],
-    )
-    ledger_check = schemas.validate(schemas.Rejections, wh.read("rejected_pairs", snapshot, stage=STAGE))
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            check_from_validation("source_selected_pairs_schema", schemas.validate(schemas.SourceSelectedPairs, kept)),
-            check_from_validation("source_rejections_schema", ledger_check),
-            ledger_identity_check("ledger_identity", raw["pair_id"], kept, ledger),
-        ],
     )

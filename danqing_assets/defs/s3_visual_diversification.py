@@ -6,27 +6,31 @@ over them (`sql/s3_visual_diversification/`), so thresholds can be re-tuned with
 
 import base64
 import time
+from typing import Literal
 
 import dagster as dg
 import numpy as np
-import pandera.polars as pa
 import polars as pl
 from pydantic import Field
 
-from danqing_assets.defs.metadata import (
-    check_from_validation,
-    ledger_identity_check,
-    markdown_table,
-    stage_metadata,
-    truth_quality_metadata,
-)
+from danqing_assets.defs.common.metadata import markdown_table
+from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import reasons, schemas
+from danqing_assets.lib.clusters import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_HAMMING
+from danqing_assets.lib.image_metrics import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_BLUR_SCORE,
+    DEFAULT_WORK_SIZE,
+    PAPER_MAX_ASPECT,
+    PAPER_MIN_ENTROPY_BITS,
+    PAPER_MIN_GREY_STD,
+    PAPER_MIN_LAPLACIAN_VAR,
+    PAPER_MIN_SHORTEST_EDGE,
+)
 from danqing_assets.lib.sql import run_sql
-
-GROUP = "s3_visual_diversification"
-STAGE = reasons.IMAGE
+from danqing_assets.lib.stages import IMAGE
 
 SCORE_COLUMNS = {
     "snapshot": pl.String,
@@ -44,31 +48,22 @@ SCORE_COLUMNS = {
     "format": pl.String,
     "score_error": pl.String,
     "score_error_detail": pl.String,
+    "nsfw_scorer": pl.String,
     "nsfw_score": pl.Float64,
 }
 
 
-class ImageScores(pa.DataFrameModel):
-    snapshot: str
-    image_sha256: str = pa.Field(unique=True, str_matches=r"^[0-9a-f]{64}$")
-    width: int = pa.Field(nullable=True, gt=0)
-    height: int = pa.Field(nullable=True, gt=0)
-    grey_std: float = pa.Field(nullable=True, ge=0)
-    entropy_bits: float = pa.Field(nullable=True, ge=0, le=8)
-    phash: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{16}$")
-    nsfw_score: float = pa.Field(nullable=True, ge=0, le=1)
-
-    class Config:
-        strict = False
+NsfwScorer = str  # 'none' | 'clip-zero-shot' | a probe checkpoint path | 'package.module:Class'
 
 
 class ImageScoresConfig(dg.Config):
-    work_size: int = Field(default=256, description="Working size (short side, px) of the blur measure.")
-    max_pixels: int = Field(default=40_000_000, description="Images with more pixels are not decoded (bomb guard).")
-    nsfw_scorer: str = Field(
+    work_size: int = Field(default=DEFAULT_WORK_SIZE, description="Working size (short side, px) of the blur measure.")
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, description="Images with more pixels are not decoded (bomb guard).")
+    nsfw_scorer: NsfwScorer = Field(
         default="none",
-        description="'none' (screening OFF, reported in metadata), 'clip-zero-shot' (prompts on the `clip` resource's "
-        "model), a linear-probe checkpoint path (.npz/.pt, on CLIP embeddings), or 'package.module:Class'.",
+        description="'none' (screening OFF: stated in this asset's metadata and carried to the release card), "
+        "'clip-zero-shot' (prompts on the `clip` resource's model), a linear-probe checkpoint path (.npz/.pt, on CLIP "
+        "embeddings), or 'package.module:Class'. With a scorer, an image it cannot score is rejected as `unscored`.",
     )
     workers: int = Field(default=1, description="Processes computing image metrics.")
 
@@ -79,10 +74,10 @@ def _fetched_ok(wh, snapshot: str) -> pl.DataFrame:
 
 @dg.asset(
     partitions_def=snapshot_partitions,
-    group_name=GROUP,
-    code_version="1",
+    group_name=IMAGE.group,
+    code_version=versioned("2", config=ImageScoresConfig),  # 2: nsfw_scorer column (missing NSFW scores fail closed)
     deps=["fetched_images"],
-    check_specs=[dg.AssetCheckSpec("image_scores_schema", asset="image_scores", blocking=True)],
+    check_specs=[table_check_spec("image_scores")],
 )
 def image_scores(
     context: dg.AssetExecutionContext,
@@ -123,15 +118,21 @@ def image_scores(
 
     scorer = load_nsfw_scorer(config.nsfw_scorer, clip=clip.load() if config.nsfw_scorer == "clip-zero-shot" or
                               config.nsfw_scorer.endswith((".npz", ".pt", ".pth")) else None)
+    scorer_name = getattr(scorer, "name", type(scorer).__name__) if scorer is not None else None
+    unscored = 0
     if scorer is not None and scores.height:
         ok = scores.filter(pl.col("score_error").is_null())["image_sha256"].to_list()
         nsfw = {}
         for start in range(0, len(ok), chunk):  # bounded memory: a chunk of images at a time
             part = ok[start : start + chunk]
             values = np.asarray(scorer.score([store.get(s) for s in part]), dtype=np.float64)
-            nsfw.update(zip(part, [None if np.isnan(v) else float(v) for v in values]))
-        scores = scores.with_columns(pl.col("image_sha256").replace_strict(nsfw, default=None, return_dtype=pl.Float64).alias("nsfw_score"))
-    wh.write("image_scores", snapshot, scores)
+            nsfw.update(zip(part, [None if not np.isfinite(v) else float(v) for v in values]))
+        unscored = sum(v is None for v in nsfw.values())
+        scores = scores.with_columns(
+            pl.col("image_sha256").replace_strict(nsfw, default=None, return_dtype=pl.Float64).alias("nsfw_score"),
+            pl.lit(scorer_name, dtype=pl.String).alias("nsfw_scorer"),
+        )
+    checks = publish(wh, snapshot, [Table("image_scores", scores, schemas.ImageScores)], step=f"image_scores ({snapshot})")
     summary = scores.select("shortest_edge", "aspect_ratio", "grey_std", "laplacian_var_native", "blur_score", "entropy_bits").describe()
     return dg.MaterializeResult(
         metadata={
@@ -139,12 +140,13 @@ def image_scores(
             "score_errors": dg.MetadataValue.json(
                 dict(scores.filter(pl.col("score_error").is_not_null()).group_by("score_error").len().iter_rows())
             ),
-            "nsfw_screening": f"on ({getattr(scorer, 'name', type(scorer).__name__)})" if scorer else
-            "OFF: no NSFW scorer configured (set nsfw_scorer), nsfw_score is null",
+            "nsfw_screening": f"on ({scorer_name})" if scorer else
+            "OFF: no NSFW scorer configured (set nsfw_scorer); images are not screened for NSFW content",
+            "nsfw_unscored_images": unscored,
             "images_per_s": dg.MetadataValue.float(round(len(shas) / elapsed, 1) if elapsed > 0 else 0.0),
             "score_summary": dg.MetadataValue.md(markdown_table(summary, summary.columns, limit=9)),
         },
-        check_results=[check_from_validation("image_scores_schema", schemas.validate(ImageScores, scores))],
+        check_results=checks,
     )
 
 
@@ -152,12 +154,16 @@ class ImageEmbeddingsConfig(dg.Config):
     batch_size: int = Field(default=64, description="Images per forward pass.")
 
 
+EMBEDDING_SCHEMA = {"snapshot": pl.String, "image_sha256": pl.String, "model": pl.String, "embedding": pl.List(pl.Float32)}
+
+
 @dg.asset(
     partitions_def=snapshot_partitions,
-    group_name=GROUP,
-    code_version="1",
+    group_name=IMAGE.group,
+    code_version=versioned("1", config=ImageEmbeddingsConfig),
     deps=["fetched_images"],
     tags={"danqing/device": "gpu"},
+    check_specs=[table_check_spec("image_embeddings")],
 )
 def image_embeddings(
     context: dg.AssetExecutionContext,
@@ -175,9 +181,11 @@ def image_embeddings(
     store = image_store.store(warehouse, s3)
     shas = _fetched_ok(wh, snapshot)["image_sha256"].unique(maintain_order=True).to_list()
     if not clip.model_name:
-        wh.write("image_embeddings", snapshot, pl.DataFrame(schema={"snapshot": pl.String, "image_sha256": pl.String,
-                                                                     "model": pl.String, "embedding": pl.List(pl.Float32)}))
-        return dg.MaterializeResult(metadata={"rows_out": 0, "model": "OFF: no CLIP model configured (resource `clip`)"})
+        empty = pl.DataFrame(schema=EMBEDDING_SCHEMA)
+        checks = publish(wh, snapshot, [Table("image_embeddings", empty, schemas.ImageEmbeddings)],
+                         step=f"image_embeddings ({snapshot})")
+        return dg.MaterializeResult(metadata={"rows_out": 0, "model": "OFF: no CLIP model configured (resource `clip`)"},
+                                    check_results=checks)
     model = clip.load()
     started = time.monotonic()
     vectors = []
@@ -189,9 +197,11 @@ def image_embeddings(
     elapsed = time.monotonic() - started
     table = pl.DataFrame(
         {"snapshot": [snapshot] * len(shas), "image_sha256": shas, "model": [clip.describe()] * len(shas),
-         "embedding": pl.Series(emb.tolist(), dtype=pl.List(pl.Float32))}
+         "embedding": pl.Series(emb.tolist(), dtype=pl.List(pl.Float32))},
+        schema=EMBEDDING_SCHEMA,
     )
-    wh.write("image_embeddings", snapshot, table)
+    checks = publish(wh, snapshot, [Table("image_embeddings", table, schemas.ImageEmbeddings)],
+                     step=f"image_embeddings ({snapshot})")
     return dg.MaterializeResult(
         metadata={
             "rows_out": table.height,
@@ -200,29 +210,30 @@ def image_embeddings(
             "device": str(model.device),
             "failed_images": int(np.isnan(emb).any(axis=1).sum()) if emb.size else 0,
             "images_per_s": dg.MetadataValue.float(round(len(shas) / elapsed, 1) if elapsed > 0 else 0.0),
-        }
+        },
+        check_results=checks,
     )
 
 
 class VisualDiversificationConfig(dg.Config):
-    min_shortest_edge: int = Field(default=100, description="Drop images whose shortest edge is <= this (paper: 100).")
-    max_aspect: float = Field(default=3.0, description="Keep aspect ratios within 1:max .. max:1 (paper: 3).")
-    min_grey_std: float = Field(default=2.0, description="Least grey-level standard deviation (paper: 2).")
-    blur_measure: str = Field(
+    min_shortest_edge: int = Field(default=PAPER_MIN_SHORTEST_EDGE, description="Drop images whose shortest edge is <= this (paper: 100).")
+    max_aspect: float = Field(default=PAPER_MAX_ASPECT, description="Keep aspect ratios within 1:max .. max:1 (paper: 3).")
+    min_grey_std: float = Field(default=PAPER_MIN_GREY_STD, description="Least grey-level standard deviation (paper: 2).")
+    blur_measure: Literal["blur_score", "laplacian_native"] = Field(
         default="blur_score",
         description="'blur_score' (default; separates sharp photos from blurred copies) or 'laplacian_native' "
         "(the paper's literal rule, which rejects about half of sharp real photos: see lib/image_metrics.py).",
     )
-    min_blur_score: float = Field(default=0.25, description="Least blur_score (blur_measure=blur_score).")
-    min_laplacian_var: float = Field(default=1000.0, description="Least native Laplacian variance (paper: 1000).")
-    min_entropy_bits: float = Field(default=3.0, description="Least grey histogram entropy in bits (paper: 3).")
+    min_blur_score: float = Field(default=DEFAULT_MIN_BLUR_SCORE, description="Least blur_score (blur_measure=blur_score).")
+    min_laplacian_var: float = Field(default=PAPER_MIN_LAPLACIAN_VAR, description="Least native Laplacian variance (paper: 1000).")
+    min_entropy_bits: float = Field(default=PAPER_MIN_ENTROPY_BITS, description="Least grey histogram entropy in bits (paper: 3).")
     max_nsfw_score: float = Field(default=0.5, description="Drop images whose NSFW score is at least this.")
-    phash_max_hamming: int = Field(default=6, description="pHash near-duplicate distance in bits (0 disables).")
+    phash_max_hamming: int = Field(default=DEFAULT_MAX_HAMMING, description="pHash near-duplicate distance in bits (0 disables).")
     semantic_max_distance: float = Field(
-        default=0.1, description="Embedding cosine distance for union-find semantic duplicates (paper: 0.1)."
+        default=DEFAULT_MAX_DISTANCE, description="Embedding cosine distance for union-find semantic duplicates (paper: 0.1)."
     )
     semantic_dedup: bool = Field(default=True, description="Use image_embeddings (when present) for semantic dedup.")
-    representative: str = Field(
+    representative: Literal["first_seen", "best_quality"] = Field(
         default="first_seen",
         description="Which member represents a duplicate cluster: 'first_seen' (earliest in crawl order: stable, so "
         "a later batch never displaces an image already kept) or 'best_quality' (highest resolution, then the "
@@ -234,27 +245,27 @@ class VisualDiversificationConfig(dg.Config):
     )
 
 
+CRAWL_ORDER = ["warc_file", "warc_offset", "img_index"]
+
+
 @dg.multi_asset(
     partitions_def=snapshot_partitions,
-    group_name=GROUP,
+    group_name=IMAGE.group,
     specs=[
         dg.AssetSpec(
             "visually_diversified_pairs",
             deps=["fetched_images", "image_scores", "image_embeddings", "text_scores"],
-            code_version="1",
+            code_version=versioned("2", sql=IMAGE.sql, config=VisualDiversificationConfig),  # 2: fails closed
             description="Pairs whose image passes the quality rules and represents its duplicate cluster.",
         ),
         dg.AssetSpec(
             "image_clusters",
             deps=["fetched_images", "image_scores", "image_embeddings"],
-            code_version="1",
+            code_version=versioned("2", sql=IMAGE.sql, config=VisualDiversificationConfig),
             description="Per image: its redundancy cluster (exact, pHash, embedding) and whether it represents it.",
         ),
     ],
-    check_specs=[
-        dg.AssetCheckSpec("visually_diversified_pairs_schema", asset="visually_diversified_pairs", blocking=True),
-        dg.AssetCheckSpec("image_ledger_identity", asset="visually_diversified_pairs", blocking=True),
-    ],
+    check_specs=[*stage_check_specs(IMAGE), table_check_spec("image_clusters")],
 )
 def visually_diversified_pairs(
     context: dg.AssetExecutionContext,
@@ -265,19 +276,18 @@ def visually_diversified_pairs(
 ):
     """Keep aspect 1:3..3:1, shortest edge > 100 px, grey std >= 2, sharp, entropy >= 3 bits, not NSFW; then one pair
     per redundancy cluster (exact sha256, pHash near-duplicates, embedding union-find at cosine distance <= 0.1),
-    the representative being the first seen in crawl order (or, configured, the highest-resolution image)."""
-    from danqing_assets.lib.clusters import UnionFind, cluster_embeddings, phash_clusters
-    from danqing_assets.lib.report_images import balance_curve_png, contact_sheet, kmeans_cluster_sizes
+    the representative being the first seen in crawl order (or, configured, the highest-resolution image). A pair
+    whose image has no current scores is rejected as `unscored`."""
+    from danqing_assets.lib.clusters import redundancy_clusters
 
-    if config.representative not in ("first_seen", "best_quality"):
-        raise dg.Failure(f"representative must be first_seen or best_quality, not {config.representative!r}")
-    if config.blur_measure not in ("blur_score", "laplacian_native"):
-        raise dg.Failure(f"blur_measure must be blur_score or laplacian_native, not {config.blur_measure!r}")
     snapshot = context.partition_key
     wh = warehouse.warehouse()
     pairs = wh.read("text_refined_pairs", snapshot)
     fetched = _fetched_ok(wh, snapshot).select("pair_id", "image_sha256")
     scores = wh.read("image_scores", snapshot).drop("snapshot")
+    if "nsfw_scorer" not in scores.columns:
+        raise dg.Failure(f"image_scores of {snapshot!r} predates the nsfw_scorer column: re-materialize image_scores")
+    scores = scores.with_columns(pl.col("image_sha256").alias("scored_image"))
     caption_entropy = wh.read("text_scores", snapshot, columns=["pair_id", "entropy"]).rename({"entropy": "caption_entropy"})
     scored = (
         pairs.join(fetched, on="pair_id", how="inner")
@@ -285,7 +295,7 @@ def visually_diversified_pairs(
         .join(caption_entropy, on="pair_id", how="left")
     )
     rules = run_sql(
-        "s3_visual_diversification/image_rules.sql",
+        IMAGE.sql[0],
         tables={"scored": scored},
         params={
             "min_shortest_edge": config.min_shortest_edge,
@@ -299,142 +309,124 @@ def visually_diversified_pairs(
         },
     )
     decided = scored.join(rules, on="pair_id", how="left")
-    passing = decided.filter(pl.col("rule_reason").is_null()).with_columns(
-        (pl.col("width") * pl.col("height")).alias("pixels")
-    )
-    crawl_order = ["warc_file", "warc_offset", "img_index"]
+    passing = decided.filter(pl.col("reason").is_null()).with_columns((pl.col("width") * pl.col("height")).alias("pixels"))
     if config.representative == "first_seen":
-        passing = passing.sort(crawl_order)
+        passing = passing.sort(CRAWL_ORDER)
     else:  # highest resolution, then the more informative caption, then crawl order
-        passing = passing.sort(["pixels", "caption_entropy", *crawl_order], descending=[True, True, False, False, False],
+        passing = passing.sort(["pixels", "caption_entropy", *CRAWL_ORDER], descending=[True, True, False, False, False],
                                nulls_last=True)
 
     # Redundancy over distinct images (in priority order of their best pair), then one pair per image.
     images = passing.unique("image_sha256", keep="first", maintain_order=True).select("image_sha256", "phash")
-    n_img = images.height
-    uf = UnionFind(n_img)
-    cause = np.array([None] * n_img, dtype=object)
-    if config.phash_max_hamming > 0 and n_img:
-        labels = phash_clusters(images["phash"].to_list(), max_hamming=config.phash_max_hamming)
-        for i in np.nonzero(labels != np.arange(n_img))[0]:
-            cause[i] = reasons.NEAR_DUPLICATE_IMAGE
-            uf.union(int(i), int(labels[i]))
-    semantic = "off"
+    shas = images["image_sha256"].to_list()
+    semantic, emb_matrix = "off", None
     emb_table = wh.read("image_embeddings", snapshot) if wh.exists("image_embeddings", snapshot) else None
-    emb_matrix = None
-    if config.semantic_dedup and emb_table is not None and emb_table.height and n_img:
+    if config.semantic_dedup and emb_table is not None and emb_table.height and shas:
         vec = dict(zip(emb_table["image_sha256"].to_list(), emb_table["embedding"].to_list()))
         dim = len(next(iter(vec.values())))
-        emb_matrix = np.array([vec.get(s) or [np.nan] * dim for s in images["image_sha256"]], dtype=np.float32)
-        good = ~np.isnan(emb_matrix).any(axis=1)
-        idx = np.nonzero(good)[0]
-        if idx.size:
-            sem = cluster_embeddings(emb_matrix[idx], max_distance=config.semantic_max_distance)
-            for local, rep in enumerate(sem):
-                if rep != local:
-                    i, j = int(idx[local]), int(idx[rep])
-                    if uf.find(i) != uf.find(j):
-                        cause[i] = cause[i] or reasons.SEMANTIC_DUPLICATE
-                    uf.union(i, j)
+        emb_matrix = np.array([vec.get(s) or [np.nan] * dim for s in shas], dtype=np.float32)
         semantic = f"on ({emb_table['model'][0]}, cosine distance <= {config.semantic_max_distance})"
-    roots = np.array([uf.find(i) for i in range(n_img)], dtype=np.int64)
-    # the representative of a cluster is its member with the best priority, i.e. the lowest row index
-    rep_of_root: dict[int, int] = {}
-    for i, r in enumerate(roots):
-        rep_of_root.setdefault(int(r), i)
-    shas = images["image_sha256"].to_list()
-    rep_sha = [shas[rep_of_root[int(r)]] for r in roots]
-    is_rep = [rep_of_root[int(r)] == i for i, r in enumerate(roots)]
-    image_reason = [None if is_rep[i] else (cause[i] or reasons.NEAR_DUPLICATE_IMAGE) for i in range(n_img)]
+    elif not config.semantic_dedup:
+        semantic = "OFF by configuration (semantic_dedup=false)"
+    else:
+        semantic = "OFF: image_embeddings is empty (no CLIP model configured)"
+    reps, dup_reasons = redundancy_clusters(
+        images["phash"].to_list(), emb_matrix, phash_max_hamming=config.phash_max_hamming,
+        max_distance=config.semantic_max_distance, near_duplicate=reasons.NEAR_DUPLICATE_IMAGE,
+        semantic_duplicate=reasons.SEMANTIC_DUPLICATE,
+    )
     clusters = pl.DataFrame(
-        {"snapshot": [snapshot] * n_img, "image_sha256": shas, "cluster_id": rep_sha, "is_representative": is_rep,
-         "dup_reason": image_reason},
+        {"snapshot": [snapshot] * len(shas), "image_sha256": shas, "cluster_id": [shas[r] for r in reps],
+         "is_representative": [int(r) == i for i, r in enumerate(reps)], "dup_reason": dup_reasons},
         schema={"snapshot": pl.String, "image_sha256": pl.String, "cluster_id": pl.String,
                 "is_representative": pl.Boolean, "dup_reason": pl.String},
     )
-    passing = passing.join(clusters.select("image_sha256", "cluster_id", "dup_reason"), on="image_sha256", how="left")
-    first_of_image = passing.with_columns(pl.int_range(pl.len()).over("image_sha256").alias("rank_in_image"))
-    first_of_image = first_of_image.with_columns(
-        pl.when(pl.col("rank_in_image") > 0).then(pl.lit(reasons.DUPLICATE_IMAGE))
-        .otherwise(pl.col("dup_reason")).alias("dup_reason")
+    # a pair is a duplicate when its image is not its cluster's representative, or a later pair of the same image
+    ranked = passing.join(clusters.select("image_sha256", "cluster_id", "dup_reason"), on="image_sha256", how="left")
+    ranked = ranked.with_columns(pl.int_range(pl.len()).over("image_sha256").alias("rank_in_image")).with_columns(
+        pl.when(pl.col("rank_in_image") > 0).then(pl.lit(reasons.DUPLICATE_IMAGE)).otherwise(pl.col("dup_reason"))
+        .alias("dup_reason")
     )
-    keep_mask = pl.col("dup_reason").is_null()
-    kept = first_of_image.filter(keep_mask).drop("rule_reason", "detail", "dup_reason", "rank_in_image", "pixels")
-    dup_rejects = first_of_image.filter(~keep_mask).select(
-        "pair_id", "image_sha256", "image_url", "width", "height", "caption", reason="dup_reason",
-        detail=pl.concat_str([pl.lit("cluster="), pl.col("cluster_id")]),
+    dups = ranked.select(
+        "pair_id", "cluster_id", "dup_reason", dup_detail=pl.concat_str([pl.lit("cluster="), pl.col("cluster_id")])
     )
-    rule_rejects = decided.filter(pl.col("rule_reason").is_not_null()).select(
-        "pair_id", "image_sha256", "image_url", "width", "height", "caption", reason="rule_reason", detail="detail"
-    )
-    rejected = pl.concat([rule_rejects, dup_rejects])
-    wh.write("visually_diversified_pairs", snapshot, kept)
-    wh.write("image_clusters", snapshot, clusters.drop("dup_reason"))
-    wh.write_rejections(STAGE, snapshot, rejected.select("pair_id", "reason", "detail"))
+    decided = decided.join(dups, on="pair_id", how="left").with_columns(
+        pl.coalesce("reason", "dup_reason").alias("reason"),
+        pl.when(pl.col("dup_reason").is_not_null()).then(pl.col("dup_detail")).otherwise(pl.col("detail")).alias("detail"),
+    ).drop("dup_reason", "dup_detail")
+    # kept pairs in the order stage 3 ranks them (crawl order, or best quality first)
+    order = ranked.select("pair_id").with_row_index("_order")
+    decided = decided.join(order, on="pair_id", how="left").sort("_order", nulls_last=True, maintain_order=True).drop("_order")
 
-    metadata = stage_metadata(
-        stage=STAGE,
-        reasons=reasons.IMAGE_REASONS,
-        rows_in=fetched.height,
-        kept=kept,
-        rejected=rejected,
-        raw_rows=wh.count("raw_pairs", snapshot),
-        preview_columns=["image_url", "width", "height", "caption"],
-    )
     sizes = clusters.group_by("cluster_id").len()["len"]
-    metadata.update(
-        {
-            "blur_measure": config.blur_measure,
-            "semantic_dedup": semantic,
-            "clusters": int(sizes.len()),
-            "multi_image_clusters": int((sizes > 1).sum()),
-            "largest_cluster": int(sizes.max()) if sizes.len() else 0,
-            "cluster_size_distribution": dg.MetadataValue.json(
-                {str(k): v for k, v in sorted(sizes.value_counts().iter_rows())}
-            ),
-        }
+    extra = {
+        "blur_measure": config.blur_measure,
+        "semantic_dedup": semantic,
+        "nsfw_screening": _nsfw_state(scores),
+        "clusters": int(sizes.len()),
+        "multi_image_clusters": int((sizes > 1).sum()),
+        "largest_cluster": int(sizes.max()) if sizes.len() else 0,
+        "cluster_size_distribution": dg.MetadataValue.json({str(k): v for k, v in sorted(sizes.value_counts().iter_rows())}),
+    }
+    rejected = decided.filter(pl.col("reason").is_not_null())
+    extra.update(_reports(wh, snapshot, image_store.store(warehouse, s3), rejected, emb_matrix, clusters, config))
+    result = finish_stage(
+        stage=IMAGE,
+        snapshot=snapshot,
+        wh=wh,
+        entering=fetched["pair_id"],
+        decided=decided,
+        kept_schema=schemas.SourceSelectedPairs,
+        drop_columns=["scored_image"],
+        preview_columns=["image_url", "width", "height", "caption"],
+        side_tables=[Table("image_clusters", clusters.drop("dup_reason"), schemas.ImageClusters)],
+        truth_path=config.truth_path,
+        extra_metadata=extra,
     )
+    yield result
+    yield dg.MaterializeResult(
+        asset_key="image_clusters",
+        metadata={"rows_out": clusters.height, "clusters": int(sizes.len())},
+        check_results=[dg.AssetCheckResult(check_name="image_clusters_schema", asset_key="image_clusters", passed=True)],
+    )
+
+
+def _nsfw_state(scores: pl.DataFrame) -> str:
+    names = [n for n in scores["nsfw_scorer"].unique().to_list() if n]
+    if names:
+        return f"on ({', '.join(sorted(names))})"
+    return "OFF: no NSFW scorer was configured for image_scores; kept images were NOT screened for NSFW content"
+
+
+def _reports(wh, snapshot, store, rejected, emb_matrix, clusters, config) -> dict:
+    """Contact sheet of dropped images per reason, and the semantic-balance curve of the kept images."""
+    from danqing_assets.lib.report_images import balance_curve_png, contact_sheet, kmeans_cluster_sizes
+
+    md: dict = {}
     report_dir = wh.home / "reports" / snapshot
     report_dir.mkdir(parents=True, exist_ok=True)
-    store = image_store.store(warehouse, s3)
     examples = []
-    for reason in reasons.IMAGE_REASONS + (reasons.DECODE_ERROR, reasons.DECOMPRESSION_BOMB):
-        sample = rejected.filter(pl.col("reason") == reason).head(8)["image_sha256"].to_list()
+    for reason in IMAGE.reasons:
+        of_reason = rejected.filter(pl.col("reason") == reason)
+        sample = of_reason.head(8)["image_sha256"].to_list()
         if sample:
-            examples.append((f"{reason} ({rejected.filter(pl.col('reason') == reason).height})", [_safe_get(store, s) for s in sample]))
+            examples.append((f"{reason} ({of_reason.height})", [_safe_get(store, s) for s in sample]))
     if examples:
         png = contact_sheet(examples)
         (report_dir / "dropped_contact_sheet.png").write_bytes(png)
-        metadata["dropped_contact_sheet"] = dg.MetadataValue.path(str(report_dir / "dropped_contact_sheet.png"))
-        metadata["dropped_examples"] = dg.MetadataValue.md(f"![dropped](data:image/png;base64,{base64.b64encode(png).decode()})")
-    if emb_matrix is not None and kept.height:
-        kept_idx = [i for i, s in enumerate(shas) if is_rep[i]]
-        kept_emb = emb_matrix[kept_idx]
+        md["dropped_contact_sheet"] = dg.MetadataValue.path(str(report_dir / "dropped_contact_sheet.png"))
+        md["dropped_examples"] = dg.MetadataValue.md(f"![dropped](data:image/png;base64,{base64.b64encode(png).decode()})")
+    if emb_matrix is not None:
+        kept_emb = emb_matrix[clusters["is_representative"].to_numpy()]
         kept_emb = kept_emb[~np.isnan(kept_emb).any(axis=1)]
         if len(kept_emb):
             csizes = kmeans_cluster_sizes(kept_emb, config.balance_clusters)
             png = balance_curve_png(csizes, title=f"semantic balance, k={len(csizes)}")
             (report_dir / "semantic_balance.png").write_bytes(png)
-            metadata["semantic_balance_curve"] = dg.MetadataValue.path(str(report_dir / "semantic_balance.png"))
-            metadata["semantic_balance"] = dg.MetadataValue.md(f"![balance](data:image/png;base64,{base64.b64encode(png).decode()})")
-            metadata["balance_max_over_median"] = dg.MetadataValue.float(float(csizes[0] / max(1.0, np.median(csizes))))
-    if config.truth_path:
-        metadata.update(truth_quality_metadata(STAGE, fetched["pair_id"], rejected, config.truth_path))
-    yield dg.MaterializeResult(
-        asset_key="visually_diversified_pairs",
-        metadata=metadata,
-        check_results=[
-            check_from_validation(
-                "visually_diversified_pairs_schema",
-                schemas.validate(schemas.SourceSelectedPairs, kept),
-                asset_key="visually_diversified_pairs",
-            ),
-            ledger_identity_check(
-                "image_ledger_identity", fetched["pair_id"], kept, rejected, asset_key="visually_diversified_pairs"
-            ),
-        ],
-    )
-    yield dg.MaterializeResult(asset_key="image_clusters", metadata={"rows_out": clusters.height, "clusters": int(sizes.len())})
+            md["semantic_balance_curve"] = dg.MetadataValue.path(str(report_dir / "semantic_balance.png"))
+            md["semantic_balance"] = dg.MetadataValue.md(f"![balance](data:image/png;base64,{base64.b64encode(png).decode()})")
+            md["balance_max_over_median"] = dg.MetadataValue.float(float(csizes[0] / max(1.0, np.median(csizes))))
+    return md
 
 
 def _safe_get(store, sha: str) -> bytes:

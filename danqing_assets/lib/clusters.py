@@ -529,3 +529,56 @@ def choose_representatives(labels: np.ndarray, priority: np.ndarray | None = Non
     keep = np.zeros(n, dtype=bool)
     keep[order[first]] = True
     return keep
+
+
+# --- stage-3 redundancy --------------------------------------------------------------------------------------------
+
+
+def redundancy_clusters(
+    phashes: Sequence[str | None],
+    embeddings: np.ndarray | None = None,
+    *,
+    phash_max_hamming: int = DEFAULT_MAX_HAMMING,
+    max_distance: float = DEFAULT_MAX_DISTANCE,
+    near_duplicate: str = "near_duplicate_image",
+    semantic_duplicate: str = "semantic_duplicate",
+) -> tuple[np.ndarray, list[str | None]]:
+    """Redundancy clusters of distinct images given in priority order (row 0 is the most wanted).
+
+    Images join one cluster when their pHashes are within `phash_max_hamming` bits (0 disables) or, when
+    `embeddings` is given (rows of NaN are left out), their cosine distance is <= `max_distance`; clusters are the
+    transitive closure of both. Each cluster is represented by its member with the lowest row index, so whoever
+    orders the rows decides the policy (first seen, best quality).
+
+    Returns, per row, the row index of its cluster's representative and the reason it is not one (None for a
+    representative): `near_duplicate` when a pHash pair tied it in, else `semantic_duplicate` when only embeddings
+    did. The labels do not depend on the order in which pairs were found.
+    """
+    n = len(phashes)
+    uf = UnionFind(n)
+    cause: list[str | None] = [None] * n
+    if phash_max_hamming > 0 and n:
+        labels = phash_clusters(list(phashes), max_hamming=phash_max_hamming)
+        for i in np.nonzero(labels != np.arange(n))[0]:
+            cause[int(i)] = near_duplicate
+            uf.union(int(i), int(labels[i]))
+    if embeddings is not None and n:
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.shape[0] != n:
+            raise ValueError(f"{emb.shape[0]} embedding rows for {n} images")
+        idx = np.nonzero(~np.isnan(emb).any(axis=1))[0]
+        if idx.size:
+            sem = cluster_embeddings(emb[idx], max_distance=max_distance)
+            for local, rep in enumerate(sem):
+                if rep != local:
+                    i, j = int(idx[local]), int(idx[rep])
+                    if uf.find(i) != uf.find(j):
+                        cause[i] = cause[i] or semantic_duplicate
+                    uf.union(i, j)
+    roots = [uf.find(i) for i in range(n)]
+    rep_of_root: dict[int, int] = {}
+    for i, r in enumerate(roots):
+        rep_of_root.setdefault(r, i)
+    reps = np.array([rep_of_root[r] for r in roots], dtype=np.int64)
+    reasons = [None if reps[i] == i else (cause[i] or near_duplicate) for i in range(n)]
+    return reps, reasons

@@ -6,22 +6,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from danqing_assets.lib.reasons import REASONS_BY_STAGE
+from danqing_assets.lib.stages import PAPER_REMOVED, PIPELINE, reason_order
 from danqing_assets.lib.warehouse import Warehouse
-
-# (asset/table, ledger stage it writes, paper's pair count in millions at that step). Stage 2 runs before the download
-# here (the paper downloaded first), so the paper's counts are not comparable step by step, only overall.
-STEPS: list[tuple[str, str | None, float]] = [
-    ("raw_pairs", None, 1050.0),
-    ("source_selected_pairs", "source", 706.0),
-    ("text_refined_pairs", "text", 397.2),
-    ("fetched_images", "fetch", 475.1),
-    ("visually_diversified_pairs", "image", 178.6),
-    ("cross_modal_pairs", "cross_modal", 99.9),
-]
-# tables that keep every input row with a status: only these rows go on
-KEPT_FILTER = {"fetched_images": pl.col("status") == "ok"}
-PAPER_REMOVED = 0.9046
 
 
 @dataclass
@@ -38,13 +24,16 @@ def funnel(wh: Warehouse, snapshot: str) -> list[FunnelStep]:
         for stage, reason, n in ledger.group_by("stage", "reason").len().sort("stage", "len", descending=[False, True]).iter_rows():
             by_stage.setdefault(stage, {})[reason] = n
     steps = []
-    for table, stage, _paper in STEPS:
-        rows = wh.count(table, snapshot, where=KEPT_FILTER.get(table))
+    for stage in PIPELINE:
+        if stage.table is None:
+            continue
+        where = pl.col(stage.kept_where[0]) == stage.kept_where[1] if stage.kept_where else None
+        rows = wh.count(stage.table, snapshot, where=where)
         if rows is None:
             continue
-        dropped = by_stage.get(stage, {}) if stage else {}
-        order = {r: i for i, r in enumerate(REASONS_BY_STAGE.get(stage or "", ()))}
-        steps.append(FunnelStep(table, rows, dict(sorted(dropped.items(), key=lambda kv: order.get(kv[0], 99)))))
+        dropped = by_stage.get(stage.ledger, {}) if stage.ledger else {}
+        order = reason_order(stage.ledger) if stage.ledger else {}
+        steps.append(FunnelStep(stage.table, rows, dict(sorted(dropped.items(), key=lambda kv: order.get(kv[0], 99)))))
     return steps
 
 

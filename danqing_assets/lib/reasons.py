@@ -1,9 +1,10 @@
 """Stable stage and reason names: the vocabulary shared by the filters, the `rejected_pairs` ledger and `truth.parquet`.
 
-Every dropped pair is recorded with one `stage` and one `reason` from this module. Names are snake_case and never
-change meaning once released: downstream tooling (dashboards, calibration notebooks) groups by them. A pair that breaks
-several rules is recorded under the first rule that rejects it, in the order the stages run and, inside a stage, in the
-order each stage's tuple below lists its reasons.
+Every dropped pair is recorded with one `stage` and one `reason` named here. Names are snake_case and never change
+meaning once released: downstream tooling (dashboards, calibration notebooks) groups by them. Which stage uses which
+reasons, and in which decision order, is said once, in `danqing_assets/lib/stages.py`: a pair that breaks several
+rules is recorded under the first rule that rejects it, in the order the stages run and, inside a stage, in the order
+its registry entry lists its reasons.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ FETCH = "fetch"  # image acquisition
 IMAGE = "image"  # stage 3: visual diversification
 CROSS_MODAL = "cross_modal"  # stage 4: cross-modal band and cross-batch dedup
 
-STAGES: tuple[str, ...] = (SOURCE, TEXT, FETCH, IMAGE, CROSS_MODAL)
 
-# Stage 1, in decision order.
+# Any scored stage: its score row is missing (stale scores after an upstream re-run), NULL or NaN. Decisions fail
+# closed: a pair is never kept unscreened.
+UNSCORED = "unscored"
+
+# Stage 1.
 NOT_CHINESE_PAGE = "not_chinese_page"  # CC language list lacks `zho` (or, unlabelled, detection says not Chinese)
 BLACKLISTED_DOMAIN = "blacklisted_domain"  # page host is, or is a subdomain of, a blacklisted domain
 CAPTION_MISSING = "caption_missing"  # no alt text at all (empty or whitespace only)
@@ -30,17 +34,8 @@ CAPTION_TOO_LONG = "caption_too_long"  # more than max_words jieba words (defaul
 UNSAFE_TEXT = "unsafe_text"  # the text-safety classifier (default: shipped lexicon) flags the caption
 DUPLICATE_PAIR = "duplicate_pair"  # same (image_url, normalised caption) as an earlier pair of the snapshot
 
-SOURCE_REASONS: tuple[str, ...] = (
-    NOT_CHINESE_PAGE,
-    BLACKLISTED_DOMAIN,
-    CAPTION_MISSING,
-    CAPTION_TOO_SHORT,
-    CAPTION_TOO_LONG,
-    UNSAFE_TEXT,
-    DUPLICATE_PAIR,
-)
 
-# Stage 2, in decision order.
+# Stage 2.
 NOT_CHINESE_CAPTION = "not_chinese_caption"  # caption itself is not Chinese (Han share / language ID)
 NO_NOUN = "no_noun"  # no noun under jieba POS tags
 TOO_MANY_UNK = "too_many_unk"  # more than 5 [UNK] tokens under a Chinese BERT vocabulary
@@ -48,14 +43,6 @@ LOW_INFORMATION = "low_information"  # information-density entropy below thresho
 SENSITIVE_TEXT = "sensitive_text"  # hit in the sensitive / NSFW lexicon
 NEAR_DUPLICATE_CAPTION = "near_duplicate_caption"  # MinHash-LSH near duplicate of a kept caption
 
-TEXT_REASONS: tuple[str, ...] = (
-    NOT_CHINESE_CAPTION,
-    NO_NOUN,
-    TOO_MANY_UNK,
-    LOW_INFORMATION,
-    SENSITIVE_TEXT,
-    NEAR_DUPLICATE_CAPTION,
-)
 
 # Image acquisition: one reason per error class.
 DNS_ERROR = "dns_error"
@@ -75,26 +62,8 @@ DECOMPRESSION_BOMB = "decompression_bomb"  # more pixels than the configured cap
 DECODE_ERROR = "decode_error"  # truncated or undecodable
 INVALID_URL = "invalid_url"
 
-FETCH_REASONS: tuple[str, ...] = (
-    INVALID_URL,
-    BLOCKED_ADDRESS,
-    ROBOTS_DISALLOWED,
-    DNS_ERROR,
-    CONNECTION_ERROR,
-    TIMEOUT,
-    TOO_MANY_REDIRECTS,
-    HTTP_NOT_FOUND,
-    RATE_LIMITED,
-    HTTP_CLIENT_ERROR,
-    HTTP_SERVER_ERROR,
-    OPTOUT_HEADER,
-    TOO_LARGE,
-    NOT_AN_IMAGE,
-    DECOMPRESSION_BOMB,
-    DECODE_ERROR,
-)
 
-# Stage 3, in decision order.
+# Stage 3.
 TOO_SMALL = "too_small"  # shortest edge <= 100 px
 EXTREME_ASPECT = "extreme_aspect"  # aspect ratio outside 1:3 .. 3:1
 FLAT_IMAGE = "flat_image"  # grey-level standard deviation < 2
@@ -105,34 +74,12 @@ DUPLICATE_IMAGE = "duplicate_image"  # same sha256 as a kept image
 NEAR_DUPLICATE_IMAGE = "near_duplicate_image"  # pHash within Hamming distance of a kept image
 SEMANTIC_DUPLICATE = "semantic_duplicate"  # embedding cosine distance <= 0.1 to its cluster's representative
 
-IMAGE_REASONS: tuple[str, ...] = (
-    TOO_SMALL,
-    EXTREME_ASPECT,
-    FLAT_IMAGE,
-    BLURRY_IMAGE,
-    LOW_ENTROPY_IMAGE,
-    NSFW_IMAGE,
-    DUPLICATE_IMAGE,
-    NEAR_DUPLICATE_IMAGE,
-    SEMANTIC_DUPLICATE,
-)
 
 # Stage 4.
 LOW_SIMILARITY = "low_similarity"  # image-text similarity below the band: weak semantic match
 HIGH_SIMILARITY = "high_similarity"  # above the band: usually text-heavy (OCR) images
 CROSS_BATCH_DUPLICATE = "cross_batch_duplicate"
 
-CROSS_MODAL_REASONS: tuple[str, ...] = (LOW_SIMILARITY, HIGH_SIMILARITY, CROSS_BATCH_DUPLICATE)
-
-REASONS_BY_STAGE: dict[str, tuple[str, ...]] = {
-    SOURCE: SOURCE_REASONS,
-    TEXT: TEXT_REASONS,
-    FETCH: FETCH_REASONS,
-    IMAGE: IMAGE_REASONS,
-    CROSS_MODAL: CROSS_MODAL_REASONS,
-}
-
-ALL_REASONS: frozenset[str] = frozenset(r for rs in REASONS_BY_STAGE.values() for r in rs)
 
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -142,9 +89,17 @@ def is_valid_reason(name: str) -> bool:
     return bool(_SNAKE.match(name))
 
 
-def stage_of(reason: str) -> str:
-    """The stage a built-in reason belongs to."""
-    for stage, reasons in REASONS_BY_STAGE.items():
-        if reason in reasons:
-            return stage
-    raise KeyError(f"unknown reason {reason!r}")
+
+_MOVED = {"STAGES": "LEDGER_STAGES", "REASONS_BY_STAGE": "REASONS_BY_STAGE", "ALL_REASONS": "ALL_REASONS",
+          "stage_of": "stage_of", "SOURCE_REASONS": "SOURCE", "TEXT_REASONS": "TEXT", "FETCH_REASONS": "FETCH",
+          "IMAGE_REASONS": "IMAGE", "CROSS_MODAL_REASONS": "CROSS_MODAL"}
+
+
+def __getattr__(name: str):
+    """Names that moved to the stage registry (`lib/stages.py`), still readable here for old callers."""
+    if name in _MOVED:
+        from danqing_assets.lib import stages
+
+        value = getattr(stages, _MOVED[name])
+        return value.reasons if name.endswith("_REASONS") else value
+    raise AttributeError(name)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 import pandera.polars as pa
 import polars as pl
 
-from danqing_assets.lib.reasons import STAGES
+from danqing_assets.lib.stages import FETCH, LEDGER_STAGES
 
 PAIR_ID = r"^[0-9a-f]{16}$"
 HTTP_URL = r"^https?://"
 SNAKE = r"^[a-z][a-z0-9_]*$"
+SHA256 = r"^[0-9a-f]{64}$"
 
 
 class WarcFiles(pa.DataFrameModel):
@@ -57,10 +58,90 @@ class SourceSelectedPairs(RawPairs):
     caption_norm: str = pa.Field(str_length={"min_value": 1})
 
 
+class TextScores(pa.DataFrameModel):
+    snapshot: str
+    pair_id: str = pa.Field(unique=True, str_matches=PAIR_ID)
+    caption_md5: str = pa.Field(str_matches=r"^[0-9a-f]{32}$")
+    caption_t2s: str
+    caption_clean: str
+    han_share: float = pa.Field(ge=0, le=1)
+    language: str
+    noun_count: int = pa.Field(ge=0)
+    unk_count: int = pa.Field(ge=0)
+    entropy: float = pa.Field(ge=0)
+    sensitive_hits: int = pa.Field(ge=0)
+
+    class Config:
+        strict = False
+
+
+class TextRefinedPairs(SourceSelectedPairs):
+    caption_clean: str = pa.Field(str_length={"min_value": 1})
+    noun_count: int = pa.Field(ge=1)
+
+
+class FetchedImages(pa.DataFrameModel):
+    snapshot: str
+    pair_id: str = pa.Field(unique=True, str_matches=PAIR_ID)
+    image_url: str
+    image_sha256: str = pa.Field(nullable=True, str_matches=SHA256)
+    status: str = pa.Field(isin=["ok", "error"])
+    source: str = pa.Field(isin=["warc", "http", "none"])
+    reason: str = pa.Field(nullable=True, isin=list(FETCH.reasons))
+
+    class Config:
+        strict = False
+
+    @pa.dataframe_check
+    def ok_rows_have_an_image(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(
+            (pl.col("status") != "ok")
+            | (pl.col("image_sha256").is_not_null() & (pl.col("width") > 0) & (pl.col("height") > 0))
+        )
+
+    @pa.dataframe_check
+    def error_rows_have_a_reason(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select((pl.col("status") == "ok") | pl.col("reason").is_not_null())
+
+
+class ImageScores(pa.DataFrameModel):
+    snapshot: str
+    image_sha256: str = pa.Field(unique=True, str_matches=SHA256)
+    width: int = pa.Field(nullable=True, gt=0)
+    height: int = pa.Field(nullable=True, gt=0)
+    grey_std: float = pa.Field(nullable=True, ge=0)
+    entropy_bits: float = pa.Field(nullable=True, ge=0, le=8)
+    phash: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{16}$")
+    nsfw_scorer: str = pa.Field(nullable=True)
+    nsfw_score: float = pa.Field(nullable=True, ge=0, le=1)
+
+    class Config:
+        strict = False
+
+
+class ImageEmbeddings(pa.DataFrameModel):
+    snapshot: str
+    image_sha256: str = pa.Field(unique=True, str_matches=SHA256)
+    model: str
+
+    class Config:
+        strict = False
+
+
+class ImageClusters(pa.DataFrameModel):
+    snapshot: str
+    image_sha256: str = pa.Field(unique=True, str_matches=SHA256)
+    cluster_id: str = pa.Field(str_matches=SHA256)
+    is_representative: bool
+
+    class Config:
+        strict = False
+
+
 class Rejections(pa.DataFrameModel):
     snapshot: str
     pair_id: str = pa.Field(unique=True, str_matches=PAIR_ID)
-    stage: str = pa.Field(isin=list(STAGES))
+    stage: str = pa.Field(isin=list(LEDGER_STAGES))
     reason: str = pa.Field(str_matches=SNAKE)
     detail: str = pa.Field(nullable=True)
 

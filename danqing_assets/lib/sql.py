@@ -28,10 +28,24 @@ def load_sql(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+_LEXEMES = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
+
+
+def strip_literals(text: str) -> str:
+    """The query with its comments removed and its string literals and quoted identifiers blanked (`''`)."""
+    return _LEXEMES.sub(lambda m: "''" if m.group(0)[0] in "'\"" else " ", text)
+
+
+def string_literals(text: str) -> list[str]:
+    """The single-quoted string literals of a query, comments excluded, in order (`''` unescaped)."""
+    body = re.sub(r"--[^\n]*|/\*.*?\*/", " ", text, flags=re.S)
+    return [m.group(0)[1:-1].replace("''", "'") for m in re.finditer(r"'(?:[^']|'')*'", body)]
+
+
 def sql_parameters(text: str) -> set[str]:
-    """The `$named` parameters a query uses (comments stripped)."""
-    body = re.sub(r"--[^\n]*", "", text)
-    return set(_PARAM.findall(body))
+    """The `$named` parameters a query uses: `$x` inside a comment, a string literal or a quoted identifier is text,
+    not a parameter."""
+    return set(_PARAM.findall(strip_literals(text)))
 
 
 def run_sql(name: str, *, tables: dict[str, pl.DataFrame], params: dict[str, Any] | None = None) -> pl.DataFrame:

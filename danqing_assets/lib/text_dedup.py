@@ -48,6 +48,12 @@ def shingles(text: str, ngram: int = 3) -> set[str]:
     return {text[i : i + ngram] for i in range(len(text) - ngram + 1)}
 
 
+DEFAULT_THRESHOLD = 0.8
+"""Jaccard similarity of character n-gram sets at which two captions are near duplicates."""
+DEFAULT_NGRAM = 3
+"""Character n-gram size."""
+
+
 def jaccard(a: set[str], b: set[str]) -> float:
     if not a and not b:
         return 1.0
@@ -58,8 +64,8 @@ def jaccard(a: set[str], b: set[str]) -> float:
 def near_duplicate_clusters(
     texts: Sequence[str | None],
     *,
-    threshold: float = 0.8,
-    ngram: int = 3,
+    threshold: float = DEFAULT_THRESHOLD,
+    ngram: int = DEFAULT_NGRAM,
     num_perm: int = 128,
     seed: int = 1,
 ) -> list[int]:

@@ -1,7 +1,7 @@
 import polars as pl
 import pytest
 
-from danqing_assets.lib.sql import SQL_DIR, run_sql, sql_parameters
+from danqing_assets.lib.sql import SQL_DIR, run_sql, sql_parameters, string_literals
 
 S1 = "s1_source_selection/source_selected_pairs.sql"
 PARAMS = {"require_chinese_page": True, "min_words": 5, "max_words": 60}
@@ -92,4 +92,138 @@ def test_every_sql_file_uses_named_parameters_only():
         text = path.read_text()
         assert "{" not in text.replace("{}", ""), f"{path} looks like a format string"
         assert "?" not in text, f"{path} uses positional parameters"
-    assert sql_parameters("select $a, '$b' -- $c\n, $d") >= {"a", "d"}
+
+
+
+@pytest.mark.parametrize(
+    "text, params",
+    [
+        ("select $a, '$b' -- $c\n, $d", {"a", "d"}),
+        ("select 'it''s $x', $y", {"y"}),  # an escaped quote does not end the literal
+        ('select "$col" from t where v = $v', {"v"}),  # a quoted identifier is not a parameter
+        ("select /* $hidden */ $shown", {"shown"}),
+        ("select $a1, $_b, x::int", {"a1", "_b"}),
+    ],
+)
+def test_sql_parameters_are_exactly_the_named_ones(text, params):
+    assert sql_parameters(text) == params
+
+
+def test_string_literals_skip_comments():
+    assert string_literals("select 'a', 'it''s' -- 'not'\n") == ["a", "it's"]
+
+
+# --- stage 2 and 3 decision queries: each rule, and failing closed -------------------------------------------------
+
+import hashlib  # noqa: E402
+import math  # noqa: E402
+
+S2 = "s2_text_refinement/text_refined_pairs.sql"
+S2_PARAMS = {"min_han_share": 0.1, "min_nouns": 1, "max_unk": 5, "min_entropy": 0.5}
+CAPTION = "一只橘猫在窗台上晒太阳"
+
+
+def text_row(**overrides):
+    row = {
+        "pair_id": "p0", "warc_file": "a", "warc_offset": 0, "img_index": 0, "caption": CAPTION,
+        "caption_md5": hashlib.md5(CAPTION.encode()).hexdigest(), "language": "zho", "han_share": 1.0,
+        "noun_count": 2, "unk_count": 0, "entropy": 0.9, "sensitive_hits": 0, "sensitive_terms": "",
+    }
+    row.update(overrides)
+    return row
+
+
+def decide_text(row):
+    schema = {"caption_md5": pl.String, "language": pl.String, "han_share": pl.Float64, "noun_count": pl.Int64,
+              "unk_count": pl.Int64, "entropy": pl.Float64, "sensitive_hits": pl.Int64, "sensitive_terms": pl.String}
+    out = run_sql(S2, tables={"scored": pl.DataFrame([row], schema_overrides=schema)}, params=S2_PARAMS)
+    assert out.columns == ["pair_id", "reason", "detail"]
+    return out.row(0)[1:]
+
+
+NO_TEXT_SCORES = {k: None for k in ("caption_md5", "language", "han_share", "noun_count", "unk_count", "entropy",
+                                    "sensitive_hits", "sensitive_terms")}
+
+
+@pytest.mark.parametrize(
+    "overrides, reason, detail",
+    [
+        ({}, None, None),
+        ({"language": "jpn"}, "not_chinese_caption", "han_share=1.0 language=jpn"),
+        ({"noun_count": 0}, "no_noun", "nouns=0"),
+        ({"unk_count": 6}, "too_many_unk", "unk=6"),
+        ({"entropy": 0.49}, "low_information", "entropy=0.49"),
+        ({"sensitive_hits": 1, "sensitive_terms": "x"}, "sensitive_text", "x"),
+        # fail closed: no score row (left join), NaN, or scores of another caption
+        (NO_TEXT_SCORES, "unscored", "missing score: no score row,language,han_share,noun_count,unk_count,entropy,sensitive_hits"),
+        ({"entropy": math.nan}, "unscored", "missing score: entropy"),
+        ({"han_share": math.nan, "noun_count": None}, "unscored", "missing score: han_share,noun_count"),
+        ({"caption_md5": hashlib.md5(b"old caption").hexdigest()}, "unscored", "missing score: stale (caption changed)"),
+    ],
+)
+def test_text_rules_and_failing_closed(overrides, reason, detail):
+    assert decide_text(text_row(**overrides)) == (reason, detail)
+
+
+S3 = "s3_visual_diversification/visually_diversified_pairs.sql"
+S3_PARAMS = {"min_shortest_edge": 100, "max_aspect": 3.0, "min_grey_std": 2.0, "blur_measure": "blur_score",
+             "min_blur_score": 0.25, "min_laplacian_var": 1000.0, "min_entropy_bits": 3.0, "max_nsfw_score": 0.5}
+
+
+def image_row(**overrides):
+    row = {"pair_id": "p0", "scored_image": "a" * 64, "shortest_edge": 300, "aspect_ratio": 1.5, "grey_std": 40.0,
+           "blur_score": 0.8, "laplacian_var_native": 2000.0, "entropy_bits": 6.5, "nsfw_scorer": None,
+           "nsfw_score": None, "score_error": None, "score_error_detail": None}
+    row.update(overrides)
+    return row
+
+
+def decide_image(row, **params):
+    schema = {"scored_image": pl.String, "shortest_edge": pl.Int64, "aspect_ratio": pl.Float64, "grey_std": pl.Float64,
+              "blur_score": pl.Float64, "laplacian_var_native": pl.Float64, "entropy_bits": pl.Float64,
+              "nsfw_scorer": pl.String, "nsfw_score": pl.Float64, "score_error": pl.String,
+              "score_error_detail": pl.String}
+    out = run_sql(S3, tables={"scored": pl.DataFrame([row], schema_overrides=schema)}, params={**S3_PARAMS, **params})
+    assert out.columns == ["pair_id", "reason", "detail"]
+    return out.row(0)[1:]
+
+
+NO_IMAGE_SCORES = {k: None for k in ("scored_image", "shortest_edge", "aspect_ratio", "grey_std", "blur_score",
+                                     "laplacian_var_native", "entropy_bits")}
+
+
+@pytest.mark.parametrize(
+    "overrides, reason, detail",
+    [
+        ({}, None, None),
+        ({"shortest_edge": 100}, "too_small", "shortest_edge=100"),
+        ({"aspect_ratio": 3.5}, "extreme_aspect", "aspect=3.5"),
+        ({"grey_std": 1.0}, "flat_image", "grey_std=1.0"),
+        ({"blur_score": 0.2}, "blurry_image", "blur_score=0.2"),
+        ({"entropy_bits": 2.0}, "low_entropy_image", "entropy_bits=2.0"),
+        ({"nsfw_scorer": "probe", "nsfw_score": 0.7}, "nsfw_image", "nsfw=0.7"),
+        ({"nsfw_scorer": "probe", "nsfw_score": 0.1}, None, None),
+        ({"score_error": "decode_error", "score_error_detail": "truncated", **NO_IMAGE_SCORES, "scored_image": "a" * 64},
+         "decode_error", "truncated"),
+        # fail closed: no score row, NaN metric, missing NSFW score while screening was on
+        (NO_IMAGE_SCORES, "unscored", "missing score: no score row"),
+        ({"blur_score": math.nan}, "unscored", "missing score: blur_score"),
+        ({"grey_std": None, "entropy_bits": math.nan}, "unscored", "missing score: grey_std,entropy_bits"),
+        ({"nsfw_scorer": "probe", "nsfw_score": None}, "unscored", "missing score: nsfw_score (probe)"),
+        ({"nsfw_scorer": "probe", "nsfw_score": math.nan}, "unscored", "missing score: nsfw_score (probe)"),
+    ],
+)
+def test_image_rules_and_failing_closed(overrides, reason, detail):
+    assert decide_image(image_row(**overrides)) == (reason, detail)
+
+
+def test_image_rules_check_the_blur_measure_in_use():
+    row = image_row(blur_score=math.nan, laplacian_var_native=1500.0)
+    assert decide_image(row, blur_measure="laplacian_native") == (None, None)
+    assert decide_image(image_row(laplacian_var_native=999.0), blur_measure="laplacian_native") == (
+        "blurry_image", "laplacian_var=999.0")
+
+
+def test_stage1_fails_closed_on_missing_scores():
+    assert decide([scored(word_count=None)])["p0"] == ("unscored", "missing score: word_count")
+    assert decide([scored(unsafe=None)])["p0"] == ("unscored", "missing score: unsafe")

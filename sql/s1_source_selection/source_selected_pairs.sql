@@ -2,9 +2,10 @@
 -- Input view `scored`: the raw_pairs columns plus the stage-1 scores computed in Python:
 --   blacklisted_by (matched blacklist domain or NULL), word_count (jieba words), unsafe_term (classifier detail or
 --   NULL), unsafe (bool), caption_norm (normalised caption for exact dedup).
--- Output: every input row with `reason` (NULL = kept) and `detail`. The first failing rule wins, in the order of
--- danqing_assets/lib/reasons.py; exact duplicates are ranked only among pairs that pass every other rule, and the
--- first pair in (warc_file, warc_offset, img_index) order keeps.
+-- Output, like every decision query: pair_id, reason (NULL = kept), detail; one row per input pair. The first
+-- failing rule wins, in the order of the stage's registry entry (lib/stages.py). Fails closed: a pair whose word
+-- count or safety verdict is missing is `unscored`, never kept. Exact duplicates are ranked only among pairs that pass
+-- every other rule, and the first pair in (warc_file, warc_offset, img_index) order keeps.
 WITH decided AS (
     SELECT
         *,
@@ -14,6 +15,7 @@ WITH decided AS (
                 THEN 'not_chinese_page'
             WHEN blacklisted_by IS NOT NULL THEN 'blacklisted_domain'
             WHEN trim(coalesce(caption, '')) = '' THEN 'caption_missing'
+            WHEN word_count IS NULL OR unsafe IS NULL OR caption_norm IS NULL THEN 'unscored'
             WHEN word_count < $min_words THEN 'caption_too_short'
             WHEN word_count > $max_words THEN 'caption_too_long'
             WHEN unsafe THEN 'unsafe_text'
@@ -32,7 +34,7 @@ ranked AS (
     )
 )
 SELECT
-    * EXCLUDE (rule_reason, dup_rank, dup_of),
+    pair_id,
     CASE
         WHEN rule_reason IS NOT NULL THEN rule_reason
         WHEN dup_rank > 1 THEN 'duplicate_pair'
@@ -40,6 +42,10 @@ SELECT
     CASE
         WHEN rule_reason = 'not_chinese_page' THEN 'page_language=' || coalesce(page_language, '')
         WHEN rule_reason = 'blacklisted_domain' THEN 'domain=' || coalesce(domain, '') || ' listed=' || blacklisted_by
+        WHEN rule_reason = 'unscored' THEN 'missing score: '
+            || concat_ws(',', CASE WHEN word_count IS NULL THEN 'word_count' END,
+                              CASE WHEN unsafe IS NULL THEN 'unsafe' END,
+                              CASE WHEN caption_norm IS NULL THEN 'caption_norm' END)
         WHEN rule_reason IN ('caption_too_short', 'caption_too_long') THEN 'words=' || word_count
         WHEN rule_reason = 'unsafe_text' THEN coalesce(unsafe_term, 'classifier')
         WHEN rule_reason IS NULL AND dup_rank > 1 THEN 'duplicate_of=' || dup_of

@@ -12,14 +12,15 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from danqing_assets.defs.metadata import check_from_validation, markdown_table
+from danqing_assets.defs.common.metadata import markdown_table
+from danqing_assets.defs.common.stage_end import Table, publish, table_check_spec, versioned
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import S3ClientResource, WarehouseResource
 from danqing_assets.lib import schemas
 from danqing_assets.lib.extract_jobs import CAPTURE_SCHEMA, PAIR_SCHEMA, ExtractOptions, extract_ref_to_parquet
 from danqing_assets.lib.snapshots import Snapshot, WarcRef, list_warcs
-
-GROUP = "ingest"
+from danqing_assets.lib.stages import INGEST
+from danqing_assets.lib.warc import merge_stats
 
 MAX_LOGGED_ERRORS = 200
 
@@ -36,9 +37,9 @@ class WarcFilesConfig(dg.Config):
 
 @dg.asset(
     partitions_def=snapshot_partitions,
-    group_name=GROUP,
-    code_version="1",
-    check_specs=[dg.AssetCheckSpec("warc_files_schema", asset="warc_files", blocking=True)],
+    group_name=INGEST.group,
+    code_version=versioned("1", config=WarcFilesConfig),
+    check_specs=[table_check_spec("warc_files")],
 )
 def warc_files(
     context: dg.AssetExecutionContext, config: WarcFilesConfig, warehouse: WarehouseResource, s3: S3ClientResource
@@ -73,8 +74,7 @@ def warc_files(
         },
         schema={"snapshot": pl.String, "uri": pl.String, "name": pl.String, "bytes": pl.Int64},
     )
-    wh.write("warc_files", snapshot, df)
-    outcome = schemas.validate(schemas.WarcFiles, df)
+    checks = publish(wh, snapshot, [Table("warc_files", df, schemas.WarcFiles)], step=f"warc_files ({snapshot})")
     known = df["bytes"].drop_nulls()
     return dg.MaterializeResult(
         metadata={
@@ -84,7 +84,7 @@ def warc_files(
             "bytes_known": int(known.sum()) if known.len() else 0,
             "preview": dg.MetadataValue.md(markdown_table(df, ["name", "bytes"])),
         },
-        check_results=[check_from_validation("warc_files_schema", outcome)],
+        check_results=checks,
     )
 
 
@@ -105,28 +105,25 @@ class RawPairsConfig(dg.Config):
 
 @dg.multi_asset(
     partitions_def=snapshot_partitions,
-    group_name=GROUP,
+    group_name=INGEST.group,
     specs=[
         dg.AssetSpec(
             "raw_pairs",
             deps=["warc_files"],
             # 3: pages answered by the compiled tokenizer, which tokenizes every tag (an <img> written inside
             # another tag's attribute value is no longer a pair); rows otherwise identical
-            code_version="3",
+            code_version=versioned("3", config=RawPairsConfig),
             description="Every image-text pair (<img> with its alt text) on the snapshot's HTML pages.",
         ),
         dg.AssetSpec(
             "warc_image_captures",
             deps=["warc_files"],
-            code_version="1",
+            code_version=versioned("1", config=RawPairsConfig),
             description="Index of image responses captured in the snapshot's WARCs (url -> file, offset): "
             "the fetcher reads these instead of the web.",
         ),
     ],
-    check_specs=[
-        dg.AssetCheckSpec("raw_pairs_schema", asset="raw_pairs", blocking=True),
-        dg.AssetCheckSpec("warc_image_captures_schema", asset="warc_image_captures", blocking=True),
-    ],
+    check_specs=[table_check_spec("raw_pairs"), table_check_spec("warc_image_captures")],
 )
 def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehouse: WarehouseResource, s3: S3ClientResource):
     """Decode each page with the right charset, resolve image URLs, and keep alt text, title and figcaption."""
@@ -147,48 +144,37 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
         captures = pl.read_parquet(f"{parts}/captures-*.parquet") if refs else pl.DataFrame(schema=CAPTURE_SCHEMA)
     elapsed = time.monotonic() - started
     pairs = pairs.sort(["warc_file", "warc_offset", "img_index"])
-    wh.write("raw_pairs", snapshot, pairs)
-    wh.write("warc_image_captures", snapshot, captures)
-
-    totals: Counter[str] = Counter()
-    skipped_lang: Counter[str] = Counter()
-    skipped_img: Counter[str] = Counter()
-    error_kinds: Counter[str] = Counter()
-    bytes_read = 0
-    logged = 0
-    for st in stats_list:
-        bytes_read += st.bytes_read
-        totals.update(records=st.records, responses=st.responses, html_pages=st.html_pages,
-                      html_pages_lexbor=st.html_pages_lexbor, pages_truncated=st.pages_truncated)
-        skipped_lang.update(st.pages_skipped_language)
-        skipped_img.update(st.skipped_images)
-        for err in st.errors:
-            error_kinds[err.kind] += 1
-            if logged < MAX_LOGGED_ERRORS:
-                context.log.warning(f"WARC error {err.kind} in {err.file} at offset {err.offset}: {err.message}")
-                logged += 1
-    if logged < sum(error_kinds.values()):
-        context.log.warning(f"{sum(error_kinds.values()) - logged} more WARC errors not logged individually")
-
-    raw_outcome = schemas.validate(schemas.RawPairs, pairs)
-    cap_outcome = schemas.validate(schemas.ImageCaptures, captures)
+    checks = publish(
+        wh, snapshot,
+        [Table("raw_pairs", pairs, schemas.RawPairs), Table("warc_image_captures", captures, schemas.ImageCaptures)],
+        step=f"raw_pairs ({snapshot})",
+    )
+    merged = merge_stats([st.to_dict() for st in stats_list])
+    errors = merged["errors"]
+    for err in errors[:MAX_LOGGED_ERRORS]:
+        context.log.warning(f"WARC error {err['kind']} in {err['file']} at offset {err['offset']}: {err['message']}")
+    if len(errors) > MAX_LOGGED_ERRORS:
+        context.log.warning(f"{len(errors) - MAX_LOGGED_ERRORS} more WARC errors not logged individually")
+    bytes_read = merged["bytes_read"]
     mb = bytes_read / 1e6
     yield dg.MaterializeResult(
         asset_key="raw_pairs",
         metadata={
             "rows_out": pairs.height,
             "warc_files": len(refs),
-            "warc_errors": int(sum(error_kinds.values())),
-            "warc_errors_by_kind": dg.MetadataValue.json(dict(error_kinds)),
-            "records": totals["records"],
-            "html_pages": totals["html_pages"],
+            "warc_errors": len(errors),
+            "warc_errors_by_kind": dg.MetadataValue.json(merged["errors_by_kind"]),
+            "records": merged["records"],
+            "html_pages": merged["html_pages"],
             # pages the compiled tokenizer handed to Lexbor (inline svg, figures with rich markup, ...): a share
             # near 1 means the C extension is not built, or the crawl is unusual; extraction is slower, not wrong
-            "html_pages_parsed_by_lexbor": totals["html_pages_lexbor"],
-            "pages_truncated": totals["pages_truncated"],
-            "pages_skipped_language": int(sum(skipped_lang.values())),
-            "pages_skipped_by_language": dg.MetadataValue.json(dict(skipped_lang.most_common(30))),
-            "images_without_pair": dg.MetadataValue.json(dict(skipped_img)),
+            "html_pages_parsed_by_lexbor": merged["html_pages_lexbor"],
+            "pages_truncated": merged["pages_truncated"],
+            "pages_skipped_language": int(sum(merged["pages_skipped_language"].values())),
+            "pages_skipped_by_language": dg.MetadataValue.json(
+                dict(Counter(merged["pages_skipped_language"]).most_common(30))
+            ),
+            "images_without_pair": dg.MetadataValue.json(merged["skipped_images"]),
             "pairs_by_language_source": dg.MetadataValue.json(
                 dict(pairs.group_by("language_source").len().iter_rows()) if pairs.height else {}
             ),
@@ -196,7 +182,7 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
             "throughput_mb_s": dg.MetadataValue.float(round(mb / elapsed, 2) if elapsed > 0 else 0.0),
             "preview": dg.MetadataValue.md(markdown_table(pairs, ["page_language", "domain", "image_url", "caption"])),
         },
-        check_results=[check_from_validation("raw_pairs_schema", raw_outcome, asset_key="raw_pairs")],
+        check_results=[c for c in checks if c.check_name == "raw_pairs_schema"],
     )
     yield dg.MaterializeResult(
         asset_key="warc_image_captures",
@@ -206,9 +192,7 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
                 dict(captures.group_by("content_type").len().iter_rows()) if captures.height else {}
             ),
         },
-        check_results=[
-            check_from_validation("warc_image_captures_schema", cap_outcome, asset_key="warc_image_captures")
-        ],
+        check_results=[c for c in checks if c.check_name == "warc_image_captures_schema"],
     )
 
 

@@ -5,20 +5,18 @@ validated (decodable, not a bomb) and stored content-addressed, once per distinc
 import dataclasses
 import time
 from collections import Counter
+from typing import Literal
 
 import dagster as dg
-import pandera.polars as pa
 import polars as pl
 from pydantic import Field
 
-from danqing_assets.defs.metadata import check_from_validation, markdown_table, stage_metadata
+from danqing_assets.defs.common.metadata import markdown_table
+from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs, versioned
 from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import reasons, schemas
-
-GROUP = "image_acquisition"
-STAGE = reasons.FETCH
-PAPER_SUCCESS_RATE = 475.1 / 706
+from danqing_assets.lib.stages import FETCH
 
 FETCHED_COLUMNS = {
     "snapshot": pl.String,
@@ -38,28 +36,8 @@ FETCHED_COLUMNS = {
 }
 
 
-class FetchedImages(pa.DataFrameModel):
-    snapshot: str
-    pair_id: str = pa.Field(unique=True, str_matches=schemas.PAIR_ID)
-    image_url: str
-    image_sha256: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")
-    status: str = pa.Field(isin=["ok", "error"])
-    source: str = pa.Field(isin=["warc", "http", "none"])
-    reason: str = pa.Field(nullable=True, isin=list(reasons.FETCH_REASONS))
-
-    class Config:
-        strict = False
-
-    @pa.dataframe_check
-    def ok_rows_have_an_image(cls, data) -> pl.LazyFrame:
-        return data.lazyframe.select(
-            (pl.col("status") != "ok")
-            | (pl.col("image_sha256").is_not_null() & (pl.col("width") > 0) & (pl.col("height") > 0))
-        )
-
-
 class FetchImagesConfig(dg.Config):
-    mode: str = Field(
+    mode: Literal["resume", "retry_failures", "refetch"] = Field(
         default="resume",
         description="resume: skip images already fetched and stored, fetch the rest; retry_failures: keep the "
         "previous run's results and refetch only its transient failures (timeouts, connection/DNS errors, 5xx, 429); "
@@ -85,57 +63,24 @@ class FetchImagesConfig(dg.Config):
     progress_every: int = Field(default=1000, description="Log progress every N images.")
 
 
-# Bytes read past a capture's payload length to cover its WARC and HTTP headers and the gzip framing.
-RECORD_HEADROOM = 64 * 1024
-
-
-def _warc_lookup(wh, snapshot: str, s3: S3ClientResource):
-    """url -> image bytes from the snapshot's captured 200 responses: local WARC files are read by offset, remote ones
-    (https, s3) with one ranged request per record."""
-    import io
-
-    from danqing_assets.lib.snapshots import read_range
-    from danqing_assets.lib.warc import read_record_payload
+def _capture_reader(wh, snapshot: str, s3: S3ClientResource):
+    """The snapshot's captured 200 image responses, readable by URL (None when it has no capture index)."""
+    from danqing_assets.lib.captures import CaptureReader
 
     if not wh.exists("warc_image_captures", snapshot):
-        return None, lambda: None
+        return None
     caps = wh.read("warc_image_captures", snapshot).filter(pl.col("http_status") == 200)
     files = dict(wh.read("warc_files", snapshot).select("name", "uri").iter_rows())
-    index = {}
-    for url, name, offset, length in caps.select("url", "warc_file", "warc_offset", "content_length").iter_rows():
-        uri = files.get(name)
-        if uri:
-            index.setdefault(url, (uri, offset, length or 0))
-    handles: dict[str, object] = {}
-
-    def lookup(url: str) -> bytes | None:
-        hit = index.get(url)
-        if hit is None:
-            return None
-        uri, offset, length = hit
-        if "://" in uri:
-            data = read_range(uri, offset, length + RECORD_HEADROOM, s3_client_factory=s3.client)
-            _headers, body = read_record_payload(io.BytesIO(data), 0)
-            return body
-        fh = handles.get(uri)
-        if fh is None:
-            fh = handles[uri] = open(uri, "rb")
-        _headers, body = read_record_payload(fh, offset)
-        return body
-
-    def close() -> None:
-        for fh in handles.values():
-            fh.close()
-
-    return lookup, close
+    rows = caps.select("url", "warc_file", "warc_offset", "content_length").iter_rows()
+    return CaptureReader(rows, files, s3_client_factory=s3.client)
 
 
 @dg.asset(
     partitions_def=snapshot_partitions,
-    group_name=GROUP,
-    code_version="2",
+    group_name=FETCH.group,
+    code_version=versioned("2", config=FetchImagesConfig),
     deps=["text_refined_pairs", "warc_image_captures"],
-    check_specs=[dg.AssetCheckSpec("fetched_images_schema", asset="fetched_images", blocking=True)],
+    check_specs=stage_check_specs(FETCH),
     tags={"danqing/io": "network"},
 )
 def fetched_images(
@@ -149,8 +94,6 @@ def fetched_images(
     from the WARC captures of the same snapshot when present, else over HTTP(S); each distinct image is stored once."""
     from danqing_assets.lib.fetch import FetchConfig, FetchResult, fetch_images, resume_lookup
 
-    if config.mode not in ("resume", "retry_failures", "refetch"):
-        raise dg.Failure(f"mode must be resume, retry_failures or refetch, not {config.mode!r}")
     snapshot = context.partition_key
     wh = warehouse.warehouse()
     store = image_store.store(warehouse, s3)
@@ -182,14 +125,15 @@ def fetched_images(
             + (f", ETA {eta:.0f}s" if eta is not None else "")
         )
 
-    lookup, close = _warc_lookup(wh, snapshot, s3) if config.use_warc_captures else (None, lambda: None)
+    captures = _capture_reader(wh, snapshot, s3) if config.use_warc_captures else None
     started = time.monotonic()
     results: dict[str, FetchResult] = {}
     try:
-        for r in fetch_images(urls, store, fcfg, warc_lookup=lookup, progress=progress, skip_existing=skip_existing):
+        for r in fetch_images(urls, store, fcfg, warc_lookup=captures, progress=progress, skip_existing=skip_existing):
             results[r.url] = r
     finally:
-        close()
+        if captures is not None:
+            captures.close()
     elapsed = time.monotonic() - started
     skipped_urls = {u for u in urls if skip_existing is not None and skip_existing(u) is not None}
 
@@ -217,32 +161,22 @@ def fetched_images(
             }
         )
     table = pl.DataFrame(out_rows, schema=FETCHED_COLUMNS) if out_rows else pl.DataFrame(schema=FETCHED_COLUMNS)
-    wh.write("fetched_images", snapshot, table)
-    failed = table.filter(pl.col("status") != "ok")
-    ledger = failed.select("pair_id", reason="reason", detail="error")
-    wh.write_rejections(STAGE, snapshot, ledger)
-
-    kept = table.filter(pl.col("status") == "ok")
-    metadata = stage_metadata(
-        stage=STAGE,
-        reasons=reasons.FETCH_REASONS,
-        rows_in=pairs.height,
-        kept=kept,
-        rejected=failed,
-        raw_rows=wh.count("raw_pairs", snapshot),
-        preview_columns=["image_url", "source", "width", "height", "error"],
+    decided = table.with_columns(
+        pl.when(pl.col("status") == "ok").then(None).otherwise(pl.col("reason")).alias("reason"),
+        pl.when(pl.col("status") == "ok").then(None).otherwise(pl.col("error")).alias("detail"),
     )
+    kept = table.filter(pl.col("status") == "ok")
     by_url = list(results.values())
     ok_urls = sum(1 for r in by_url if r.ok)
     fail_domains = Counter(
         d for d, s in table.join(pairs.select("pair_id", "domain"), on="pair_id").select("domain", "status").iter_rows()
         if s != "ok"
     )
-    metadata.update(
+    metadata = (
         {
             "distinct_urls": len(urls),
             "success_rate": dg.MetadataValue.float(round(ok_urls / len(urls), 4) if urls else 0.0),
-            "paper_success_rate": dg.MetadataValue.float(round(PAPER_SUCCESS_RATE, 4)),
+            "paper_success_rate": dg.MetadataValue.float(round(FETCH.paper_kept, 4)),
             "from_warc": sum(1 for r in by_url if r.source == "warc" and r.url not in skipped_urls),
             "from_http": sum(1 for r in by_url if r.source == "network" and r.attempts > 0 and r.url not in skipped_urls),
             "skipped_already_done": len(skipped_urls),
@@ -256,7 +190,14 @@ def fetched_images(
             "image_store": repr(store),
         }
     )
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[check_from_validation("fetched_images_schema", schemas.validate(FetchedImages, table))],
+    return finish_stage(
+        stage=FETCH,
+        snapshot=snapshot,
+        wh=wh,
+        entering=pairs["pair_id"],
+        decided=decided,
+        kept_schema=schemas.FetchedImages,
+        table_frame=table,
+        preview_columns=["image_url", "source", "width", "height", "error"],
+        extra_metadata=metadata,
     )

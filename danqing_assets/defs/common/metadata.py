@@ -6,15 +6,7 @@ from typing import Any, Iterable
 import dagster as dg
 import polars as pl
 
-# Share of pairs each step of the paper kept (DANQING.md): shown beside our own rate.
-PAPER_KEPT = {
-    "source": 706 / 1050,
-    "fetch": 475.1 / 706,
-    "text": 397.2 / 475.1,
-    "image": 178.6 / 397.2,
-    "cross_modal": 99.9 / 178.6,
-}
-PAPER_OVERALL_REMOVED = 0.9046
+from danqing_assets.lib import stages
 
 
 def markdown_table(df: pl.DataFrame, columns: Iterable[str], *, limit: int = 8, width: int = 60) -> str:
@@ -59,7 +51,7 @@ def stage_metadata(
         "rows_dropped": rejected.height,
         "rejection_rate": dg.MetadataValue.float(round(rejected.height / rows_in, 6) if rows_in else 0.0),
         "kept_rate": dg.MetadataValue.float(round(kept.height / rows_in, 6) if rows_in else 0.0),
-        "paper_kept_rate": dg.MetadataValue.float(round(PAPER_KEPT.get(stage, float("nan")), 4)),
+        "paper_kept_rate": dg.MetadataValue.float(round(_paper_kept(stage), 4)),
     }
     if raw_rows is not None:
         md["cumulative_retention"] = dg.MetadataValue.float(round(kept.height / raw_rows, 6) if raw_rows else 0.0)
@@ -68,6 +60,14 @@ def stage_metadata(
     md["preview_kept"] = dg.MetadataValue.md(markdown_table(kept, preview_columns))
     md["preview_rejected"] = dg.MetadataValue.md(rejected_preview(rejected, preview_columns))
     return md
+
+
+def _paper_kept(ledger: str) -> float:
+    try:
+        kept = stages.by_ledger(ledger).paper_kept
+    except KeyError:
+        return float("nan")
+    return float("nan") if kept is None else kept
 
 
 def check_from_validation(name: str, outcome, *, asset_key: str | None = None) -> dg.AssetCheckResult:

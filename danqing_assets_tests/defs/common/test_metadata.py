@@ -1,6 +1,6 @@
 import polars as pl
 
-from danqing_assets.defs.metadata import ledger_identity_check, stage_metadata
+from danqing_assets.defs.common.metadata import ledger_identity_check, stage_metadata
 
 
 def ids(*xs):
