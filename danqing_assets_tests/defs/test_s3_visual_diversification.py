@@ -1,0 +1,76 @@
+"""Stage 3 through its assets on small frames and real images: failing closed on missing image and NSFW scores."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from danqing_assets.lib.warehouse import Warehouse
+from danqing_assets_tests.defs.stage_harness import (
+    SNAPSHOT, fetched_rows, ledger, materialize, pair_rows, photo, store_images,
+)
+
+
+class NanForSecondImage:
+    """An NSFW plug-in that cannot score one image (returns NaN), as a flaky model would."""
+
+    name = "nan-for-second"
+
+    def score(self, images):
+        return [float("nan") if i == 1 else 0.01 for i, _ in enumerate(images)]
+
+
+@pytest.fixture
+def home(tmp_path):
+    wh = Warehouse(tmp_path)
+    pairs = pair_rows()
+    shas = store_images(tmp_path, [photo(i) for i in range(pairs.height)])
+    wh.write("raw_pairs", SNAPSHOT, pairs)
+    wh.write("text_refined_pairs", SNAPSHOT, pairs.with_columns(pl.col("caption").alias("caption_clean"),
+                                                                 pl.lit(3).alias("noun_count")))
+    wh.write("text_scores", SNAPSHOT, pairs.select("pair_id", entropy=pl.lit(0.9)))
+    wh.write("fetched_images", SNAPSHOT, fetched_rows(pairs, shas))
+    return tmp_path
+
+
+def test_distinct_sharp_images_are_kept_and_screening_off_is_stated(home):
+    result = materialize(home, "image_scores", "image_embeddings", "visually_diversified_pairs", "image_clusters")
+    assert Warehouse(home).read("visually_diversified_pairs", SNAPSHOT).height == 6
+    md = result.asset_materializations_for_node("visually_diversified_pairs")[0].metadata
+    assert md["nsfw_screening"].value.startswith("OFF")
+    assert md["semantic_dedup"].value.startswith("OFF")
+
+
+def test_missing_image_scores_reject_as_unscored(home):
+    materialize(home, "image_scores", "image_embeddings")
+    wh = Warehouse(home)
+    ids = pair_rows()["pair_id"].to_list()
+    fetched = wh.read("fetched_images", SNAPSHOT)
+    stale = fetched.filter(pl.col("pair_id") == ids[0])["image_sha256"][0]
+    scores = wh.read("image_scores", SNAPSHOT)
+    scores = scores.filter(pl.col("image_sha256") != stale).with_columns(
+        pl.when(pl.col("image_sha256") == fetched["image_sha256"][1]).then(float("nan"))
+        .otherwise(pl.col("blur_score")).alias("blur_score")
+    )
+    wh.write("image_scores", SNAPSHOT, scores)
+    materialize(home, "visually_diversified_pairs", "image_clusters")
+    got = ledger(home, "image")
+    assert got[ids[0]] == ("unscored", "missing score: no score row")
+    assert got[ids[1]] == ("unscored", "missing score: blur_score")
+    assert set(wh.read("visually_diversified_pairs", SNAPSHOT)["pair_id"]) == set(ids[2:])
+
+
+def test_an_nsfw_scorer_that_cannot_score_rejects_instead_of_keeping(home):
+    spec = f"{__name__}:NanForSecondImage"
+    result = materialize(home, "image_scores", "image_embeddings", "visually_diversified_pairs", "image_clusters",
+                         run_config={"ops": {"image_scores": {"config": {"nsfw_scorer": spec}}}})
+    wh = Warehouse(home)
+    scores = wh.read("image_scores", SNAPSHOT)
+    assert scores["nsfw_scorer"].to_list() == ["nan-for-second"] * 6
+    assert scores["nsfw_score"].null_count() == 1
+    ids = pair_rows()["pair_id"].to_list()
+    assert ledger(home, "image") == {ids[1]: ("unscored", "missing score: nsfw_score (nan-for-second)")}
+    md = result.asset_materializations_for_node("image_scores")[0].metadata
+    assert md["nsfw_unscored_images"].value == 1
+    md = result.asset_materializations_for_node("visually_diversified_pairs")[0].metadata
+    assert md["nsfw_screening"].value == "on (nan-for-second)"
+    assert np.isclose(md["rejection_rate"].value, 1 / 6, atol=1e-6)
