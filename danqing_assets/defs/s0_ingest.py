@@ -18,6 +18,7 @@ from danqing_assets.defs.partitions import snapshot_partitions
 from danqing_assets.defs.resources import S3ClientResource, WarehouseResource
 from danqing_assets.lib import schemas
 from danqing_assets.lib.extract_jobs import CAPTURE_SCHEMA, PAIR_SCHEMA, ExtractOptions, extract_ref_to_parquet
+from danqing_assets.lib.s3 import S3Config
 from danqing_assets.lib.snapshots import Snapshot, WarcRef, list_warcs
 from danqing_assets.lib.stages import INGEST
 from danqing_assets.lib.warc import merge_stats
@@ -135,7 +136,7 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
         snapshot=snapshot,
         language_prefilter=config.language_prefilter,
         max_page_bytes=config.max_page_bytes,
-        s3=s3.model_dump() if any(r.uri.startswith("s3://") for r in refs) else None,
+        s3=S3Config(**s3.model_dump()) if any(r.uri.startswith("s3://") for r in refs) else None,
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="raw_pairs-", dir=wh.home) as parts:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
 import polars as pl
 
+from danqing_assets.lib.s3 import S3Config
 from danqing_assets.lib.snapshots import WarcRef, open_uri
 
 # Column types of the `raw_pairs` and `warc_image_captures` tables.
@@ -46,19 +45,7 @@ class ExtractOptions:
     language_prefilter: bool = True
     max_page_bytes: int = 2 * 1024 * 1024
     capture_images: bool = True
-    s3: dict[str, Any] | None = field(default=None)  # S3ClientResource fields, for s3:// WARCs
-
-
-def _s3_factory(cfg: dict[str, Any] | None):
-    if cfg is None:
-        return None
-
-    def make():
-        from dagster_aws.s3 import S3Resource
-
-        return S3Resource(**cfg).get_client()
-
-    return make
+    s3: S3Config | None = field(default=None)  # for s3:// WARCs
 
 
 def extract_ref(ref: WarcRef, options: ExtractOptions):
@@ -74,7 +61,7 @@ def extract_ref(ref: WarcRef, options: ExtractOptions):
     if "://" not in ref.uri:
         return _guarded(extract_file, ref, ref.uri, kwargs)
     try:
-        stream = open_uri(ref.uri, s3_client_factory=_s3_factory(options.s3))
+        stream = open_uri(ref.uri, s3_client_factory=options.s3.client if options.s3 else None)
     except Exception as exc:  # noqa: BLE001 - network and permission errors are counted per file
         stats = ExtractStats(warc_file=ref.name)
         stats.errors.append(WarcError(file=ref.name, offset=None, kind="unreadable_file", message=f"{type(exc).__name__}: {exc}"))
