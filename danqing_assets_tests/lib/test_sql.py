@@ -227,3 +227,26 @@ def test_image_rules_check_the_blur_measure_in_use():
 def test_stage1_fails_closed_on_missing_scores():
     assert decide([scored(word_count=None)])["p0"] == ("unscored", "missing score: word_count")
     assert decide([scored(unsafe=None)])["p0"] == ("unscored", "missing score: unsafe")
+
+
+def test_python_filter_reason_agrees_with_the_stage3_sql():
+    """lib/image_metrics.filter_reason (used by calibration scripts) is a copy of the SQL rules: they must agree."""
+    import numpy as np
+
+    from danqing_assets.lib.image_metrics import filter_reason
+
+    rng = np.random.default_rng(0)
+    rows, metrics = [], []
+    for i in range(400):
+        m = {"shortest_edge": int(rng.integers(50, 200)), "aspect_ratio": float(rng.uniform(0.2, 4.0)),
+             "grey_std": float(rng.uniform(0, 5)), "blur_score": float(rng.uniform(0, 0.6)),
+             "laplacian_var_native": float(rng.uniform(0, 3000)), "entropy_bits": float(rng.uniform(1, 6))}
+        metrics.append(m)
+        rows.append(image_row(pair_id=f"p{i}", **m))
+    schema = {"scored_image": pl.String, "nsfw_scorer": pl.String, "nsfw_score": pl.Float64, "score_error": pl.String,
+              "score_error_detail": pl.String}
+    out = run_sql(S3, tables={"scored": pl.DataFrame(rows, schema_overrides=schema)}, params=S3_PARAMS)
+    sql = dict(zip(out["pair_id"], out["reason"]))
+    assert len(set(sql.values())) >= 5  # the sample reaches most rules
+    for i, m in enumerate(metrics):
+        assert filter_reason(m) == sql[f"p{i}"], m
