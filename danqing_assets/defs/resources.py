@@ -64,31 +64,44 @@ class ImageStoreResource(dg.ConfigurableResource):
 
 
 class ClipModelResource(dg.ConfigurableResource):
-    """The open_clip model behind image embeddings, CLIP-based NSFW screening and (stage 4) image-text similarity.
+    """The CLIP model behind image embeddings, CLIP-based NSFW screening and (stage 4) image-text similarity.
 
     Unset `model_name` means no model: semantic dedup is off, and the assets say so in their metadata. For real runs
     name an architecture and its weights, e.g. model_name="ViT-B-16-SigLIP2", pretrained="webli" (open_clip tag, needs
-    the hub), "hf-hub:org/repo", or a local checkpoint path; on a GPU machine device="auto" picks CUDA (fp16)."""
+    the hub), "hf-hub:org/repo", a project checkpoint directory (model_name as its card.json names it), or
+    model_name="cnclip:ViT-L-14" with a Chinese-CLIP checkpoint file; on a GPU machine device="auto" picks CUDA (fp16).
+    A model without weights is refused unless `allow_random_init` (tests only)."""
 
-    model_name: str | None = Field(default=None, description="open_clip architecture; unset: no model.")
-    pretrained: str | None = Field(default=None, description="open_clip tag, hf-hub:org/repo, or checkpoint path.")
+    model_name: str | None = Field(default=None, description="open_clip architecture or cnclip:<vision>; unset: none.")
+    pretrained: str | None = Field(
+        default=None, description="open_clip tag, hf-hub:org/repo, checkpoint directory (card.json) or file."
+    )
     device: str = Field(default="auto", description="auto (CUDA when available), cpu, cuda, cuda:1, ...")
     precision: str = Field(default="auto", description="auto (fp16 on GPU, fp32 on CPU) or an open_clip precision.")
+    allow_random_init: bool = Field(
+        default=False, description="Tests only: accept a model without weights (random embeddings)."
+    )
 
     def load(self):
         if not self.model_name:
             raise dg.Failure("this step needs a CLIP model: configure the `clip` resource (model_name, pretrained)")
-        return _load_clip(self.model_name, self.pretrained, self.device, self.precision)
+        return _load_clip(self.model_name, self.pretrained, self.device, self.precision, self.allow_random_init)
 
     def describe(self) -> str:
-        return f"{self.model_name}:{self.pretrained or 'random-init'}" if self.model_name else "none"
+        """What data rows and metadata record as the model: ``model:pretrained``, with the weights' sha256 for a
+        project checkpoint directory."""
+        if not self.model_name:
+            return "none"
+        from danqing_assets.lib.checkpoints import checkpoint_label
+
+        return checkpoint_label(self.model_name, self.pretrained)
 
 
 @lru_cache(maxsize=2)
-def _load_clip(model_name: str, pretrained: str | None, device: str, precision: str):
+def _load_clip(model_name: str, pretrained: str | None, device: str, precision: str, allow_random_init: bool = False):
     from danqing_assets.lib.embed import load_clip
 
-    return load_clip(model_name, pretrained, device=device, precision=precision)
+    return load_clip(model_name, pretrained, device=device, precision=precision, allow_random_init=allow_random_init)
 
 
 def default_resources(home: str | None = None) -> dict[str, Any]:

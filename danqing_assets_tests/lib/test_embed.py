@@ -24,7 +24,7 @@ from danqing_assets.lib.nsfw import (
 @pytest.fixture(scope="module")
 def clip() -> ClipEmbedder:
     torch.manual_seed(0)
-    return load_clip(TINY_MODEL_NAME, device="auto", precision="auto")
+    return load_clip(TINY_MODEL_NAME, device="auto", precision="auto", allow_random_init=True)
 
 
 def _images(n: int, seed: int = 0, colour: tuple[int, int, int] | None = None) -> list[Image.Image]:
@@ -97,7 +97,7 @@ def test_embed_texts_default_and_custom_tokenizer(clip: ClipEmbedder) -> None:
     zh = custom.embed_texts(["一只猫的照片", "一只狗的照片"])
     assert calls == [["一只猫的照片", "一只狗的照片"]]
     assert zh.shape == (2, 32) and not np.allclose(zh[0], zh[1])
-    tok = load_clip(TINY_MODEL_NAME, tokenizer=char_tokenizer)
+    tok = load_clip(TINY_MODEL_NAME, tokenizer=char_tokenizer, allow_random_init=True)
     assert tok.tokenizer is char_tokenizer
 
 
@@ -111,15 +111,17 @@ def test_checkpoint_round_trip(tmp_path, clip: ClipEmbedder) -> None:
     # the checkpoint carries its architecture: an unregistered name loads it too
     other = load_clip("danqing-test-unregistered-arch", str(path))
     assert np.allclose(other.embed_images(ims), clip.embed_images(ims), atol=1e-6)
-    fresh = load_clip(TINY_MODEL_NAME)  # new random weights differ
+    fresh = load_clip(TINY_MODEL_NAME, allow_random_init=True)  # new random weights differ
     assert not np.allclose(fresh.embed_images(ims), clip.embed_images(ims), atol=1e-3)
 
 
 def test_missing_weights_fail_clearly() -> None:
     with pytest.raises(RuntimeError):
         load_clip(TINY_MODEL_NAME, "no-such-tag-or-file")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="unknown open_clip architecture"):
         load_clip("no-such-architecture")
+    with pytest.raises(ValueError, match="allow_random_init"):  # no weights at all: refused, not a warning
+        load_clip(TINY_MODEL_NAME)
 
 
 # --- NSFW ---------------------------------------------------------------------------------------------------------
