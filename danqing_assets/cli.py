@@ -54,7 +54,7 @@ def cmd_sample_crawl(args: argparse.Namespace) -> int:
 def cmd_snapshot_add(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
-    from danqing_assets.defs.partitions import snapshot_partitions
+    from danqing_assets.defs.common.partitions import snapshot_partitions
     from danqing_assets.lib.snapshots import SnapshotRegistry
 
     snap = SnapshotRegistry(_home()).add(args.name, args.source, base_url=args.base_url)
@@ -79,7 +79,7 @@ def materialize(name: str, *, through: str | None = None, run_config: dict | Non
     import dagster as dg
 
     from danqing_assets.definitions import defs
-    from danqing_assets.defs.partitions import snapshot_partitions
+    from danqing_assets.defs.common.partitions import snapshot_partitions
     from danqing_assets.lib.snapshots import SnapshotRegistry
 
     SnapshotRegistry(_home()).get(name)  # a clear error for an unregistered snapshot

@@ -7,8 +7,8 @@ import importlib
 
 import dagster as dg
 
-from danqing_assets.defs import automation
-from danqing_assets.defs.resources import default_resources
+from danqing_assets.defs.common import automation
+from danqing_assets.defs.common.resources import default_resources
 from danqing_assets.lib.stages import PIPELINE
 
 

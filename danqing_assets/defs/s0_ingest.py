@@ -14,8 +14,8 @@ from pydantic import Field
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import Table, publish, table_check_spec, versioned
-from danqing_assets.defs.partitions import snapshot_partitions
-from danqing_assets.defs.resources import S3ClientResource, WarehouseResource
+from danqing_assets.defs.common.partitions import snapshot_partitions
+from danqing_assets.defs.common.resources import S3ClientResource, WarehouseResource
 from danqing_assets.lib import schemas
 from danqing_assets.lib.extract_jobs import CAPTURE_SCHEMA, PAIR_SCHEMA, ExtractOptions, extract_ref_to_parquet
 from danqing_assets.lib.s3 import S3Config

@@ -6,8 +6,8 @@ import polars as pl
 from pydantic import Field
 
 from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs, versioned
-from danqing_assets.defs.partitions import snapshot_partitions
-from danqing_assets.defs.resources import WarehouseResource
+from danqing_assets.defs.common.partitions import snapshot_partitions
+from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.lib import schemas
 from danqing_assets.lib.domains import blacklist_match, load_domain_list
 from danqing_assets.lib.sql import run_sql

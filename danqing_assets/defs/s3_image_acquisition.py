@@ -13,8 +13,8 @@ from pydantic import Field
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs, versioned
-from danqing_assets.defs.partitions import snapshot_partitions
-from danqing_assets.defs.resources import ImageStoreResource, S3ClientResource, WarehouseResource
+from danqing_assets.defs.common.partitions import snapshot_partitions
+from danqing_assets.defs.common.resources import ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import reasons, schemas
 from danqing_assets.lib.stages import FETCH
 

@@ -15,8 +15,8 @@ from pydantic import Field
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
-from danqing_assets.defs.partitions import snapshot_partitions
-from danqing_assets.defs.resources import ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
+from danqing_assets.defs.common.partitions import snapshot_partitions
+from danqing_assets.defs.common.resources import ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import reasons, schemas
 from danqing_assets.lib.clusters import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_HAMMING
 from danqing_assets.lib.image_metrics import (

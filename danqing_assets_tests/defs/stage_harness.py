@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 
 from danqing_assets.definitions import defs
-from danqing_assets.defs.partitions import snapshot_partitions
-from danqing_assets.defs.resources import default_resources
+from danqing_assets.defs.common.partitions import snapshot_partitions
+from danqing_assets.defs.common.resources import default_resources
 from danqing_assets.lib.ids import sha256_hex
 from danqing_assets.lib.warehouse import Warehouse
 

@@ -2,8 +2,8 @@ import dagster as dg
 import pytest
 
 from danqing_assets.definitions import defs
-from danqing_assets.defs.partitions import snapshot_partitions
-from danqing_assets.defs.resources import default_resources
+from danqing_assets.defs.common.partitions import snapshot_partitions
+from danqing_assets.defs.common.resources import default_resources
 from danqing_assets.lib.sample_crawl import write_sample_crawl
 from danqing_assets.lib.snapshots import SnapshotRegistry
 

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from danqing_assets.defs.resources import ClipModelResource
+from danqing_assets.defs.common.resources import ClipModelResource
 from danqing_assets.lib import reasons
 from danqing_assets.lib.embed import TINY_MODEL_NAME
 from danqing_assets.lib.funnel import format_funnel, funnel
@@ -138,7 +138,7 @@ def test_a_plugged_in_nsfw_scorer_drops_what_it_flags(pipeline):
 
 def test_embeddings_and_semantic_dedup_with_a_small_local_model(pipeline, tmp_path):
     home, crawl_dir, _ = pipeline
-    clip = ClipModelResource(model_name=TINY_MODEL_NAME)
+    clip = ClipModelResource(model_name=TINY_MODEL_NAME, allow_random_init=True)
     result = run_pipeline(
         home,
         crawl_dir,

@@ -4,7 +4,7 @@ stage 3."""
 import polars as pl
 import pytest
 
-from danqing_assets.defs.resources import ImageStoreResource, S3ClientResource
+from danqing_assets.defs.common.resources import ImageStoreResource, S3ClientResource
 from danqing_assets.lib.warehouse import Warehouse
 from danqing_assets_tests.e2e.conftest import run_pipeline
 

@@ -2,9 +2,10 @@ import json
 
 import dagster as dg
 
-from danqing_assets.defs.automation import CrawlFeedResource, new_crawl_snapshots
-from danqing_assets.defs.partitions import snapshot_partitions
-from danqing_assets.defs.resources import WarehouseResource
+from danqing_assets.defs.common.automation import new_crawl_snapshots
+from danqing_assets.defs.common.resources import CrawlFeedResource
+from danqing_assets.defs.common.partitions import snapshot_partitions
+from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.lib.snapshots import SnapshotRegistry
 
 

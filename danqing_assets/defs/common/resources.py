@@ -1,9 +1,10 @@
 """Resources: where the warehouse lives, and how to reach S3 (Common Crawl, or your own bucket)."""
 
 
+import json
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlparse, urlsplit
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
@@ -104,10 +105,36 @@ def _load_clip(model_name: str, pretrained: str | None, device: str, precision: 
     return load_clip(model_name, pretrained, device=device, precision=precision, allow_random_init=allow_random_init)
 
 
+class CrawlFeedResource(dg.ConfigurableResource):
+    """Where new crawl snapshots are announced: Common Crawl's `collinfo.json` (a JSON list of {"id": ...}),
+    or a local file in that format. Each new id becomes a partition whose source is its warc.paths.gz listing."""
+
+    feed: str = Field(default="https://index.commoncrawl.org/collinfo.json", description="URL or path of the feed.")
+    listing_template: str = Field(
+        default="https://data.commoncrawl.org/crawl-data/{id}/warc.paths.gz",
+        description="SOURCE registered for a new snapshot; `{id}` is the crawl id (use s3://commoncrawl/... on AWS).",
+    )
+    max_files_per_snapshot: int | None = Field(
+        default=None, description="Pass `max_files` to warc_files for scheduled runs (sample instead of all files)."
+    )
+    since: str | None = Field(default=None, description="Ignore crawl ids that sort before this one, e.g. CC-MAIN-2024-10.")
+
+    def crawl_ids(self) -> list[str]:
+        if urlparse(self.feed).scheme in ("http", "https"):
+            import requests
+
+            resp = requests.get(self.feed, timeout=30)
+            resp.raise_for_status()
+            entries = resp.json()
+        else:
+            with open(self.feed, encoding="utf-8") as fh:
+                entries = json.load(fh)
+        ids = sorted({str(e["id"]) for e in entries if isinstance(e, dict) and e.get("id")})
+        return [i for i in ids if self.since is None or i >= self.since]
+
+
 def default_resources(home: str | None = None) -> dict[str, Any]:
     """The resources of the code location; `home` pins the warehouse (tests), else $DANQING_HOME at run time."""
-    from danqing_assets.defs.automation import CrawlFeedResource
-
     return {
         "warehouse": WarehouseResource(home=home),
         "s3": S3ClientResource(),

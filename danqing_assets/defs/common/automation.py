@@ -1,14 +1,10 @@
 """Jobs, and the sensor that turns newly published crawl snapshots into partitions and runs."""
 
 
-import json
-from urllib.parse import urlparse
-
 import dagster as dg
-from pydantic import Field
 
-from danqing_assets.defs.partitions import snapshot_partitions
-from danqing_assets.defs.resources import WarehouseResource
+from danqing_assets.defs.common.partitions import snapshot_partitions
+from danqing_assets.defs.common.resources import CrawlFeedResource, WarehouseResource
 
 curation_job = dg.define_asset_job(
     "curation_job",
@@ -16,34 +12,6 @@ curation_job = dg.define_asset_job(
     partitions_def=snapshot_partitions,
     description="Materialize the whole chain for one snapshot partition.",
 )
-
-
-class CrawlFeedResource(dg.ConfigurableResource):
-    """Where new crawl snapshots are announced: Common Crawl's `collinfo.json` (a JSON list of {"id": ...}),
-    or a local file in that format. Each new id becomes a partition whose source is its warc.paths.gz listing."""
-
-    feed: str = Field(default="https://index.commoncrawl.org/collinfo.json", description="URL or path of the feed.")
-    listing_template: str = Field(
-        default="https://data.commoncrawl.org/crawl-data/{id}/warc.paths.gz",
-        description="SOURCE registered for a new snapshot; `{id}` is the crawl id (use s3://commoncrawl/... on AWS).",
-    )
-    max_files_per_snapshot: int | None = Field(
-        default=None, description="Pass `max_files` to warc_files for scheduled runs (sample instead of all files)."
-    )
-    since: str | None = Field(default=None, description="Ignore crawl ids that sort before this one, e.g. CC-MAIN-2024-10.")
-
-    def crawl_ids(self) -> list[str]:
-        if urlparse(self.feed).scheme in ("http", "https"):
-            import requests
-
-            resp = requests.get(self.feed, timeout=30)
-            resp.raise_for_status()
-            entries = resp.json()
-        else:
-            with open(self.feed, encoding="utf-8") as fh:
-                entries = json.load(fh)
-        ids = sorted({str(e["id"]) for e in entries if isinstance(e, dict) and e.get("id")})
-        return [i for i in ids if self.since is None or i >= self.since]
 
 
 @dg.sensor(
