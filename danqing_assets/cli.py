@@ -88,15 +88,16 @@ def materialize(name: str, *, through: str | None = None, run_config: dict | Non
     if not instance.has_dynamic_partition(snapshot_partitions.name, name):
         instance.add_dynamic_partitions(snapshot_partitions.name, [name])
     graph = defs.resolve_asset_graph()
+    partitioned = {k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None}
     if through is None:
-        keys = list(graph.get_all_asset_keys())
+        keys = list(partitioned)
     else:
         key = dg.AssetKey.from_user_string(through)
         if key not in graph.get_all_asset_keys():
             known = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
             raise SystemExit(f"unknown asset {through!r}; known assets: {known}")
         selection = dg.AssetSelection.assets(key).upstream().required_multi_asset_neighbors()
-        keys = list(selection.resolve(graph))
+        keys = [k for k in selection.resolve(graph) if k in partitioned]
     job = defs.resolve_job_def("curation_job")
     result = job.execute_in_process(
         partition_key=name,

@@ -5,12 +5,11 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs, versioned
+from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.lib import schemas
 from danqing_assets.lib.domains import blacklist_match, load_domain_list
-from danqing_assets.lib.sql import run_sql
 from danqing_assets.lib.stages import SOURCE
 
 
@@ -30,11 +29,41 @@ class SourceSelectionConfig(dg.Config):
     )
 
 
-def score_source_pairs(raw: pl.DataFrame, config: SourceSelectionConfig) -> pl.DataFrame:
-    """The stage-1 scores, one column each, so the decision in SQL can be re-tuned without recomputing them."""
+class SourceScoresConfig(dg.Config):
+    domain_blacklist_path: str | None = Field(
+        default=None, description="Text file of blacklisted domains (subdomains match); unset: the shipped list."
+    )
+    text_safety_classifier: str = Field(
+        default="lexicon",
+        description="Text-safety classifier: 'lexicon' (shipped unsafe-term list), 'lexicon:/path/terms.txt', "
+        "or 'package.module:ClassName' implementing predict(texts) -> [(unsafe, detail)].",
+    )
+
+
+SCORE_SCHEMA = {"snapshot": pl.String, "pair_id": pl.String, "caption_md5": pl.String, "blacklisted_by": pl.String,
+                "word_count": pl.Int64, "unsafe": pl.Boolean, "unsafe_term": pl.String, "caption_norm": pl.String}
+
+
+@dg.asset(
+    partitions_def=snapshot_partitions,
+    group_name=SOURCE.group,
+    code_version=versioned("1", config=SourceScoresConfig),
+    deps=["raw_pairs"],
+    check_specs=[table_check_spec("source_scores")],
+)
+def source_scores(
+    context: dg.AssetExecutionContext, config: SourceScoresConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Per raw pair, every score stage 1 decides on: the blacklist entry its domain matches, the caption's jieba word
+    count, the text-safety verdict and term, the normalised caption (exact dedup), and the caption's md5 (stale scores
+    are detected). Stored so thresholds are re-tunable without recomputing."""
+    from danqing_assets.lib.decide import caption_md5
     from danqing_assets.lib.safety import load_text_safety_classifier, run_classifier
     from danqing_assets.lib.text import count_words_many, normalize_caption
 
+    snapshot = context.partition_key
+    wh = warehouse.warehouse()
+    raw = wh.read("raw_pairs", snapshot, columns=["pair_id", "domain", "caption"])
     blacklist = load_domain_list(config.domain_blacklist_path)
     classifier = load_text_safety_classifier(config.text_safety_classifier)
     captions = raw["caption"].fill_null("").to_list()
@@ -42,50 +71,62 @@ def score_source_pairs(raw: pl.DataFrame, config: SourceSelectionConfig) -> pl.D
     matches = {d: blacklist_match(d, blacklist) for d in set(domains)}
     verdicts = run_classifier(classifier, captions) if captions else []
     norm_of = {c: normalize_caption(c) for c in set(captions)}
-    return raw.with_columns(
-        pl.Series("blacklisted_by", [matches[d] for d in domains], dtype=pl.String),
-        pl.Series("word_count", count_words_many(captions) if captions else [], dtype=pl.Int64),
-        pl.Series("unsafe", [bool(v[0]) for v in verdicts], dtype=pl.Boolean),
-        pl.Series("unsafe_term", [v[1] if v[0] else None for v in verdicts], dtype=pl.String),
-        pl.Series("caption_norm", [norm_of[c] for c in captions], dtype=pl.String),
+    scores = pl.DataFrame(
+        {
+            "snapshot": [snapshot] * raw.height,
+            "pair_id": raw["pair_id"],
+            "caption_md5": caption_md5(raw["caption"].to_list()),
+            "blacklisted_by": [matches[d] for d in domains],
+            "word_count": count_words_many(captions) if captions else [],
+            "unsafe": [bool(v[0]) for v in verdicts],
+            "unsafe_term": [v[1] if v[0] else None for v in verdicts],
+            "caption_norm": [norm_of[c] for c in captions],
+        },
+        schema=SCORE_SCHEMA,
+    )
+    checks = publish(wh, snapshot, [Table("source_scores", scores, schemas.SourceScores)], step=f"source_scores ({snapshot})")
+    return dg.MaterializeResult(
+        metadata={"rows_out": scores.height, "unsafe": int(scores["unsafe"].sum()),
+                  "blacklisted": int(scores["blacklisted_by"].is_not_null().sum()),
+                  "text_safety_classifier": config.text_safety_classifier},
+        check_results=checks,
     )
 
 
-SQL = SOURCE.sql[0]
+class SourceSelectionConfig(dg.Config):
+    require_chinese_page: bool = Field(
+        default=True, description="Keep only pages whose Common Crawl language list contains `zho` (or detected zho)."
+    )
+    min_words: int = Field(default=5, description="Fewest jieba words a caption may have (paper: 5).")
+    max_words: int = Field(default=60, description="Most jieba words a caption may have (paper: 60).")
 
 
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=SOURCE.group,
-    code_version=versioned("1", sql=SOURCE.sql, config=SourceSelectionConfig),
-    deps=["raw_pairs"],
+    code_version=versioned("2", sql=SOURCE.sql, config=SourceSelectionConfig),  # 2: decides from source_scores
+    deps=["raw_pairs", "source_scores"],
     check_specs=stage_check_specs(SOURCE),
 )
 def source_selected_pairs(
     context: dg.AssetExecutionContext, config: SourceSelectionConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Pairs from Chinese pages on non-blacklisted domains whose caption has 5-60 words, is safe, and is not an
-    exact duplicate of an earlier (image_url, caption). Drops go to `rejected_pairs` with stage `source`."""
+    exact duplicate of an earlier (image_url, caption). Drops go to `rejected_pairs` with stage `source`; a pair
+    without current scores is rejected as `unscored`."""
+    from danqing_assets.lib.decide import decide_source
+
     snapshot = context.partition_key
     wh = warehouse.warehouse()
     raw = wh.read("raw_pairs", snapshot)
-    scored = score_source_pairs(raw, config)
-    decision = run_sql(
-        SQL,
-        tables={"scored": scored},
-        params={
-            "require_chinese_page": config.require_chinese_page,
-            "min_words": config.min_words,
-            "max_words": config.max_words,
-        },
-    )
+    decided = decide_source(raw, wh.read("source_scores", snapshot), config.model_dump())
     return finish_stage(
         stage=SOURCE,
         snapshot=snapshot,
         wh=wh,
         entering=raw["pair_id"],
-        decided=scored.join(decision, on="pair_id", how="left"),
+        decided=decided,
         kept_schema=schemas.SourceSelectedPairs,
-        drop_columns=["blacklisted_by", "unsafe", "unsafe_term"],
+        drop_columns=["blacklisted_by", "unsafe", "unsafe_term", "caption_md5"],
         preview_columns=["domain", "page_language", "caption"],
     )

@@ -4,8 +4,6 @@ The paper downloaded images before refining text; we refine first, so the fetche
 stage 2 (downloads are the expensive step). The funnel metadata shows the paper's rate beside ours.
 """
 
-import hashlib
-
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -14,8 +12,7 @@ from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import WarehouseResource
-from danqing_assets.lib import reasons, schemas
-from danqing_assets.lib.sql import run_sql
+from danqing_assets.lib import schemas
 from danqing_assets.lib.stages import TEXT
 from danqing_assets.lib.text import DEFAULT_MAX_UNK, DEFAULT_MIN_ENTROPY
 from danqing_assets.lib.text_dedup import DEFAULT_NGRAM, DEFAULT_THRESHOLD
@@ -44,6 +41,7 @@ def text_scores(
     """Per pair, every score stage 2 decides on: Traditional->Simplified and cleaned caption, Han share, language,
     noun count, [UNK] count, information entropy, sensitive-term hits, and the md5 of the caption they were computed
     from (so scores of a since-changed caption are detected as stale). Repeated captions are scored once."""
+    from danqing_assets.lib.decide import caption_md5
     from danqing_assets.lib.text import score_captions
 
     snapshot = context.partition_key
@@ -52,7 +50,7 @@ def text_scores(
     scores = score_captions(
         pairs["caption"].to_list(), vocab_path=config.vocab_path, sensitive_lexicon_path=config.sensitive_lexicon_path
     )
-    md5 = [None if c is None else hashlib.md5(c.encode("utf-8")).hexdigest() for c in pairs["caption"].to_list()]
+    md5 = caption_md5(pairs["caption"].to_list())
     out = pl.concat([pairs.select("pair_id"), scores], how="horizontal").with_columns(
         pl.lit(snapshot, dtype=pl.String).alias("snapshot"), pl.Series("caption_md5", md5, dtype=pl.String)
     )
@@ -106,39 +104,12 @@ def text_refined_pairs(
     """Chinese captions with at least one noun, at most 5 [UNK] tokens, enough information and no sensitive terms;
     of near-duplicate captions, the first in crawl order (warc file, offset, img index) is kept. A pair without
     current scores is rejected as `unscored`."""
-    from danqing_assets.lib.text_dedup import near_duplicate_clusters
+    from danqing_assets.lib.decide import decide_text
 
     snapshot = context.partition_key
     wh = warehouse.warehouse()
     pairs = wh.read("source_selected_pairs", snapshot)
-    scores = wh.read("text_scores", snapshot).drop("snapshot")
-    scored = pairs.join(scores, on="pair_id", how="left").sort("warc_file", "warc_offset", "img_index")
-    rules = run_sql(
-        TEXT.sql[0],
-        tables={"scored": scored},
-        params={
-            "min_han_share": config.min_han_share,
-            "min_nouns": config.min_nouns,
-            "max_unk": config.max_unk,
-            "min_entropy": config.min_entropy,
-        },
-    )
-    decided = scored.join(rules, on="pair_id", how="left")
-    passing = decided.filter(pl.col("reason").is_null())
-    if config.dedup_captions and passing.height:
-        reps = near_duplicate_clusters(
-            passing["caption_clean"].to_list(),
-            threshold=config.near_duplicate_threshold,
-            ngram=config.near_duplicate_ngram,
-        )
-        ids = passing["pair_id"].to_list()
-        dups = {ids[i]: f"near_duplicate_of={ids[rep]}" for i, rep in enumerate(reps) if rep != i}
-        is_dup = pl.col("pair_id").is_in(list(dups))
-        decided = decided.with_columns(
-            pl.when(is_dup).then(pl.lit(reasons.NEAR_DUPLICATE_CAPTION)).otherwise(pl.col("reason")).alias("reason"),
-            pl.when(is_dup).then(pl.col("pair_id").replace_strict(dups, default=None, return_dtype=pl.String))
-            .otherwise(pl.col("detail")).alias("detail"),
-        )
+    decided = decide_text(pairs, wh.read("text_scores", snapshot), config.model_dump())
     kept_rows = decided.filter(pl.col("reason").is_null()).height
     return finish_stage(
         stage=TEXT,

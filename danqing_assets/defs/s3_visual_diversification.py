@@ -17,7 +17,7 @@ from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
-from danqing_assets.lib import reasons, schemas
+from danqing_assets.lib import schemas
 from danqing_assets.lib.clusters import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_HAMMING
 from danqing_assets.lib.image_metrics import (
     DEFAULT_MAX_PIXELS,
@@ -29,7 +29,6 @@ from danqing_assets.lib.image_metrics import (
     PAPER_MIN_LAPLACIAN_VAR,
     PAPER_MIN_SHORTEST_EDGE,
 )
-from danqing_assets.lib.sql import run_sql
 from danqing_assets.lib.stages import IMAGE
 
 SCORE_COLUMNS = {
@@ -245,9 +244,6 @@ class VisualDiversificationConfig(dg.Config):
     )
 
 
-CRAWL_ORDER = ["warc_file", "warc_offset", "img_index"]
-
-
 @dg.multi_asset(
     partitions_def=snapshot_partitions,
     group_name=IMAGE.group,
@@ -278,86 +274,34 @@ def visually_diversified_pairs(
     per redundancy cluster (exact sha256, pHash near-duplicates, embedding union-find at cosine distance <= 0.1),
     the representative being the first seen in crawl order (or, configured, the highest-resolution image). A pair
     whose image has no current scores is rejected as `unscored`."""
-    from danqing_assets.lib.clusters import redundancy_clusters
+    from danqing_assets.lib.decide import decide_image
 
     snapshot = context.partition_key
     wh = warehouse.warehouse()
-    pairs = wh.read("text_refined_pairs", snapshot)
     fetched = _fetched_ok(wh, snapshot).select("pair_id", "image_sha256")
-    scores = wh.read("image_scores", snapshot).drop("snapshot")
+    scores = wh.read("image_scores", snapshot)
     if "nsfw_scorer" not in scores.columns:
         raise dg.Failure(f"image_scores of {snapshot!r} predates the nsfw_scorer column: re-materialize image_scores")
-    scores = scores.with_columns(pl.col("image_sha256").alias("scored_image"))
-    caption_entropy = wh.read("text_scores", snapshot, columns=["pair_id", "entropy"]).rename({"entropy": "caption_entropy"})
-    scored = (
-        pairs.join(fetched, on="pair_id", how="inner")
-        .join(scores, on="image_sha256", how="left")
-        .join(caption_entropy, on="pair_id", how="left")
-    )
-    rules = run_sql(
-        IMAGE.sql[0],
-        tables={"scored": scored},
-        params={
-            "min_shortest_edge": config.min_shortest_edge,
-            "max_aspect": config.max_aspect,
-            "min_grey_std": config.min_grey_std,
-            "blur_measure": config.blur_measure,
-            "min_blur_score": config.min_blur_score,
-            "min_laplacian_var": config.min_laplacian_var,
-            "min_entropy_bits": config.min_entropy_bits,
-            "max_nsfw_score": config.max_nsfw_score,
-        },
-    )
-    decided = scored.join(rules, on="pair_id", how="left")
-    passing = decided.filter(pl.col("reason").is_null()).with_columns((pl.col("width") * pl.col("height")).alias("pixels"))
-    if config.representative == "first_seen":
-        passing = passing.sort(CRAWL_ORDER)
-    else:  # highest resolution, then the more informative caption, then crawl order
-        passing = passing.sort(["pixels", "caption_entropy", *CRAWL_ORDER], descending=[True, True, False, False, False],
-                               nulls_last=True)
-
-    # Redundancy over distinct images (in priority order of their best pair), then one pair per image.
-    images = passing.unique("image_sha256", keep="first", maintain_order=True).select("image_sha256", "phash")
-    shas = images["image_sha256"].to_list()
-    semantic, emb_matrix = "off", None
     emb_table = wh.read("image_embeddings", snapshot) if wh.exists("image_embeddings", snapshot) else None
-    if config.semantic_dedup and emb_table is not None and emb_table.height and shas:
-        vec = dict(zip(emb_table["image_sha256"].to_list(), emb_table["embedding"].to_list()))
-        dim = len(next(iter(vec.values())))
-        emb_matrix = np.array([vec.get(s) or [np.nan] * dim for s in shas], dtype=np.float32)
-        semantic = f"on ({emb_table['model'][0]}, cosine distance <= {config.semantic_max_distance})"
-    elif not config.semantic_dedup:
+    embeddings = None
+    if emb_table is not None and emb_table.height:
+        embeddings = dict(zip(emb_table["image_sha256"].to_list(), emb_table["embedding"].to_list()))
+    if not config.semantic_dedup:
         semantic = "OFF by configuration (semantic_dedup=false)"
+    elif embeddings:
+        semantic = f"on ({emb_table['model'][0]}, cosine distance <= {config.semantic_max_distance})"
     else:
         semantic = "OFF: image_embeddings is empty (no CLIP model configured)"
-    reps, dup_reasons = redundancy_clusters(
-        images["phash"].to_list(), emb_matrix, phash_max_hamming=config.phash_max_hamming,
-        max_distance=config.semantic_max_distance, near_duplicate=reasons.NEAR_DUPLICATE_IMAGE,
-        semantic_duplicate=reasons.SEMANTIC_DUPLICATE,
+    decided, clusters, emb_matrix = decide_image(
+        wh.read("text_refined_pairs", snapshot),
+        fetched,
+        scores,
+        wh.read("text_scores", snapshot, columns=["pair_id", "entropy"]).rename({"entropy": "caption_entropy"}),
+        embeddings,
+        config.model_dump(),
     )
-    clusters = pl.DataFrame(
-        {"snapshot": [snapshot] * len(shas), "image_sha256": shas, "cluster_id": [shas[r] for r in reps],
-         "is_representative": [int(r) == i for i, r in enumerate(reps)], "dup_reason": dup_reasons},
-        schema={"snapshot": pl.String, "image_sha256": pl.String, "cluster_id": pl.String,
-                "is_representative": pl.Boolean, "dup_reason": pl.String},
-    )
-    # a pair is a duplicate when its image is not its cluster's representative, or a later pair of the same image
-    ranked = passing.join(clusters.select("image_sha256", "cluster_id", "dup_reason"), on="image_sha256", how="left")
-    ranked = ranked.with_columns(pl.int_range(pl.len()).over("image_sha256").alias("rank_in_image")).with_columns(
-        pl.when(pl.col("rank_in_image") > 0).then(pl.lit(reasons.DUPLICATE_IMAGE)).otherwise(pl.col("dup_reason"))
-        .alias("dup_reason")
-    )
-    dups = ranked.select(
-        "pair_id", "cluster_id", "dup_reason", dup_detail=pl.concat_str([pl.lit("cluster="), pl.col("cluster_id")])
-    )
-    decided = decided.join(dups, on="pair_id", how="left").with_columns(
-        pl.coalesce("reason", "dup_reason").alias("reason"),
-        pl.when(pl.col("dup_reason").is_not_null()).then(pl.col("dup_detail")).otherwise(pl.col("detail")).alias("detail"),
-    ).drop("dup_reason", "dup_detail")
-    # kept pairs in the order stage 3 ranks them (crawl order, or best quality first)
-    order = ranked.select("pair_id").with_row_index("_order")
-    decided = decided.join(order, on="pair_id", how="left").sort("_order", nulls_last=True, maintain_order=True).drop("_order")
-
+    clusters = clusters.with_columns(pl.lit(snapshot, dtype=pl.String).alias("snapshot")).select(
+        "snapshot", "image_sha256", "cluster_id", "is_representative")
     sizes = clusters.group_by("cluster_id").len()["len"]
     extra = {
         "blur_measure": config.blur_measure,
@@ -377,9 +321,9 @@ def visually_diversified_pairs(
         entering=fetched["pair_id"],
         decided=decided,
         kept_schema=schemas.SourceSelectedPairs,
-        drop_columns=["scored_image"],
+        drop_columns=["scored_image", "pixels"],
         preview_columns=["image_url", "width", "height", "caption"],
-        side_tables=[Table("image_clusters", clusters.drop("dup_reason"), schemas.ImageClusters)],
+        side_tables=[Table("image_clusters", clusters, schemas.ImageClusters)],
         truth_path=config.truth_path,
         extra_metadata=extra,
     )

@@ -53,6 +53,20 @@ class ImageCaptures(pa.DataFrameModel):
         strict = False
 
 
+class SourceScores(pa.DataFrameModel):
+    snapshot: str
+    pair_id: str = pa.Field(unique=True, str_matches=PAIR_ID)
+    caption_md5: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{32}$")
+    blacklisted_by: str = pa.Field(nullable=True)
+    word_count: int = pa.Field(ge=0)
+    unsafe: bool
+    unsafe_term: str = pa.Field(nullable=True)
+    caption_norm: str
+
+    class Config:
+        strict = False
+
+
 class SourceSelectedPairs(RawPairs):
     word_count: int = pa.Field(ge=0)
     caption_norm: str = pa.Field(str_length={"min_value": 1})

@@ -59,6 +59,11 @@ PAPER_RAW = 1050.0
 PAPER_RELEASED = 99.9
 PAPER_REMOVED = 0.9046
 
+BOOTSTRAP = Stage(
+    group="s0_bootstrap_model",
+    assets=("bootstrap_checkpoint", "demo_eval_sets"),
+    description="the embedded default's own Chinese CLIP, trained on a seed crawl; held-out demo eval sets",
+)
 INGEST = Stage(
     group="s0_ingest",
     assets=("warc_files", "raw_pairs", "warc_image_captures"),
@@ -68,7 +73,7 @@ INGEST = Stage(
 )
 SOURCE = Stage(
     group="s1_source_selection",
-    assets=("source_selected_pairs",),
+    assets=("source_scores", "source_selected_pairs"),
     table="source_selected_pairs",
     ledger=R.SOURCE,
     reasons=(
@@ -180,7 +185,13 @@ CROSS_MODAL = Stage(
     description="image-text similarity band, cross-batch merge and dedup",
 )
 
-PIPELINE: tuple[Stage, ...] = (INGEST, SOURCE, TEXT, FETCH, IMAGE, CROSS_MODAL)
+EVALUATION = Stage(
+    group="s7_evaluation",
+    assets=("zero_shot_metrics", "retrieval_metrics"),
+    description="zero-shot classification and retrieval of a checkpoint (clip_benchmark metrics)",
+)
+
+PIPELINE: tuple[Stage, ...] = (BOOTSTRAP, INGEST, SOURCE, TEXT, FETCH, IMAGE, CROSS_MODAL, EVALUATION)
 """Every step, in the order it runs here."""
 
 LEDGER_STAGES: tuple[str, ...] = tuple(s.ledger for s in PIPELINE if s.ledger)

@@ -30,7 +30,10 @@ def scored(**overrides):
 
 
 def decide(rows, **params):
-    df = pl.DataFrame(rows, schema_overrides={"blacklisted_by": pl.String, "unsafe_term": pl.String, "page_language": pl.String})
+    import hashlib
+
+    rows = [{"caption_md5": hashlib.md5((r["caption"] or "").encode()).hexdigest(), **r} for r in rows]
+    df = pl.DataFrame(rows, schema_overrides={"caption_md5": pl.String, "word_count": pl.Int64, "unsafe": pl.Boolean, "caption_norm": pl.String, "blacklisted_by": pl.String, "unsafe_term": pl.String, "page_language": pl.String})
     out = run_sql(S1, tables={"scored": df}, params={**PARAMS, **params})
     return dict(zip(out["pair_id"], zip(out["reason"], out["detail"])))
 
@@ -227,6 +230,9 @@ def test_image_rules_check_the_blur_measure_in_use():
 def test_stage1_fails_closed_on_missing_scores():
     assert decide([scored(word_count=None)])["p0"] == ("unscored", "missing score: word_count")
     assert decide([scored(unsafe=None)])["p0"] == ("unscored", "missing score: unsafe")
+    no_row = scored(caption_md5=None, word_count=None, unsafe=None, caption_norm=None, blacklisted_by=None)
+    assert decide([no_row])["p0"] == ("unscored", "missing score: no score row,word_count,unsafe,caption_norm")
+    assert decide([scored(caption_md5="0" * 32)])["p0"] == ("unscored", "missing score: stale (caption changed)")
 
 
 def test_python_filter_reason_agrees_with_the_stage3_sql():

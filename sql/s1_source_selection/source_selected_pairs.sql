@@ -1,10 +1,11 @@
 -- Stage 1 (data source selection): decide every scored raw pair of one snapshot.
--- Input view `scored`: the raw_pairs columns plus the stage-1 scores computed in Python:
+-- Input view `scored`: raw_pairs LEFT JOINed with source_scores on pair_id (a pair without a score row has NULL scores):
 --   blacklisted_by (matched blacklist domain or NULL), word_count (jieba words), unsafe_term (classifier detail or
---   NULL), unsafe (bool), caption_norm (normalised caption for exact dedup).
+--   NULL), unsafe (bool), caption_norm (normalised caption for exact dedup), caption_md5 (of the scored caption).
 -- Output, like every decision query: pair_id, reason (NULL = kept), detail; one row per input pair. The first
--- failing rule wins, in the order of the stage's registry entry (lib/stages.py). Fails closed: a pair whose word
--- count or safety verdict is missing is `unscored`, never kept. Exact duplicates are ranked only among pairs that pass
+-- failing rule wins, in the order of the stage's registry entry (lib/stages.py). Fails closed: a pair without a score
+-- row, with a missing word count or safety verdict, or whose scores belong to another caption (stale source_scores:
+-- caption_md5 differs) is `unscored`, never kept. Exact duplicates are ranked only among pairs that pass
 -- every other rule, and the first pair in (warc_file, warc_offset, img_index) order keeps.
 WITH decided AS (
     SELECT
@@ -15,7 +16,8 @@ WITH decided AS (
                 THEN 'not_chinese_page'
             WHEN blacklisted_by IS NOT NULL THEN 'blacklisted_domain'
             WHEN trim(coalesce(caption, '')) = '' THEN 'caption_missing'
-            WHEN word_count IS NULL OR unsafe IS NULL OR caption_norm IS NULL THEN 'unscored'
+            WHEN caption_md5 IS DISTINCT FROM md5(caption) OR word_count IS NULL OR unsafe IS NULL
+                 OR caption_norm IS NULL THEN 'unscored'
             WHEN word_count < $min_words THEN 'caption_too_short'
             WHEN word_count > $max_words THEN 'caption_too_long'
             WHEN unsafe THEN 'unsafe_text'
@@ -43,7 +45,9 @@ SELECT
         WHEN rule_reason = 'not_chinese_page' THEN 'page_language=' || coalesce(page_language, '')
         WHEN rule_reason = 'blacklisted_domain' THEN 'domain=' || coalesce(domain, '') || ' listed=' || blacklisted_by
         WHEN rule_reason = 'unscored' THEN 'missing score: '
-            || concat_ws(',', CASE WHEN word_count IS NULL THEN 'word_count' END,
+            || concat_ws(',', CASE WHEN caption_md5 IS NULL THEN 'no score row'
+                                   WHEN caption_md5 <> md5(caption) THEN 'stale (caption changed)' END,
+                              CASE WHEN word_count IS NULL THEN 'word_count' END,
                               CASE WHEN unsafe IS NULL THEN 'unsafe' END,
                               CASE WHEN caption_norm IS NULL THEN 'caption_norm' END)
         WHEN rule_reason IN ('caption_too_short', 'caption_too_long') THEN 'words=' || word_count

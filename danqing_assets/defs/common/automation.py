@@ -6,11 +6,21 @@ import dagster as dg
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import CrawlFeedResource, WarehouseResource
 
+from danqing_assets.lib.stages import BOOTSTRAP, EVALUATION
+
+MODEL_GROUPS = (BOOTSTRAP.group, EVALUATION.group)
+
 curation_job = dg.define_asset_job(
     "curation_job",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*MODEL_GROUPS),
     partitions_def=snapshot_partitions,
-    description="Materialize the whole chain for one snapshot partition.",
+    description="Materialize the whole curation chain for one snapshot partition.",
+)
+
+models_job = dg.define_asset_job(
+    "models_job",
+    selection=dg.AssetSelection.groups(*MODEL_GROUPS),
+    description="Train the embedded default's bootstrap model and evaluate it on the held-out demo eval sets.",
 )
 
 

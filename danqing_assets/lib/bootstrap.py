@@ -1,0 +1,108 @@
+"""The embedded default's own Chinese CLIP: trained from scratch on a seed crawl, so the demo needs no download.
+
+No pretrained weights can be fetched on a laptop without a network, and a randomly initialised model is worse than
+none (it merges distinct images and scores every pair alike). So the project trains a small model itself
+(`embed.BOOTSTRAP_MODEL_CONFIG`, 4.4 M parameters) on image-text pairs taken from a crawl that is *not* the one the
+demo judges: a sample crawl written with a seed no demo snapshot uses.
+
+The pairs are what the project's own extraction gives: every `<img>` with alt text whose image the crawl captured,
+unfiltered (no truth labels, no stage decisions), so the few mismatched or poster pairs of the seed crawl are
+training noise, as they would be on the web.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class CrawlPairs:
+    images: list[bytes]
+    captions: list[str]
+    pairs_seen: int  # pairs the extraction found
+    without_capture: int  # pairs whose image the crawl did not capture (not used)
+    without_caption: int
+
+
+def crawl_training_pairs(warc_paths: Sequence[str | Path], *, snapshot: str = "bootstrap") -> CrawlPairs:
+    """(image bytes, caption) of every extracted pair whose image is captured in the same WARC files."""
+    from danqing_assets.lib.captures import CaptureReader
+    from danqing_assets.lib.warc import extract_file
+
+    images: list[bytes] = []
+    captions: list[str] = []
+    seen = no_capture = no_caption = 0
+    for path in warc_paths:
+        path = Path(path)
+        res = extract_file(str(path), path.name, snapshot=snapshot, capture_images=True)
+        caps = [(c["url"], c["warc_file"], c["warc_offset"], c.get("content_length"))
+                for c in res.captures if c.get("http_status") == 200]
+        with CaptureReader(caps, {path.name: str(path)}) as read:
+            for row in res.pairs:
+                seen += 1
+                caption = (row.get("caption") or "").strip()
+                if not caption:
+                    no_caption += 1
+                    continue
+                data = read(row["image_url"])
+                if not data:
+                    no_capture += 1
+                    continue
+                images.append(data)
+                captions.append(caption)
+    return CrawlPairs(images, captions, seen, no_capture, no_caption)
+
+
+@dataclass
+class BootstrapResult:
+    checkpoint: Path
+    train: Any  # lib.train.TrainResult
+    pairs: int
+    seconds: float
+
+
+def train_bootstrap(
+    pairs: CrawlPairs,
+    out_dir: str | Path,
+    work_dir: str | Path,
+    *,
+    train_config: Any,
+    lineage: dict[str, Any],
+    log: Callable[[str], None] | None = None,
+) -> BootstrapResult:
+    """Train the bootstrap architecture from scratch on `pairs` and write it as a checkpoint directory `out_dir`
+    (replacing an earlier one only once the new one is complete). Training resumes from `work_dir` after a crash."""
+    import open_clip
+    import torch
+
+    from danqing_assets.lib.checkpoints import save_checkpoint_dir
+    from danqing_assets.lib.embed import BOOTSTRAP_MODEL_CONFIG, BOOTSTRAP_MODEL_NAME, register_model_config
+    from danqing_assets.lib.tokenizer import ChineseTokenizer
+    from danqing_assets.lib.train import train
+    from danqing_assets.lib.train_data import RecordDataset
+
+    if not pairs.images:
+        raise ValueError("no training pairs: the seed crawl gave no captioned, captured images")
+    started = time.monotonic()
+    torch.manual_seed(train_config.seed)
+    register_model_config(BOOTSTRAP_MODEL_NAME, BOOTSTRAP_MODEL_CONFIG)
+    model, preprocess_train, _ = open_clip.create_model_and_transforms(BOOTSTRAP_MODEL_NAME, pretrained=None)
+    tokenizer = ChineseTokenizer(context_length=BOOTSTRAP_MODEL_CONFIG["text_cfg"]["context_length"])
+    dataset = RecordDataset(list(zip(pairs.images, pairs.captions)))
+    result = train(model, tokenizer, preprocess_train, dataset, train_config, work_dir, log=log)
+    model.eval()
+    path = save_checkpoint_dir(
+        model, out_dir, model_name=BOOTSTRAP_MODEL_NAME, model_config=BOOTSTRAP_MODEL_CONFIG,
+        tokenizer_spec=tokenizer.spec(),
+        lineage={**lineage, "train_pairs": len(pairs.images), "train_steps": result.steps,
+                 "samples_seen": result.samples_seen, "final_loss": result.loss_curve[-1][1] if result.loss_curve else None},
+        overwrite=True,
+    )
+    return BootstrapResult(path, result, len(pairs.images), time.monotonic() - started)
