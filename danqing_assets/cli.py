@@ -131,8 +131,54 @@ def print_funnel(name: str) -> None:
     print(format_funnel(funnel(Warehouse(_home()), name), name))
 
 
+def whatif_params(settings: list[str]) -> dict[str, dict]:
+    """Thresholds per deciding asset: its Config defaults, overridden by ASSET.FIELD=VALUE settings (VALUE read as
+    YAML, then validated by the Config class, so a wrong name or type is a clear error)."""
+    import yaml
+
+    from danqing_assets.defs.common.stage_end import config_defaults
+    from danqing_assets.defs.s1_source_selection import SourceSelectionConfig
+    from danqing_assets.defs.s2_text_refinement import TextRefinementConfig
+    from danqing_assets.defs.s3_visual_diversification import VisualDiversificationConfig
+
+    configs = {"source_selected_pairs": SourceSelectionConfig, "text_refined_pairs": TextRefinementConfig,
+               "visually_diversified_pairs": VisualDiversificationConfig}
+    overrides: dict[str, dict] = {k: {} for k in configs}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        asset, dot, field = key.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--set {item!r}: expected ASSET.FIELD=VALUE")
+        if asset not in configs:
+            raise SystemExit(f"--set {item!r}: thresholds can be set for {', '.join(configs)}")
+        if field not in configs[asset].model_fields:
+            raise SystemExit(f"--set {item!r}: {asset} has no field {field!r}; fields: "
+                             + ", ".join(configs[asset].model_fields))
+        overrides[asset][field] = yaml.safe_load(value)
+    out = {}
+    for asset, cls in configs.items():
+        try:
+            out[asset] = cls(**{**config_defaults(cls), **overrides[asset]}).model_dump()
+        except Exception as exc:  # noqa: BLE001 - pydantic's message names the field and the problem
+            raise SystemExit(f"--set for {asset}: {exc}") from exc
+    return out
+
+
 def cmd_funnel(args: argparse.Namespace) -> int:
-    print_funnel(args.name)
+    if not args.set:
+        print_funnel(args.name)
+        return 0
+    from danqing_assets.lib.funnel import format_funnel
+    from danqing_assets.lib.warehouse import Warehouse
+    from danqing_assets.lib.whatif import what_if
+
+    started = time.monotonic()
+    params = whatif_params(args.set)
+    steps = what_if(Warehouse(_home()), args.name, params)
+    print(format_funnel(steps, args.name).replace("Funnel for", "What-if funnel (" + ", ".join(args.set) + ") for", 1))
+    print(f"(decided again from the stored scores in {time.monotonic() - started:.1f}s; nothing was written. "
+          "not_scored_yet / not_fetched_yet: pairs the new thresholds let further than the last run, decided only "
+          "by materializing)")
     return 0
 
 
@@ -213,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("funnel", help="print rows in/out and drops by reason for snapshot NAME")
     f.add_argument("name")
+    f.add_argument("--set", action="append", default=[], metavar="ASSET.FIELD=VALUE",
+                   help="what-if: decide again from the stored scores with this threshold (repeatable; the other "
+                   "thresholds are the Config defaults), e.g. --set visually_diversified_pairs.min_blur_score=0.4")
     f.set_defaults(fn=cmd_funnel)
 
     b = sub.add_parser("backfill", help="materialize several snapshots (or --all registered ones)")

@@ -1,0 +1,30 @@
+"""What-if decides like the assets: with the defaults it reproduces the stored funnel; other thresholds move it."""
+
+import polars as pl
+
+from danqing_assets.lib.funnel import funnel
+from danqing_assets.lib.warehouse import Warehouse
+from danqing_assets.lib.whatif import NOT_SCORED_YET, what_if
+from danqing_assets_tests.defs.stage_harness import CAPTIONS, SNAPSHOT, materialize, pair_rows
+
+
+def test_defaults_reproduce_the_stored_funnel_and_thresholds_move_it(tmp_path):
+    from danqing_assets.cli import whatif_params
+
+    captions = [*CAPTIONS, "短句子", "猫", CAPTIONS[0]]  # two short captions and an exact duplicate pair
+    raw = pair_rows(captions).with_columns(pl.col("image_url").str.replace(r"/8\.jpg$", "/0.jpg"))
+    wh = Warehouse(tmp_path)
+    wh.write("raw_pairs", SNAPSHOT, raw.drop("word_count", "caption_norm"))
+    materialize(tmp_path, "source_scores", "source_selected_pairs", "text_scores", "text_refined_pairs")
+
+    stored = {(s.table, s.rows): s.dropped for s in funnel(wh, SNAPSHOT)}
+    again = {(s.table, s.rows): s.dropped for s in what_if(wh, SNAPSHOT, whatif_params([]))}
+    assert again == stored
+    assert stored[("source_selected_pairs", 6)] == {"caption_too_short": 2, "duplicate_pair": 1}
+
+    loose = what_if(wh, SNAPSHOT, whatif_params(["source_selected_pairs.min_words=1"]))
+    by_table = {s.table: s for s in loose}
+    assert by_table["source_selected_pairs"].rows == 8
+    # the two newly admitted captions were never scored by stage 2: counted, not decided
+    assert by_table["text_refined_pairs"].dropped.get(NOT_SCORED_YET) == 2
+    assert wh.read("source_selected_pairs", SNAPSHOT).height == 6  # nothing was written
