@@ -113,7 +113,7 @@ class RawPairsConfig(dg.Config):
             deps=["warc_files"],
             # 3: pages answered by the compiled tokenizer, which tokenizes every tag (an <img> written inside
             # another tag's attribute value is no longer a pair); rows otherwise identical
-            code_version=versioned("3", config=RawPairsConfig),
+            code_version=versioned("4", config=RawPairsConfig),  # 4: one language detector for pages and captions
             description="Every image-text pair (<img> with its alt text) on the snapshot's HTML pages.",
         ),
         dg.AssetSpec(

@@ -31,7 +31,7 @@ class TextScoresConfig(dg.Config):
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=TEXT.group,
-    code_version=versioned("2", config=TextScoresConfig),  # 2: caption_md5 (stale scores are detected)
+    code_version=versioned("3", config=TextScoresConfig),  # 2: caption_md5; 3: one language detector (kana rule)
     deps=["source_selected_pairs"],
     check_specs=[table_check_spec("text_scores")],
 )

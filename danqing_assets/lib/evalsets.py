@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from danqing_assets.lib.image_decode import Reject, inspect_image, sniff_image_type
+from danqing_assets.lib.fetch.decode import Reject, inspect_image, sniff_image_type
 
 log = logging.getLogger(__name__)
 

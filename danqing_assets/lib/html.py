@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urljoin, urlsplit
 
 from danqing_assets.lib.charset import PassthroughDecoder
+from danqing_assets.lib.text.language import detect_language
 
 if TYPE_CHECKING:
     from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -828,52 +829,8 @@ def nesting_cut(html: bytes, max_depth: int | None) -> tuple[int, int | None]:
 
 
 # ------------------------------------------------------------------------------------------- language guess
-_HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
-_KANA_RE = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
-_HANGUL_RE = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
-
-# Languages lingua chooses among for pages without CJK script (a small set keeps it fast and accurate).
-LINGUA_LANGUAGES: tuple[str, ...] = (
-    "ENGLISH", "GERMAN", "FRENCH", "SPANISH", "PORTUGUESE", "ITALIAN", "DUTCH", "POLISH", "RUSSIAN", "UKRAINIAN",
-    "TURKISH", "VIETNAMESE", "INDONESIAN", "ARABIC", "PERSIAN", "THAI", "CZECH", "SWEDISH",
-)
-_lingua_detector = None
-
-
-def detect_language(text: str, *, min_cjk_share: float = 0.5) -> str:
-    """ISO-639-3 code for `text` ("und" when there is nothing to judge).
-
-    CJK first, by script: CJK characters vs other letters, where ~5 Latin letters weigh as one CJK character (about a
-    word each); when CJK dominates (share >= `min_cjk_share`), kana marks Japanese (>= 10 % of Han + kana), Hangul
-    Korean, otherwise Chinese. Non-CJK text goes to lingua restricted to `LINGUA_LANGUAGES` ("und" if unavailable).
-    """
-    han = len(_HAN_RE.findall(text))
-    kana = len(_KANA_RE.findall(text))
-    hangul = len(_HANGUL_RE.findall(text))
-    cjk = han + kana + hangul
-    letters = sum(1 for ch in text if ch.isalpha())
-    other = max(0, letters - cjk)
-    if cjk + other == 0:
-        return "und"
-    if cjk / (cjk + other / 5.0) >= min_cjk_share:
-        if hangul > han + kana:
-            return "kor"
-        if kana >= 0.1 * (han + kana):
-            return "jpn"
-        return "zho"
-    if other < 20:
-        return "und"
-    global _lingua_detector
-    try:
-        if _lingua_detector is None:
-            from lingua import Language, LanguageDetectorBuilder
-
-            _lingua_detector = LanguageDetectorBuilder.from_languages(
-                *(getattr(Language, name) for name in LINGUA_LANGUAGES)).build()
-        lang = _lingua_detector.detect_language_of(text)
-    except Exception:  # lingua missing or failing: the guess is advisory, stage 1 re-checks
-        return "und"
-    return lang.iso_code_639_3.name.lower() if lang is not None else "und"
+# One language detector for pages and captions: `text.language.detect_language` (script rules, then lingua). Its
+# kana rule (`JAPANESE_MIN_KANA_SHARE`) is documented there.
 
 
 def page_text_sample(doc: LexborHTMLParser, max_chars: int = 5000) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from danqing_assets.lib.text import _as_text, _strip_controls, to_simplified
+from danqing_assets.lib.text.normalize import as_text, strip_controls, to_simplified
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_UNSAFE_LEXICON = DATA_DIR / "unsafe_lexicon.txt"
@@ -38,9 +38,9 @@ def normalize_for_matching(text: str | None) -> str:
     """The form lexicon terms and texts are compared in: sanitised, control / format characters removed, NFKC
     (full-width -> ASCII), OpenCC Traditional -> Simplified, lower-case, all whitespace removed (so "色 情" and
     "ＡＶ女優" match "色情" and "av女优")."""
-    text = _as_text(text)
+    text = as_text(text)
     if not text.isascii():
-        text = unicodedata.normalize("NFKC", _strip_controls(text))
+        text = unicodedata.normalize("NFKC", strip_controls(text))
         text = to_simplified(text)
     return "".join(text.lower().split())
 
@@ -153,7 +153,7 @@ class LexiconClassifier:
         cache: dict[Any, tuple[bool, str | None]] = {}
         out: list[tuple[bool, str | None]] = []
         for t in texts:
-            key = t if isinstance(t, str) else _as_text(t)
+            key = t if isinstance(t, str) else as_text(t)
             ans = cache.get(key)
             if ans is None:
                 term = self.lexicon.first(normalize_for_matching(key))
@@ -215,7 +215,7 @@ def run_classifier(classifier: TextSafetyClassifier, texts: Sequence[str | None]
     A plug-in that returns the wrong number of answers or malformed ones raises ValueError naming the classifier,
     instead of silently misaligning verdicts with captions.
     """
-    clean = [_as_text(t) for t in texts]
+    clean = [as_text(t) for t in texts]
     answers = classifier.predict(clean)
     name = getattr(classifier, "name", type(classifier).__name__)
     try:

@@ -387,6 +387,15 @@ def test_detect_language(text, lang):
     assert H.detect_language(text) == lang
 
 
+def test_pages_and_captions_share_one_language_detector():
+    from danqing_assets.lib.text import detect_language
+
+    assert H.detect_language is detect_language
+    page = ("<html><body><p>" + "北京故宫博物院是中国明清两代的皇家宫殿，旧称紫禁城。" * 5 + "这家日式拉面（ラーメン）店很受欢迎。"
+            "</p></body></html>").encode()
+    assert H.guess_page_language(page) == "zho"  # a borrowed katakana word does not make a Chinese page Japanese
+
+
 def test_guess_page_language_reads_visible_text_only():
     page = ("<html><head><title>中文标题</title><script>var english_words = 'lots of english code here';"
             "</script></head><body><p>这是一个中文网页，介绍北京的风景和文化。</p></body></html>").encode()

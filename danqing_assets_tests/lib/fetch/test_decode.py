@@ -1,4 +1,4 @@
-"""image_decode: real images made with Pillow / numpy and real photos from scikit-image; real bombs and truncations."""
+"""fetch.decode: real images made with Pillow / numpy and real photos from scikit-image; real bombs and truncations."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from danqing_assets.lib import reasons as R
-from danqing_assets.lib.image_decode import (
+from danqing_assets.lib.fetch.decode import (
     ImageInfo,
     ImageRejected,
     Reject,

@@ -29,11 +29,11 @@ from danqing_assets.lib.fetch import (
     parse_url,
     resume_lookup,
 )
+from danqing_assets.lib.fetch.robots import ROBOTS_UNREACHABLE, x_robots_optout
 from danqing_assets.lib.image_store import LocalImageStore
-from danqing_assets.lib.robots import ROBOTS_UNREACHABLE, x_robots_optout
 from danqing_assets_tests.httpserver import Resp, ScriptedServer
 
-from .test_image_decode import bomb_png
+from .test_decode import bomb_png
 
 
 def _img(fmt: str, size: tuple[int, int] = (120, 80), seed: int = 0, **kw) -> bytes:

@@ -111,7 +111,7 @@ def test_count_words_many_matches_single_and_keeps_order():
 def test_count_words_many_segments_each_distinct_string_once(monkeypatch):
     calls = []
     real = text.count_words
-    monkeypatch.setattr(text, "count_words", lambda s: calls.append(s) or real(s))
+    monkeypatch.setattr(text.tokens, "count_words", lambda s: calls.append(s) or real(s))  # looked up there
     assert text.count_words_many(["猫", "狗", "猫", "猫", "狗"]) == [1, 1, 1, 1, 1]
     assert sorted(calls) == ["狗", "猫"]
 
@@ -143,6 +143,11 @@ def test_han_share_definition():
         ("", "und"),
         (None, "und"),
         ("ab", "und"),
+        # the kana rule (JAPANESE_MIN_KANA_SHARE): Japanese from 10 % kana among Han + kana, and U+30FB is no kana
+        ("夏日小清新の早餐搭配推荐，简单又营养的一周食谱", "zho"),  # 1 kana, 22 Han: a borrowed "の"
+        ("故宫是明清两代的皇家宫殿，旧称紫禁城，位于北京中轴线的中心。这家日式拉面（ラーメン）店很受欢迎", "zho"),  # 4 kana, 38 Han
+        ("列奥纳多・达・芬奇", "zho"),  # the katakana middle dot in a transliterated name
+        ("東京都千代田区丸の内", "jpn"),  # 1 kana, 9 Han
     ],
 )
 def test_detect_language(caption, lang):
@@ -358,7 +363,7 @@ def test_batch_entropy_equals_single_text_definition():
     caps = NORMAL + SPAM + ["ab", "a", "猫猫狗", "  ", "x" * 50 + "y"]
     df = score_captions(caps)
     for c, clean, e in zip(caps, df["caption_clean"], df["entropy"]):
-        _, retention = text._clean_with_retention(to_simplified(c))
+        _, retention = text.clean._clean_with_retention(to_simplified(c))
         assert e == pytest.approx(caption_entropy(clean, retention), abs=1e-12)
 
 
@@ -393,8 +398,8 @@ def test_score_captions_columns_types_and_values():
 
 def test_score_captions_order_and_repeats_scored_once(monkeypatch):
     calls = []
-    real = text._clean_with_retention
-    monkeypatch.setattr(text, "_clean_with_retention", lambda s: calls.append(s) or real(s))
+    real = text.scoring._clean_with_retention
+    monkeypatch.setattr(text.scoring, "_clean_with_retention", lambda s: calls.append(s) or real(s))
     caps = ["猫在睡觉", "狗在跑步", "猫在睡觉", None, "", "猫在睡觉", "狗在跑步"]
     df = score_captions(caps)
     assert df.height == len(caps)

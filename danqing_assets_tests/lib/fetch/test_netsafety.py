@@ -1,4 +1,4 @@
-"""netsafety: the address classification table, IPv6 transition forms, allowlists and the resolve-once contract."""
+"""fetch.netsafety: the address classification table, IPv6 transition forms, allowlists and the resolve-once contract."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from danqing_assets.lib.netsafety import (
+from danqing_assets.lib.fetch.netsafety import (
     AddressPolicy,
     BlockedAddressError,
     DNSResolutionError,
