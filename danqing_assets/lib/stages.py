@@ -186,7 +186,7 @@ CROSS_MODAL = Stage(
 )
 
 EVALUATION = Stage(
-    group="s7_evaluation",
+    group="s8_evaluation",
     assets=("zero_shot_metrics", "retrieval_metrics"),
     description="zero-shot classification and retrieval of a checkpoint (clip_benchmark metrics)",
 )
