@@ -198,12 +198,22 @@ class ClipEmbedder:
         return count_truncated(self.tokenizer, list(texts))
 
     def embed_images(self, images: Sequence[ImageInput], batch_size: int = 64) -> np.ndarray:
-        """(n, d) float32 L2-normalised image embeddings. Images that cannot be decoded get a row of NaN."""
+        """(n, d) float32 L2-normalised image embeddings. Images that cannot be decoded get a row of NaN.
+
+        Decoding overlaps the model: a pool of threads (at most 8, one per core) decodes and preprocesses the next
+        batches while the model runs on the current one, each thread a whole batch, at most threads + 1 batches in
+        flight. Threads suffice because Pillow's decoders and resamplers and torch's ops release the GIL, and they
+        need no pickling of `images` (bytes or PIL images already in this process).
+        """
+        import collections
+        from concurrent.futures import ThreadPoolExecutor
+
         import torch
 
-        out: np.ndarray | None = None
         n = len(images)
-        for start in range(0, n, batch_size):
+        starts = range(0, n, batch_size)
+
+        def prepare(start: int) -> tuple[Any, list[int]]:
             tensors, rows = [], []
             for k, item in enumerate(images[start : start + batch_size]):
                 try:
@@ -211,14 +221,26 @@ class ClipEmbedder:
                     rows.append(start + k)
                 except Exception as exc:  # noqa: BLE001 - an undecodable image is one NaN row, not a crash
                     log.debug("embed_images: row %d not decodable: %s", start + k, exc)
-            if not tensors:
-                continue
-            batch = torch.stack(tensors).to(self.device, dtype=self._dtype)
-            with torch.inference_mode():
-                feats = self.model.encode_image(batch, normalize=True).float().cpu().numpy()
-            if out is None:
-                out = np.full((n, feats.shape[1]), np.nan, dtype=np.float32)
-            out[rows] = feats
+            return (torch.stack(tensors) if tensors else None), rows
+
+        out: np.ndarray | None = None
+        threads = max(1, min(8, os.cpu_count() or 1, len(starts)))
+        with ThreadPoolExecutor(threads, thread_name_prefix="embed-decode") as pool:
+            ahead = collections.deque(pool.submit(prepare, s) for s in starts[: threads + 1])
+            queued = len(ahead)
+            while ahead:
+                stacked, rows = ahead.popleft().result()
+                if queued < len(starts):
+                    ahead.append(pool.submit(prepare, starts[queued]))
+                    queued += 1
+                if stacked is None:
+                    continue
+                batch = stacked.to(self.device, dtype=self._dtype)
+                with torch.inference_mode():
+                    feats = self.model.encode_image(batch, normalize=True).float().cpu().numpy()
+                if out is None:
+                    out = np.full((n, feats.shape[1]), np.nan, dtype=np.float32)
+                out[rows] = feats
         if out is None:
             return np.full((n, self.embed_dim), np.nan, dtype=np.float32)
         return out
