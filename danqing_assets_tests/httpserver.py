@@ -10,7 +10,8 @@
         assert srv.count("/flaky") == 2
 
 `ScriptedServer(tls=ssl_context)` serves https instead. Responses can be delayed (before the status line), streamed
-chunked, dripped slowly, sent without Content-Length (the connection is then closed), and carry any header. Every
+chunked, dripped slowly (the body, or the status line and headers themselves), sent without Content-Length (the
+connection is then closed), and carry any header. Every
 request is logged (path, headers, start time) and the server tracks how many requests are in flight at once (overall
 and per path) for politeness tests. Unknown paths answer 404.
 """
@@ -33,6 +34,8 @@ class Resp:
     delay_s: sleep before sending anything. chunked: Transfer-Encoding chunked (no Content-Length).
     no_length: neither Content-Length nor chunked; the body ends when the connection closes.
     drip: (chunk_size, interval_s): send the body in small pieces with pauses (a slow server).
+    head_drip: (chunk_size, interval_s, max_s): send the status line and headers that way (a trickling server); after
+      max_s seconds the server gives up and closes the connection, so a test never hangs on it.
     """
 
     status: int = 200
@@ -43,6 +46,7 @@ class Resp:
     chunked: bool = False
     no_length: bool = False
     drip: tuple[int, float] | None = None
+    head_drip: tuple[int, float, float] | None = None
 
 
 @dataclass
@@ -201,7 +205,11 @@ class ScriptedServer:
                     self.close_connection = True
                 else:
                     self.send_header("Content-Length", str(len(r.body)))
-                self.end_headers()
+                if r.head_drip:
+                    if not self._drip_head(*r.head_drip):
+                        return
+                else:
+                    self.end_headers()
                 step, pause = r.drip if r.drip else (64 * 1024, 0.0)
                 for i in range(0, len(r.body), step):
                     piece = r.body[i : i + step]
@@ -215,5 +223,20 @@ class ScriptedServer:
                 if r.chunked:
                     self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
+
+            def _drip_head(self, step: int, pause: float, max_s: float) -> bool:
+                """Send the buffered status line and headers `step` bytes at a time; False when it gave up."""
+                self._headers_buffer.append(b"\r\n")
+                head = b"".join(self._headers_buffer)
+                self._headers_buffer = []
+                t0 = time.monotonic()
+                for i in range(0, len(head), step):
+                    if time.monotonic() - t0 > max_s:
+                        self.close_connection = True
+                        return False
+                    self.wfile.write(head[i : i + step])
+                    self.wfile.flush()
+                    time.sleep(pause)
+                return True
 
         return Handler

@@ -34,6 +34,11 @@ class WarcFilesConfig(dg.Config):
         default=None, description="Override the registered SOURCE for this run (directory, warc.paths.gz, s3://)."
     )
     base_url: str | None = Field(default=None, description="Base URL that a listing's relative paths are joined to.")
+    allow_foreign_paths: bool | None = Field(
+        default=None,
+        description="Use warc.paths lines that are absolute paths, URLs or climb out of the base with `..`; unset: as "
+        "registered (default no: they are counted and skipped).",
+    )
 
 
 @dg.asset(
@@ -61,8 +66,11 @@ def warc_files(
         name=snapshot,
         source=config.source or registered.source,
         base_url=config.base_url or registered.base_url,
+        allow_foreign_paths=registered.allow_foreign_paths if config.allow_foreign_paths is None
+        else config.allow_foreign_paths,
     )
-    refs = list_warcs(snap, s3_client_factory=s3.client)
+    rejected: list[str] = []
+    refs = list_warcs(snap, s3_client_factory=s3.client, rejected=rejected)
     listed = len(refs)
     if config.max_files is not None:
         refs = refs[: config.max_files]
@@ -81,6 +89,7 @@ def warc_files(
         metadata={
             "source": snap.source,
             "files_listed": listed,
+            "listing_lines_rejected": len(rejected),
             "files": df.height,
             "bytes_known": int(known.sum()) if known.len() else 0,
             "preview": dg.MetadataValue.md(markdown_table(df, ["name", "bytes"])),

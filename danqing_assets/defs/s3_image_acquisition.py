@@ -43,28 +43,52 @@ class FetchImagesConfig(dg.Config):
         "previous run's results and refetch only its transient failures (timeouts, connection/DNS errors, 5xx, 429); "
         "refetch: fetch everything again.",
     )
-    use_warc_captures: bool = Field(default=True, description="Take image bytes from the snapshot's WARC captures first.")
+    use_warc_captures: bool = Field(
+        default=True,
+        description="Take image bytes from the snapshot's WARC captures first (no request to the site). A captured "
+        "image gets the X-Robots-Tag opt-out check on the captured response's headers (when respect_optout), the size "
+        "cap (max_bytes, also on the decoded WARC record and its Content-Encoding) and the image checks; robots.txt is "
+        "not fetched for it: the capture is the crawler's own, made under the crawler's robots.txt check.",
+    )
     concurrency: int = Field(default=64, description="Simultaneous requests over all worker processes.")
     processes: int | None = Field(default=None, description="Worker processes (URLs sharded by host); unset: CPU count.")
     per_host_concurrency: int = Field(default=8, description="Simultaneous requests per host.")
     per_host_min_delay_s: float = Field(default=0.0, description="Least delay between request starts per host.")
     connect_timeout_s: float = Field(default=5.0, description="Connect timeout per attempt.")
     read_timeout_s: float = Field(default=10.0, description="Read timeout per socket read.")
-    total_timeout_s: float = Field(default=30.0, description="Timeout for one attempt, redirects and body included.")
+    total_timeout_s: float = Field(
+        default=30.0,
+        description="Most seconds one image URL may take from its first request to its result: connect, TLS, "
+        "headers, body, redirects, every retry and every wait before one (enforced on each socket read, so a server "
+        "trickling bytes cannot stretch it; a retry that would start later is not made).",
+    )
     retries: int = Field(default=3, description="Retries on connection errors, 429 and 5xx (exponential backoff, jitter).")
-    max_bytes: int = Field(default=20 * 2**20, description="Largest body accepted (bytes).")
+    max_bytes: int = Field(
+        default=20 * 2**20,
+        description="Largest body accepted (bytes), after any Content-Encoding is undone; also caps how much of a WARC "
+        "capture is read and decoded (a larger capture is fetched over the network instead, under the same cap).",
+    )
     max_pixels: int = Field(default=40_000_000, description="Decompression-bomb guard: most pixels an image may have.")
     user_agent: str | None = Field(default=None, description="User-Agent; unset: the project's, naming itself.")
-    respect_robots: bool = Field(default=True, description="Obey robots.txt (reason robots_disallowed).")
-    respect_optout: bool = Field(default=True, description="Obey X-Robots-Tag noai / noimageai (reason optout_header).")
+    respect_robots: bool = Field(
+        default=True,
+        description="Obey robots.txt as RFC 9309 reads it (reason robots_disallowed; unreachable robots.txt: the host "
+        "is skipped). Network fetches only: robots.txt is not fetched for images taken from WARC captures.",
+    )
+    respect_optout: bool = Field(
+        default=True,
+        description="Obey X-Robots-Tag noai / noimageai, bare or addressed to our User-Agent token (reason "
+        "optout_header), on live responses and on the captured response of images taken from WARC captures.",
+    )
     allow_networks: list[str] = Field(
         default_factory=list, description="CIDRs exempt from the private-address guard (e.g. 127.0.0.1/32 in tests)."
     )
     progress_every: int = Field(default=1000, description="Log progress every N images.")
 
 
-def _capture_reader(wh, snapshot: str, s3: S3ClientResource):
-    """The snapshot's captured 200 image responses, readable by URL (None when it has no capture index)."""
+def _capture_reader(wh, snapshot: str, s3: S3ClientResource, max_bytes: int):
+    """The snapshot's captured 200 image responses, readable by URL (None when it has no capture index); each read
+    and decoded up to `max_bytes`."""
     from danqing_assets.lib.captures import CaptureReader
 
     if not wh.exists("warc_image_captures", snapshot):
@@ -72,13 +96,13 @@ def _capture_reader(wh, snapshot: str, s3: S3ClientResource):
     caps = wh.read("warc_image_captures", snapshot).filter(pl.col("http_status") == 200)
     files = dict(wh.read("warc_files", snapshot).select("name", "uri").iter_rows())
     rows = caps.select("url", "warc_file", "warc_offset", "content_length").iter_rows()
-    return CaptureReader(rows, files, s3_client_factory=s3.client)
+    return CaptureReader(rows, files, s3_client_factory=s3.client, max_bytes=max_bytes)
 
 
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=FETCH.group,
-    code_version=versioned("2", config=FetchImagesConfig),
+    code_version=versioned("3", config=FetchImagesConfig),  # 3: opt-outs on captures, AVIF, RFC 9309 robots, deadline
     deps=["text_refined_pairs", "warc_image_captures"],
     check_specs=stage_check_specs(FETCH),
     tags={"danqing/io": "network"},
@@ -125,7 +149,7 @@ def fetched_images(
             + (f", ETA {eta:.0f}s" if eta is not None else "")
         )
 
-    captures = _capture_reader(wh, snapshot, s3) if config.use_warc_captures else None
+    captures = _capture_reader(wh, snapshot, s3, config.max_bytes) if config.use_warc_captures else None
     started = time.monotonic()
     results: dict[str, FetchResult] = {}
     try:

@@ -29,16 +29,21 @@ class CrawlPairs:
     pairs_seen: int  # pairs the extraction found
     without_capture: int  # pairs whose image the crawl did not capture (not used)
     without_caption: int
+    opted_out: int = 0  # captured with X-Robots-Tag noai / noimageai: not trained on
 
 
 def crawl_training_pairs(warc_paths: Sequence[str | Path], *, snapshot: str = "bootstrap") -> CrawlPairs:
     """(image bytes, caption) of every extracted pair whose image is captured in the same WARC files."""
     from danqing_assets.lib.captures import CaptureReader
+    from danqing_assets.lib.fetch.config import DEFAULT_USER_AGENT
+    from danqing_assets.lib.fetch.robots import user_agent_token, x_robots_optout
     from danqing_assets.lib.warc import extract_file
+
+    token = user_agent_token(DEFAULT_USER_AGENT)
 
     images: list[bytes] = []
     captions: list[str] = []
-    seen = no_capture = no_caption = 0
+    seen = no_capture = no_caption = opted_out = 0
     for path in warc_paths:
         path = Path(path)
         res = extract_file(str(path), path.name, snapshot=snapshot, capture_images=True)
@@ -55,9 +60,12 @@ def crawl_training_pairs(warc_paths: Sequence[str | Path], *, snapshot: str = "b
                 if not data:
                     no_capture += 1
                     continue
+                if x_robots_optout(getattr(data, "x_robots_tag", ()) or (), token):
+                    opted_out += 1
+                    continue
                 images.append(data)
                 captions.append(caption)
-    return CrawlPairs(images, captions, seen, no_capture, no_caption)
+    return CrawlPairs(images, captions, seen, no_capture, no_caption, opted_out)
 
 
 @dataclass

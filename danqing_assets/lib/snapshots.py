@@ -8,6 +8,12 @@ A snapshot is registered with a SOURCE, one of:
 - `s3://bucket/prefix`: the WARC objects under the prefix, or, when the key ends in `warc.paths.gz`, that listing with
   its paths joined to `s3://<bucket>/` (Common Crawl: `s3://commoncrawl/crawl-data/CC-MAIN-YYYY-WW/warc.paths.gz`).
 
+A listing names keys below its base: a line that is an absolute path, a URL of any scheme (`http:`, `s3:`, `file:`,
+...), or a relative path that climbs out of the base (`..`) could make the pipeline read any local file or any
+server. Such lines are not used unless the snapshot was registered with `allow_foreign_paths=True`; they are counted,
+logged as a warning and handed to the caller (`list_warcs(..., rejected=[])`), and a listing with nothing else is a
+`SourceError`.
+
 The registry is one small JSON file per snapshot under `$DANQING_HOME/snapshots/`, so registering never contends
 with a running materialization.
 """
@@ -17,17 +23,22 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, Callable
-from urllib.parse import urljoin, urlparse
+from urllib.parse import unquote, urljoin, urlparse
+from urllib.request import url2pathname
 
 from danqing_assets.lib.warehouse import validate_snapshot_name
 
 COMMON_CRAWL_HTTPS = "https://data.commoncrawl.org/"
 WARC_SUFFIXES = (".warc", ".warc.gz")
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(ValueError):
@@ -40,6 +51,7 @@ class Snapshot:
     source: str
     base_url: str | None = None
     added_at: float = 0.0
+    allow_foreign_paths: bool = False  # use listing lines that are absolute paths / URLs / climb out of the base
 
 
 @dataclass(frozen=True)
@@ -77,14 +89,17 @@ class SnapshotRegistry:
     def __init__(self, home: str | os.PathLike):
         self.dir = Path(home).expanduser().resolve() / "snapshots"
 
-    def add(self, name: str, source: str, *, base_url: str | None = None) -> Snapshot:
+    def add(
+        self, name: str, source: str, *, base_url: str | None = None, allow_foreign_paths: bool = False
+    ) -> Snapshot:
         validate_snapshot_name(name)
         kind = source_kind(source)  # validates the source now, not at materialization time
         if kind == "directory":
             source = str(Path(source).expanduser().resolve())
         elif kind == "listing" and "://" not in source:
             source = str(Path(source).expanduser().resolve())
-        snap = Snapshot(name=name, source=source, base_url=base_url, added_at=time.time())
+        snap = Snapshot(name=name, source=source, base_url=base_url, added_at=time.time(),
+                        allow_foreign_paths=allow_foreign_paths)
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{name}.json.tmp"
         tmp.write_text(json.dumps(asdict(snap), indent=2), encoding="utf-8")
@@ -105,8 +120,12 @@ class SnapshotRegistry:
 
 
 # ------------------------------------------------------------------------------------------------- listing
-def list_warcs(snapshot: Snapshot, *, s3_client_factory: Callable[[], Any] | None = None) -> list[WarcRef]:
-    """The WARC files of a snapshot, in a stable order."""
+def list_warcs(snapshot: Snapshot, *, s3_client_factory: Callable[[], Any] | None = None,
+               rejected: list[str] | None = None) -> list[WarcRef]:
+    """The WARC files of a snapshot, in a stable order.
+
+    A listing's lines that are not keys below its base (absolute paths, URLs, `..`) are left out unless
+    `snapshot.allow_foreign_paths`; they are appended to `rejected` when it is given, and logged."""
     kind = source_kind(snapshot.source)
     if kind == "directory":
         root = Path(snapshot.source)
@@ -116,7 +135,7 @@ def list_warcs(snapshot: Snapshot, *, s3_client_factory: Callable[[], Any] | Non
         with open_uri(snapshot.source, s3_client_factory=s3_client_factory) as fh:
             lines = _read_listing(fh, snapshot.source)
         base = snapshot.base_url or COMMON_CRAWL_HTTPS
-        return [WarcRef(uri=_join(base, line), name=line, bytes=None) for line in lines]
+        return _listing_refs(lines, base, snapshot, rejected)
     # s3
     parsed = urlparse(snapshot.source)
     bucket, prefix = parsed.netloc, parsed.path.lstrip("/")
@@ -127,7 +146,7 @@ def list_warcs(snapshot: Snapshot, *, s3_client_factory: Callable[[], Any] | Non
         body = client.get_object(Bucket=bucket, Key=prefix)["Body"]
         lines = _read_listing(body, snapshot.source)
         base = snapshot.base_url or f"s3://{bucket}/"
-        return [WarcRef(uri=_join(base, line), name=line, bytes=None) for line in lines]
+        return _listing_refs(lines, base, snapshot, rejected)
     refs = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
@@ -156,8 +175,49 @@ def _read_listing(fh: IO[bytes], source: str) -> list[str]:
     return lines
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # also a Windows drive ("C:")
+
+
+def foreign_path(line: str) -> str | None:
+    """Why a listing line is not a key below the listing's base (None when it is one)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in line):
+        return "control character"
+    if line.startswith(("/", "\\")):
+        return "absolute path"
+    if _SCHEME.match(line):
+        return "URL"
+    segments = re.split(r"[/\\]", unquote(line.split("?", 1)[0]))
+    if ".." in segments:
+        return "climbs out of the base"
+    return None
+
+
+def _listing_refs(lines: list[str], base: str, snapshot: Snapshot, rejected: list[str] | None) -> list[WarcRef]:
+    refs, foreign = [], []
+    for line in lines:
+        if not snapshot.allow_foreign_paths and foreign_path(line) is not None:
+            foreign.append(line)
+            continue
+        refs.append(WarcRef(uri=_join(base, line), name=line, bytes=None))
+    if foreign:
+        if rejected is not None:
+            rejected.extend(foreign)
+        example = foreign[0][:120]
+        log.warning("listing %s: %d of %d lines are not paths below the base %s (e.g. %r: %s) and are not used; "
+                    "register the snapshot with allow_foreign_paths to use them", snapshot.source, len(foreign),
+                    len(lines), base, example, foreign_path(foreign[0]))
+        if not refs:
+            raise SourceError(f"listing {snapshot.source!r}: none of its {len(lines)} lines is a path below the base "
+                              f"{base!r} (e.g. {example!r}: {foreign_path(foreign[0])}); set allow_foreign_paths "
+                              "to use absolute paths or URLs")
+    return refs
+
+
 def _join(base: str, line: str) -> str:
-    if urlparse(line).scheme in ("http", "https", "s3") or line.startswith("/"):
+    scheme = urlparse(line).scheme.lower()
+    if scheme == "file":  # only with allow_foreign_paths
+        return url2pathname(urlparse(line).path)
+    if scheme in ("http", "https", "s3") or line.startswith("/"):
         return line
     if urlparse(base).scheme in ("http", "https", "s3"):
         return base.rstrip("/") + "/" + line.lstrip("/") if urlparse(base).scheme == "s3" else urljoin(base.rstrip("/") + "/", line)

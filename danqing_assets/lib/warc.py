@@ -9,6 +9,11 @@ with a compiled tokenizer, parsing only the rest with Lexbor (on a skeleton of t
 
 Malformed input never raises out of `extract_file`: each problem becomes a `WarcError` (file, offset, kind) and the
 rest of the file is still read. Plain library code (no Dagster).
+
+Every decoder of untrusted bytes has an output cap, so a small input cannot become a large allocation: pages are read
+up to `max_page_bytes` (decoded, after gzip / deflate / br Content-Encoding; a little more of the encoded record), an
+image capture read by `read_http_response` up to its `max_bytes` (over it: `PayloadTooLarge`), and the last gzip
+member, decompressed again to check it is complete, is streamed and only counted.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ from danqing_assets.lib.charset import count_invalid, decode_page
 from danqing_assets.lib.ids import pair_id
 
 DEFAULT_MAX_PAGE_BYTES = 2 * 1024 * 1024
+#: Cap on a record payload read by `read_http_response` / `read_record_payload` when the caller sets none (bytes of
+#: the record's HTTP body and of that body once its Content-Encoding is undone).
+DEFAULT_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
+#: Cap on `decode_http_body`'s output when the caller sets none.
+DEFAULT_MAX_DECODED_BYTES = DEFAULT_MAX_PAYLOAD_BYTES
+#: A page with Content-Encoding / Transfer-Encoding: this many times `max_page_bytes` of the encoded body is read
+#: (the first `max_page_bytes` decoded bytes never need more, framing included).
+_ENCODED_READ_FACTOR = 8
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 LANGUAGE_HEADER = "WARC-Identified-Content-Language"
 CHINESE = "zho"
@@ -313,16 +326,15 @@ def _verify_last_record(tail: bytes, compression: str) -> tuple[str, str] | None
     rest = b""
     member_complete = False
     if compression == "gzip":
-        d = zlib.decompressobj(31)
         try:
-            block = d.decompress(tail)
+            block, size, eof, rest = _gunzip_member_head(tail)
         except zlib.error as e:
             return CORRUPT_GZIP, f"last gzip member does not decompress: {e}"
-        if not d.eof:
+        if not eof:
             return TRUNCATED_GZIP, f"file ends inside a gzip member ({len(tail)} compressed bytes, no gzip trailer)"
-        member_complete, rest = True, d.unused_data
+        member_complete = True
     elif compression == "warc":
-        block = tail
+        block, size = tail, len(tail)
     else:
         return None
     incomplete = CORRUPT_RECORD if member_complete else (
@@ -337,12 +349,36 @@ def _verify_last_record(tail: bytes, compression: str) -> tuple[str, str] | None
                 length = int(line[15:].strip())
             except ValueError:
                 return None
-    if length is not None and len(block) - m.end() < length:
+    if length is not None and size - m.end() < length:
         what = "its gzip member ends" if member_complete else "the file ends"
-        return incomplete, f"{what} inside the record ({len(block) - m.end()} of {length} content bytes)"
+        return incomplete, f"{what} inside the record ({size - m.end()} of {length} content bytes)"
     if rest.strip(b"\0\r\n\t "):
         return CORRUPT_RECORD, f"reading stopped here: {len(rest)}+ bytes after this record were not read"
     return None
+
+
+_MEMBER_HEAD = 1 << 20  # decompressed bytes of the last gzip member kept to find its WARC header
+
+
+def _gunzip_member_head(data: bytes) -> tuple[bytes, int, bool, bytes]:
+    """(first `_MEMBER_HEAD` decompressed bytes, decompressed size, whether the member ended, bytes after it) of the
+    gzip member at the start of `data`; the rest of the output is counted in pieces, never held (a gzip member of
+    100 KB can hold 100 MB of zeros). Raises zlib.error."""
+    d = zlib.decompressobj(31)
+    head: list[bytes] = []
+    kept = size = 0
+    pending = data
+    while True:
+        out = d.decompress(pending, 1 << 20)
+        size += len(out)
+        if kept < _MEMBER_HEAD and out:
+            head.append(out[:_MEMBER_HEAD - kept])
+            kept += len(head[-1])
+        if d.eof:
+            return b"".join(head), size, True, d.unused_data
+        pending = d.unconsumed_tail
+        if not pending and not out:
+            return b"".join(head), size, False, b""
 
 
 # ------------------------------------------------------------------------------------------------ HTTP bodies
@@ -388,13 +424,17 @@ def decode_http_body(body: bytes, transfer_encoding: str | None, content_encodin
                      max_bytes: int | None = None) -> bytes:
     """Undo `Transfer-Encoding: chunked` and `Content-Encoding` gzip / deflate / br. Common Crawl has already done so
     (and renamed the headers); other crawlers often did too but kept the headers, so a body that is visibly not
-    encoded is returned as is. Raises ValueError when an encoded body does not decode."""
+    encoded is returned as is. Raises ValueError when an encoded body does not decode.
+
+    At most `max_bytes` (default `DEFAULT_MAX_DECODED_BYTES`) decoded bytes come back; the decoders stop there, so a
+    165-byte brotli body that would expand to 100 MB costs about `max_bytes`. A caller that must tell a complete body
+    from a cut one asks for one byte more than it accepts."""
     if transfer_encoding and "chunked" in transfer_encoding.lower():
         body = _dechunk(body)
     enc = (content_encoding or "").strip().lower()
     if enc in ("", "identity", "none") or not body:
         return body
-    limit = max_bytes or 0
+    limit = DEFAULT_MAX_DECODED_BYTES if max_bytes is None else max(1, int(max_bytes))
     try:
         if enc in ("gzip", "x-gzip"):
             if body[:2] != b"\x1f\x8b":
@@ -406,12 +446,22 @@ def decode_http_body(body: bytes, transfer_encoding: str | None, content_encodin
             except zlib.error:
                 return zlib.decompressobj(-15).decompress(body, limit)  # raw deflate, as some servers send it
         if enc == "br":
-            import brotli  # type: ignore[import-not-found]
-
-            return brotli.decompress(body)
+            return _unbrotli(body, limit)
     except Exception as e:  # noqa: BLE001 - any decoder failure is a bad body
         raise ValueError(f"Content-Encoding {enc} does not decode: {type(e).__name__}: {e}") from e
     raise ValueError(f"unsupported Content-Encoding {enc!r}")
+
+
+def _unbrotli(body: bytes, limit: int) -> bytes:
+    """The first `limit` bytes of a brotli body (a truncated body gives what it holds, as zlib does)."""
+    import brotli  # type: ignore[import-not-found]
+
+    d = brotli.Decompressor()
+    try:
+        out = d.process(body, output_buffer_limit=limit)
+    except TypeError:  # brotli < 1.2 cannot bound its output: refuse rather than risk the whole expansion
+        raise ValueError("this brotli module cannot cap its output (brotli >= 1.2 is needed)") from None
+    return out[:limit]
 
 
 # ------------------------------------------------------------------------------------------------ extraction
@@ -588,7 +638,7 @@ class _PageContext:
         headers = _Headers(warc_headers)
         max_bytes = self.max_page_bytes
         te, ce = http.get("Transfer-Encoding"), http.get("Content-Encoding")
-        data = _read_upto(rec.reader, max_bytes + 1 if not (te or ce) else 64 * max_bytes)
+        data = _read_upto(rec.reader, max_bytes + 1 if not (te or ce) else _ENCODED_READ_FACTOR * max_bytes + 1)
         if te or ce:
             try:
                 data = decode_http_body(data, te, ce, max_bytes=max_bytes + 1)
@@ -730,12 +780,50 @@ def _domain(url: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ random access
-def read_record_payload(source: str | os.PathLike | BinaryIO, offset: int) -> tuple[dict[str, str], bytes]:
-    """(lower-cased HTTP headers, HTTP body) of the response record starting at byte `offset`.
+class PayloadTooLarge(ValueError):
+    """A record's HTTP body, or that body once decoded, is over the reader's `max_bytes`."""
+
+
+@dataclass(frozen=True)
+class HttpPayload:
+    """The HTTP message of one response record: status, headers as captured (lower-cased names, in order, a header
+    sent twice kept twice) and the body with its transfer and content encodings undone."""
+
+    status: int
+    header_list: tuple[tuple[str, str], ...]
+    body: bytes
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lower-cased name -> value; repeated headers joined with ", "."""
+        out: dict[str, str] = {}
+        for k, v in self.header_list:
+            out[k] = f"{out[k]}, {v}" if k in out else v
+        return out
+
+    def values(self, name: str) -> tuple[str, ...]:
+        """Every value of header `name` (any case), each as sent."""
+        name = name.lower()
+        return tuple(v for k, v in self.header_list if k == name)
+
+
+def read_record_payload(source: str | os.PathLike | BinaryIO, offset: int, *,
+                        max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> tuple[dict[str, str], bytes]:
+    """(lower-cased HTTP headers, HTTP body) of the response record starting at byte `offset`; see
+    `read_http_response` (repeated headers are joined with ", " here)."""
+    got = read_http_response(source, offset, max_bytes=max_bytes)
+    return got.headers, got.body
+
+
+def read_http_response(source: str | os.PathLike | BinaryIO, offset: int, *,
+                       max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> HttpPayload:
+    """The HTTP message of the response record starting at byte `offset`.
 
     Works on `.warc` and on `.warc.gz` written one gzip member per record (as Common Crawl does), from a path or a
-    seekable binary stream. Chunked transfer and gzip / deflate / br content encodings are undone. Raises ValueError
-    when no WARC record with an HTTP message starts there, OSError when the file cannot be read.
+    seekable binary stream. Chunked transfer and gzip / deflate / br content encodings are undone. Raises
+    `PayloadTooLarge` (a ValueError) when the body as stored or as decoded is over `max_bytes` (neither is read or
+    decoded past that), ValueError when no WARC record with an HTTP message starts there, OSError when the file
+    cannot be read.
     """
     from fastwarc.warc import ArchiveIterator
 
@@ -757,20 +845,25 @@ def read_record_payload(source: str | os.PathLike | BinaryIO, offset: int) -> tu
         http = rec.http_headers
         if http is None or http.status_code is None:
             raise ValueError(f"record at offset {offset} has no parsable HTTP message")
-        headers: dict[str, str] = {}
-        for k, v in http.items():
-            k = k.lower()
-            headers[k] = f"{headers[k]}, {v}" if k in headers else v
-        body = rec.reader.read()
+        status = http.status_code
+        header_list = tuple((k.lower(), v) for k, v in http.items())
+        body = _read_upto(rec.reader, max_bytes + 1)  # the record itself may be a gzip member of a bomb
     finally:
         if owned:
             raw.close()
-    body = decode_http_body(body, headers.get("transfer-encoding"), headers.get("content-encoding"))
-    return headers, body
+    payload = HttpPayload(status, header_list, body)
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"record at offset {offset}: HTTP body over max_bytes={max_bytes}")
+    hdrs = payload.headers
+    body = decode_http_body(body, hdrs.get("transfer-encoding"), hdrs.get("content-encoding"), max_bytes=max_bytes + 1)
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"record at offset {offset}: decoded body over max_bytes={max_bytes} "
+                              f"(Content-Encoding {hdrs.get('content-encoding')})")
+    return HttpPayload(status, header_list, body)
 
 
 __all__ = [
-    "CAPTURE_COLUMNS", "PAIR_COLUMNS", "ExtractResult", "ExtractStats", "WarcError", "decode_http_body",
-    "extract_file", "merge_stats", "read_record_payload",
+    "CAPTURE_COLUMNS", "PAIR_COLUMNS", "ExtractResult", "ExtractStats", "HttpPayload", "PayloadTooLarge", "WarcError",
+    "decode_http_body", "extract_file", "merge_stats", "read_http_response", "read_record_payload",
 ]
 

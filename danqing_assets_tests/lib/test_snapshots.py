@@ -143,3 +143,79 @@ def test_read_range_local_http_and_s3(tmp_path, local_s3):
     factory().put_object(Bucket="ranges", Key="k.warc.gz", Body=data)
     assert read_range("s3://ranges/k.warc.gz", 7, 9, s3_client_factory=factory) == data[7:16]
     assert read_range("s3://ranges/k.warc.gz", 0, 0, s3_client_factory=factory) == b""
+
+
+# ------------------------------------------------------------------------------------ listing lines outside the base
+FOREIGN_LINES = [
+    "/etc/passwd.warc.gz",  # absolute path
+    "\\\\server\\share\\x.warc.gz",  # UNC / backslash path
+    "http://127.0.0.1:1/internal.warc.gz",
+    "https://elsewhere.example/x.warc.gz",
+    "s3://someone-elses-bucket/x.warc.gz",
+    "file:///etc/x.warc.gz",
+    "C:/Windows/x.warc.gz",
+    "seg/../../../outside.warc.gz",  # climbs out of the base
+    "seg/%2e%2e/%2E%2E/outside.warc.gz",  # the same, percent-encoded
+]
+
+
+def test_listing_lines_outside_the_base_are_counted_and_not_used(tmp_path, crawl_dir, caplog):
+    outside = tmp_path / "outside.warc.gz"
+    outside.write_bytes(b"secret")
+    listing = tmp_path / "warc.paths.gz"
+    listing.write_bytes(gzip.compress(("\n".join(["seg/warc/b.warc.gz", *FOREIGN_LINES, "a.warc"]) + "\n").encode()))
+    rejected: list[str] = []
+    with caplog.at_level("WARNING", logger="danqing_assets.lib.snapshots"):
+        refs = list_warcs(Snapshot("s", str(listing), base_url=str(crawl_dir)), rejected=rejected)
+    assert [r.name for r in refs] == ["seg/warc/b.warc.gz", "a.warc"]
+    assert all(r.uri.startswith(str(crawl_dir)) for r in refs)
+    assert rejected == FOREIGN_LINES
+    assert f"{len(FOREIGN_LINES)} of {len(FOREIGN_LINES) + 2} lines" in caplog.text
+    assert "allow_foreign_paths" in caplog.text
+
+
+def test_foreign_lines_on_an_https_and_an_s3_listing_are_not_used(http_root, local_s3):
+    root = http_root
+    snap = Snapshot("s", f"{root}/crawl-data/X/warc.paths.gz", base_url=root + "/")
+    assert [r.uri for r in list_warcs(snap)] == [f"{root}/crawl-data/X/warc/f1.warc.gz"]
+    _, factory = local_s3
+    client = factory()
+    client.create_bucket(Bucket="cc-listing")
+    body = gzip.compress(b"crawl-data/X/a.warc.gz\ns3://other-bucket/b.warc.gz\nhttp://127.0.0.1:1/c.warc.gz\n")
+    client.put_object(Bucket="cc-listing", Key="crawl-data/X/warc.paths.gz", Body=body)
+    rejected: list[str] = []
+    snap = Snapshot("s", "s3://cc-listing/crawl-data/X/warc.paths.gz")
+    refs = list_warcs(snap, s3_client_factory=factory, rejected=rejected)
+    assert [r.uri for r in refs] == ["s3://cc-listing/crawl-data/X/a.warc.gz"]
+    assert rejected == ["s3://other-bucket/b.warc.gz", "http://127.0.0.1:1/c.warc.gz"]
+
+
+def test_a_listing_of_only_foreign_lines_is_an_error(tmp_path):
+    listing = tmp_path / "warc.paths"
+    listing.write_text("/etc/a.warc.gz\nhttps://elsewhere.example/b.warc.gz\n")
+    with pytest.raises(SourceError, match="allow_foreign_paths"):
+        list_warcs(Snapshot("s", str(listing)))
+
+
+def test_allow_foreign_paths_opts_in(tmp_path, crawl_dir):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "c.warc.gz").write_bytes(b"CC")
+    (elsewhere / "d.warc.gz").write_bytes(b"DD")
+    lines = ["a.warc", str(elsewhere / "c.warc.gz"), (elsewhere / "d.warc.gz").as_uri(), "https://x.example/e.warc.gz"]
+    listing = tmp_path / "warc.paths"
+    listing.write_text("\n".join(lines) + "\n")
+    reg = SnapshotRegistry(tmp_path / "home")
+    snap = reg.add("CC-MAIN-2025-09", str(listing), base_url=str(crawl_dir), allow_foreign_paths=True)
+    assert reg.get("CC-MAIN-2025-09").allow_foreign_paths
+    refs = list_warcs(reg.get("CC-MAIN-2025-09"))
+    assert [r.uri for r in refs] == [
+        str(crawl_dir / "a.warc"), str(elsewhere / "c.warc.gz"), str(elsewhere / "d.warc.gz"),
+        "https://x.example/e.warc.gz",
+    ]
+    with open_uri(refs[2].uri) as fh:
+        assert fh.read() == b"DD"
+    assert snap.allow_foreign_paths
+    # a registry entry written before the flag existed still loads (and does not allow foreign paths)
+    (reg.dir / "old.json").write_text('{"name": "old", "source": "%s", "base_url": null, "added_at": 0}' % listing)
+    assert reg.get("old").allow_foreign_paths is False

@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 from danqing_assets.lib import reasons as R
 from danqing_assets.lib.fetch.config import FetchConfig
 from danqing_assets.lib.fetch.connections import _ConnPool, _PinnedHTTPConnection, _PinnedHTTPSConnection
-from danqing_assets.lib.fetch.decode import Reject, inspect_image, sniff_image_type
+from danqing_assets.lib.fetch.decode import Reject, accept_header, inspect_image, sniff_image_type
 from danqing_assets.lib.fetch.netsafety import AddressPolicy, BlockedAddressError, DNSResolutionError
 from danqing_assets.lib.fetch.results import SOURCE_NETWORK, SOURCE_WARC, FetchResult
 from danqing_assets.lib.fetch.robots import (
@@ -85,6 +85,7 @@ class _Client:
         self.policy = AddressPolicy(cfg.allow_networks, cfg.allow_hosts, dns_cache_ttl_s=cfg.dns_cache_ttl_s)
         self.pool = _ConnPool(per_key=max(1, cfg.per_host_concurrency))
         self.robots = RobotsCache(self._fetch_robots, self.token)
+        self.accept = accept_header()
         self._ssl: ssl.SSLContext | None = None
         self._stored: set[str] = set()
         self._stored_lock = threading.Lock()
@@ -100,15 +101,15 @@ class _Client:
             self._ssl = ctx
         return self._ssl
 
-    def _new_conn(self, u: _URL, ip: str, remaining: float) -> http.client.HTTPConnection:
+    def _new_conn(self, u: _URL, ip: str, deadline: float) -> _PinnedHTTPConnection:
+        """A connected (TLS: handshaken) connection to `ip`; connect and handshake are bounded by `deadline`."""
         cfg = self.cfg
-        ct = min(cfg.connect_timeout_s, remaining)
         if u.scheme == "https":
-            conn: http.client.HTTPConnection = _PinnedHTTPSConnection(
-                u.host, u.port, ip, ct, cfg.read_timeout_s, self._ssl_context()
+            conn: _PinnedHTTPConnection = _PinnedHTTPSConnection(
+                u.host, u.port, ip, cfg.connect_timeout_s, cfg.read_timeout_s, self._ssl_context(), deadline
             )
         else:
-            conn = _PinnedHTTPConnection(u.host, u.port, ip, ct, cfg.read_timeout_s)
+            conn = _PinnedHTTPConnection(u.host, u.port, ip, cfg.connect_timeout_s, cfg.read_timeout_s, deadline)
         try:
             conn.connect()
         except TimeoutError:
@@ -124,6 +125,8 @@ class _Client:
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, tuple, socket.socket]:
         """Send GET to a checked, pinned address of `u.host` and read the response head.
 
+        Every step (connect, TLS handshake, sending, each read of the status line, headers and later the body) ends
+        by `deadline` (a `time.monotonic()` value) with TimeoutError, however slowly the server sends.
         Returns (connection, response, pool key, socket); the caller owns the connection and must hand it to
         `_done` / `_discard` or close it.
         """
@@ -136,11 +139,13 @@ class _Client:
                 raise TimeoutError("total timeout")
             conn = self.pool.acquire(key) if attempt == 0 else None
             reused = conn is not None
-            if conn is None:
+            if conn is not None:
+                conn.deadline = deadline  # type: ignore[attr-defined]  # a pooled _PinnedHTTPConnection
+            else:
                 last: BaseException | None = None
                 for ip in ips:  # like socket.create_connection: try each checked address in turn
                     try:
-                        conn = self._new_conn(u, ip, deadline - time.monotonic())
+                        conn = self._new_conn(u, ip, deadline)
                         break
                     except (ConnectionError, TimeoutError) as exc:
                         last = exc
@@ -155,7 +160,7 @@ class _Client:
                 sock.settimeout(min(cfg.read_timeout_s, max(0.001, deadline - time.monotonic())))
                 conn.putrequest("GET", u.target, skip_accept_encoding=True)
                 conn.putheader("User-Agent", cfg.user_agent)
-                conn.putheader("Accept", "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.9,*/*;q=0.5")
+                conn.putheader("Accept", self.accept)
                 conn.putheader("Accept-Encoding", "identity")
                 conn.endheaders()
                 resp = conn.getresponse()
@@ -263,7 +268,8 @@ class _Client:
                     self._discard(conn, resp, key, sock, deadline)
                     continue
                 if 200 <= status < 300:
-                    body = self._read_body(resp, sock, deadline, MAX_ROBOTS_BYTES, truncate=True)
+                    # one byte over the limit, so that parse_robots sees the cut and drops the half line
+                    body = self._read_body(resp, sock, deadline, MAX_ROBOTS_BYTES + 1, truncate=True)
                     self._done(conn, resp, key)
                     return rules_from_response(status, body)
                 self._discard(conn, resp, key, sock, deadline)
@@ -287,20 +293,23 @@ class _Client:
     # -- one URL -----------------------------------------------------------------------------------------------------
 
     def run(self, job: _Job) -> FetchResult | float:
-        """One attempt at `job`: a final FetchResult, or the monotonic time at which to retry."""
+        """One attempt at `job`: a final FetchResult, or the monotonic time at which to retry.
+
+        `total_timeout_s` bounds the whole fetch of the URL from its first attempt: every attempt ends by
+        `job.started + total_timeout_s`, and a retry whose wait would end past that is not scheduled (the URL fails
+        at once with the reason of its last attempt).
+        """
         now = time.monotonic()
         if job.started is None:
             job.started = now
         if job.warc is not None:
-            try:
-                return self._accept(job, job.warc, source=SOURCE_WARC, http_status=None, final_url=job.url, ctype=None)
-            except Exception as exc:
-                return self._result_error(job, R.DECODE_ERROR, f"unexpected {type(exc).__name__}: {exc}")
+            return self._from_warc(job)
         job.attempts += 1
         cfg = self.cfg
+        deadline = job.started + cfg.total_timeout_s
         try:
             try:
-                return self._attempt(job)
+                return self._attempt(job, deadline)
             finally:
                 if job.probe:  # failed before robots.txt was consulted (DNS, blocked, invalid URL)
                     self.sched.end_probe(job)
@@ -320,12 +329,33 @@ class _Client:
                 else:
                     base = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (job.attempts - 1))
                     delay = base * (0.5 + 0.5 * random.random())
-                return time.monotonic() + delay
+                retry_at = time.monotonic() + delay
+                if retry_at >= deadline:
+                    return self._result_error(
+                        job,
+                        f.reason,
+                        f"{f.detail}; no retry: waiting {delay:.1f}s would pass "
+                        f"total_timeout_s={cfg.total_timeout_s:g}",
+                        http_status=f.http_status,
+                    )
+                return retry_at
             if f.retry_after is not None:
                 self.sched.defer_host(job.host, time.monotonic() + min(f.retry_after, cfg.retry_after_max_s))
             return self._result_error(job, f.reason, f.detail, http_status=f.http_status)
         except Exception as exc:  # a bug or an exotic failure: a result, never a crash
             return self._result_error(job, R.CONNECTION_ERROR, f"unexpected {type(exc).__name__}: {exc}")
+
+    def _from_warc(self, job: _Job) -> FetchResult:
+        """A captured image: its captured X-Robots-Tag is obeyed (`respect_optout`), then it is validated and stored.
+        robots.txt is not fetched: the capture is the crawler's, made under the crawler's own robots.txt check."""
+        assert job.warc is not None
+        try:
+            tags = job.warc_x_robots_tag
+            if self.cfg.respect_optout and tags and x_robots_optout(tags, self.token):
+                return self._result_error(job, R.OPTOUT_HEADER, f"X-Robots-Tag (captured): {', '.join(tags)}"[:300])
+            return self._accept(job, job.warc, source=SOURCE_WARC, http_status=None, final_url=job.url, ctype=None)
+        except Exception as exc:
+            return self._result_error(job, R.DECODE_ERROR, f"unexpected {type(exc).__name__}: {exc}")
 
     def _result_error(self, job: _Job, reason: str, detail: str, *, http_status: int | None = None) -> FetchResult:
         return FetchResult(
@@ -339,10 +369,9 @@ class _Client:
             source=SOURCE_WARC if job.warc is not None else SOURCE_NETWORK,
         )
 
-    def _attempt(self, job: _Job) -> FetchResult:
-        """Follow redirects by hand to a 2xx response, checking every hop; raise _Fail otherwise."""
+    def _attempt(self, job: _Job, deadline: float) -> FetchResult:
+        """Follow redirects by hand to a 2xx response, checking every hop, all by `deadline`; raise _Fail otherwise."""
         cfg = self.cfg
-        deadline = time.monotonic() + cfg.total_timeout_s
         url = job.url
         hops = 0
         try:

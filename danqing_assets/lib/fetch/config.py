@@ -18,8 +18,10 @@ class FetchConfig:
     processes: worker processes (URLs sharded by host); None = os.cpu_count() capped at 8; 1 = threads in the
       calling process (needed when a test monkeypatches `socket.getaddrinfo`).
     per_host_concurrency / per_host_min_delay_s: politeness per host name (min delay is between request starts).
-    connect_timeout_s / read_timeout_s: per socket operation; total_timeout_s: one attempt, all redirect hops and the
-      whole body included (checked between reads).
+    connect_timeout_s / read_timeout_s: per socket operation; total_timeout_s: the whole fetch of one URL, from its
+      first attempt to its result: connect, TLS handshake, status line and headers, body, redirect hops, every retry
+      and every wait before one (a retry that would start after it is not made: the URL fails with its last reason).
+      Enforced on every socket read, so a server sending one byte at a time cannot stretch it.
     retries: extra attempts after the first for connection errors, 429 and 5xx (and timeouts when retry_timeouts).
     backoff_base_s / backoff_max_s: delay before retry n is min(max, base * 2**(n-1)), with 50-100 % jitter.
     retry_after_max_s: a Retry-After longer than this is not waited for: the URL fails as rate_limited at once.
@@ -28,6 +30,7 @@ class FetchConfig:
     max_pixels: decompression-bomb cap from the image header (None: only Pillow's own limit).
     decode_check: decode the first frame to catch truncated / corrupt images (False: header only).
     respect_robots / respect_optout / honour_crawl_delay: the opt-out checks; max_crawl_delay_s caps Crawl-delay.
+      Images from `warc_lookup` get only the X-Robots-Tag check (on the captured headers), not robots.txt.
     allow_networks / allow_hosts: exceptions to the address guard (CIDRs; host names, ".suffix" for subdomains).
     verify_tls / ca_bundle: certificate checks for https (ca_bundle: a PEM file used instead of the system CAs).
     progress_every: call `progress` every this many results (and at the end).

@@ -1,24 +1,96 @@
 """HTTP(S) connections pinned to a checked IP (the Host header / TLS SNI keep the URL's host name), and an LRU pool
-of idle keep-alive connections."""
+of idle keep-alive connections.
+
+Deadlines: a socket timeout bounds one socket operation, so a server that sends one byte every few seconds would
+never trip it. Each connection therefore carries `deadline` (a `time.monotonic()` value, or None): the TLS handshake
+gets at most the time left, and every read of the response (status line, headers, body) is a socket read whose
+timeout is the smaller of the read timeout and the time left, refused outright once the deadline has passed.
+"""
 
 from __future__ import annotations
 
+import functools
 import http.client
+import io
 import socket
 import threading
 import time
 from collections import OrderedDict
 
+
+class _DeadlineSocketIO(socket.SocketIO):
+    """`socket.SocketIO` whose every read is bounded by the read timeout and by an absolute deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float, read_timeout: float) -> None:
+        super().__init__(sock, "rb")
+        self._deadline = deadline
+        self._read_timeout = read_timeout
+
+    def readinto(self, b) -> int | None:  # noqa: ANN001 - a writable buffer, as for io.RawIOBase
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("total timeout")
+        timeout = min(self._read_timeout, remaining)
+        if self._sock.gettimeout() != timeout:  # settimeout is a system call: skip it while the value holds
+            self._sock.settimeout(timeout)
+        return super().readinto(b)
+
+
+class _DeadlineSocket:
+    """What `http.client.HTTPResponse` is given instead of the socket: it only calls `makefile("rb")`."""
+
+    def __init__(self, sock: socket.socket, deadline: float, read_timeout: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._read_timeout = read_timeout
+
+    def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
+        assert mode == "rb", mode
+        raw = _DeadlineSocketIO(self._sock, self._deadline, self._read_timeout)
+        self._sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile does: close() waits for us
+        return io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An HTTPResponse reading through `_DeadlineSocketIO` (set up by `_PinnedHTTPConnection.getresponse`)."""
+
+    def __init__(self, sock, debuglevel: int = 0, method: str | None = None, url: str | None = None, *,  # noqa: ANN001
+                 deadline: float, read_timeout: float) -> None:
+        wrapped = _DeadlineSocket(sock, deadline, read_timeout)
+        super().__init__(wrapped, debuglevel, method, url)  # type: ignore[arg-type]
+
+
 class _PinnedHTTPConnection(http.client.HTTPConnection):
     """HTTP connection to a fixed IP; `host` is only used for the Host header."""
 
-    def __init__(self, host: str, port: int, ip: str, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, ip: str, connect_timeout: float, read_timeout: float, deadline: float | None = None
+    ) -> None:
         super().__init__(host, port, timeout=read_timeout)
         self._ip = ip
         self._connect_timeout = connect_timeout
+        self.deadline = deadline  # monotonic time past which nothing more is read (None: socket timeouts only)
+
+    def _time_left(self, limit: float) -> float:
+        """`limit`, or less when the deadline is nearer; TimeoutError when it has passed."""
+        if self.deadline is None:
+            return limit
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("total timeout")
+        return min(limit, remaining)
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        if self.deadline is None:
+            self.response_class = http.client.HTTPResponse
+        else:
+            self.response_class = functools.partial(  # type: ignore[assignment]
+                _DeadlineResponse, deadline=self.deadline, read_timeout=self.timeout
+            )
+        return super().getresponse()
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), self._connect_timeout)
+        sock = socket.create_connection((self._ip, self.port), self._time_left(self._connect_timeout))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -30,14 +102,28 @@ class _PinnedHTTPConnection(http.client.HTTPConnection):
 class _PinnedHTTPSConnection(_PinnedHTTPConnection):
     """HTTPS to a fixed IP with SNI and certificate checks for the URL's host name."""
 
-    def __init__(self, host: str, port: int, ip: str, connect_timeout: float, read_timeout: float, context) -> None:
-        super().__init__(host, port, ip, connect_timeout, read_timeout)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ip: str,
+        connect_timeout: float,
+        read_timeout: float,
+        context,  # noqa: ANN001 - ssl.SSLContext
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__(host, port, ip, connect_timeout, read_timeout, deadline)
         self._context = context
 
     def connect(self) -> None:
         super().connect()
         assert self.sock is not None
-        self.sock.settimeout(self._connect_timeout)
+        try:
+            # the handshake as a whole (not each read of it) is bounded by this timeout
+            self.sock.settimeout(self._time_left(self._connect_timeout))
+        except TimeoutError:
+            self.sock.close()
+            raise
         self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
         self.sock.settimeout(self.timeout)
 

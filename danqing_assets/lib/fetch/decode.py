@@ -8,7 +8,10 @@
 Animated images (GIF, WebP, APNG) are validated on their first frame. `to_rgb(img)` turns any mode later stages may meet
 (palette, LA / RGBA / PA, CMYK, 16-bit and 32-bit greyscale, float) into 8-bit RGB.
 
-Only the formats in `SAFE_FORMATS` are opened: Pillow plug-ins such as EPS would shell out to Ghostscript.
+Only the formats in `SAFE_FORMATS` are opened: Pillow plug-ins such as EPS would shell out to Ghostscript. Of those,
+only the ones this Pillow build can open are asked for (`openable_formats`; AVIF support is optional in Pillow), and
+`accept_header()` names exactly the types that can be validated, so the fetcher never asks for a format it would then
+reject.
 """
 
 from __future__ import annotations
@@ -26,8 +29,40 @@ if TYPE_CHECKING:
 #: threads at once; a full-size RGBA decode at the cap is 160 MB.
 DEFAULT_MAX_PIXELS = 40_000_000
 
-#: Pillow format names that are opened; everything else is a decode_error.
-SAFE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "ICO", "MPO", "AVIF")
+#: Pillow format names that are opened; everything else is a decode_error. MPO (multi-picture JPEG) has no opener
+#: of its own: Pillow's JPEG opener returns MPO images, whose format then reads "mpo".
+SAFE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "ICO", "AVIF")
+
+#: Accept header entries in order of preference: (media type, Pillow format that must be openable to ask for it).
+_ACCEPT_PREFERENCE: tuple[tuple[str, str], ...] = (
+    ("image/avif", "AVIF"),
+    ("image/webp", "WEBP"),
+    ("image/png", "PNG"),
+    ("image/jpeg", "JPEG"),
+)
+_OPENABLE: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def openable_formats(formats: tuple[str, ...] = SAFE_FORMATS) -> tuple[str, ...]:
+    """The formats of `formats` that this Pillow build can open (names as `Image.open(formats=...)` takes them).
+
+    Asking Pillow for a format it has no opener for raises KeyError inside `Image.open`, for every image that the
+    formats listed before it did not accept; so the list is filtered once here.
+    """
+    got = _OPENABLE.get(formats)
+    if got is None:
+        from PIL import Image
+
+        Image.init()
+        got = _OPENABLE[formats] = tuple(f for f in (x.upper() for x in formats) if f in Image.OPEN)
+    return got
+
+
+def accept_header() -> str:
+    """The fetcher's Accept header: the image types it can validate, best first (AVIF only when Pillow opens it)."""
+    can = set(openable_formats())
+    named = [mime for mime, fmt in _ACCEPT_PREFERENCE if fmt in can]
+    return ",".join([*named, "image/*;q=0.9", "*/*;q=0.5"])
 
 # (offset, signature, format) for magic-byte sniffing.
 _MAGIC: tuple[tuple[int, bytes, str], ...] = (
@@ -96,7 +131,7 @@ def _open_checked(data: bytes, max_pixels: int | None, formats: tuple[str, ...])
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(io.BytesIO(data), formats=list(formats))
+        img = Image.open(io.BytesIO(data), formats=list(openable_formats(tuple(formats))))
     except Image.DecompressionBombError as exc:
         raise ImageRejected(DECOMPRESSION_BOMB, str(exc)) from None
     except UnidentifiedImageError:

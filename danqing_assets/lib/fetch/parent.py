@@ -166,7 +166,11 @@ def fetch_images(
 
     store: an image store (`LocalImageStore`, `S3ImageStore`, anything with exists/put) or None to validate only.
       With several worker processes it must pickle (both built-in stores do).
-    warc_lookup(url): the image bytes from the crawl's WARC, or None; bytes are used without any request.
+    warc_lookup(url): the image bytes from the crawl's WARC, or None; bytes are used without any request. A
+      `CapturedImage` (what `captures.CaptureReader` answers) also carries the captured X-Robots-Tag values, which
+      are obeyed like a live response's (`optout_header`, unless `respect_optout` is off); robots.txt is not fetched
+      for a captured image (the capture is the crawler's, made under its robots.txt). A lookup that raises (a
+      broken record, one over its size cap) falls back to the network.
     skip_existing(url): a previous FetchResult to yield unchanged instead of fetching (see `resume_lookup`).
     progress(dict): called every `config.progress_every` results and at the end with done / total / ok / error /
       skipped / warc counts, rate_per_s, elapsed_s, eta_s (when the total is known) and by_reason.
@@ -278,19 +282,24 @@ def fetch_images(
                 yield r
                 continue
             warc = None
+            warc_tags: tuple[str, ...] = ()
             if warc_lookup is not None:
                 try:
                     warc = warc_lookup(url)
                 except Exception:  # a broken WARC record falls back to the network
                     warc = None
-                warc = bytes(warc) if isinstance(warc, (bytes, bytearray, memoryview)) else None
+                if isinstance(warc, (bytes, bytearray, memoryview)):
+                    warc_tags = tuple(str(t) for t in getattr(warc, "x_robots_tag", ()) or ())
+                    warc = bytes(warc)
+                else:
+                    warc = None
             ws = start()
             shard = shard_of(u.host, n)
             pending[url] = [1, shard, len(warc) if warc is not None else 0]
             if warc is not None:
                 in_flight_bytes += len(warc)
             buf = buffers.setdefault(shard, [])
-            buf.append((url, _WARC_HOST if warc is not None else u.host, warc))
+            buf.append((url, _WARC_HOST if warc is not None else u.host, warc, warc_tags))
             if len(buf) >= batch_size:
                 ws.send(shard, buf)
                 buffers[shard] = []

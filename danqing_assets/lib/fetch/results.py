@@ -1,4 +1,5 @@
-"""`FetchResult` (one per input URL), the transient failure reasons, and `resume_lookup` for a resumed run."""
+"""`FetchResult` (one per input URL), the transient failure reasons, `resume_lookup` for a resumed run, and
+`CapturedImage` (what a `warc_lookup` answers when it knows the captured response's headers)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,26 @@ TRANSIENT_REASONS: frozenset[str] = frozenset(
 
 SOURCE_NETWORK = "network"
 SOURCE_WARC = "warc"
+
+
+class CapturedImage(bytes):
+    """Image bytes that a crawl captured, with the `X-Robots-Tag` values of the captured response.
+
+    It is bytes, so every consumer of captured bytes keeps working; `fetch_images` also reads `x_robots_tag` and
+    refuses the image as `optout_header` when one of them opts it out (`noai` / `noimageai`, bare or addressed to our
+    token), as it would for the same header on a live response. A plain `bytes` from a `warc_lookup` means "no header
+    known".
+    """
+
+    x_robots_tag: tuple[str, ...]
+
+    def __new__(cls, body: bytes, *, x_robots_tag: tuple[str, ...] | list[str] = ()) -> CapturedImage:
+        obj = super().__new__(cls, body)
+        obj.x_robots_tag = tuple(x_robots_tag)
+        return obj
+
+    def __repr__(self) -> str:
+        return f"CapturedImage({len(self)} bytes, x_robots_tag={self.x_robots_tag!r})"
 
 
 @dataclass(slots=True)

@@ -1,13 +1,20 @@
 """robots.txt and X-Robots-Tag opt-outs for the image fetcher.
 
-robots.txt (RFC 9309, matched with `urllib.robotparser` semantics for our User-Agent product token):
-- fetched once per origin (scheme, host, port) and cached for the run (`RobotsCache`);
+robots.txt (RFC 9309), parsed and matched by `protego` for our User-Agent product token:
+- the group for our token is chosen by product-token match, case-insensitively and at a token boundary (a group
+  `User-agent: assets` is not ours; `danqing-assets` is), else the `*` group; groups naming the same agent are merged;
+- within the group the longest matching path wins (an `Allow` on a tie), and `*` / `$` wildcards work;
+- at most the first `MAX_ROBOTS_BYTES` (500 KiB, RFC 9309 section 2.5) are parsed, cut at the last line end before
+  that limit so that no rule is read half;
+- fetched once per origin (scheme, host, port) and cached for the run (`RobotsCache`); redirects are followed (five
+  at most, section 2.3.1.2);
 - 2xx: the rules apply; 4xx other than 429 ("unavailable"): everything is allowed;
 - 5xx, 429, a network error or a timeout ("unreachable"): everything is disallowed for the run, as RFC 9309 section
   2.3.1.4 requires. Such rejects carry the `ROBOTS_UNREACHABLE` text in their detail, so a resumed run can retry them;
   when the cause was the network (timeout, refused connection, DNS), the reject carries that network reason instead of
   `robots_disallowed`, so dead hosts are not counted as opt-outs.
-- `Crawl-delay` for our token (or `*`) is reported so the fetcher can space requests to that host.
+- `Crawl-delay` of the chosen group (fractions of a second kept) is reported so the fetcher can space requests to that
+  host (not part of RFC 9309; a common extension).
 
 X-Robots-Tag: `noai` / `noimageai` opt the resource out of AI training, either bare (`X-Robots-Tag: noai`) or
 addressed to our crawler (`X-Robots-Tag: danqing-assets: noai`); directives addressed to other crawlers are ignored.
@@ -17,9 +24,10 @@ from __future__ import annotations
 
 import re
 import threading
-import urllib.robotparser
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from protego import Protego
 
 from danqing_assets.lib.reasons import ROBOTS_DISALLOWED
 
@@ -29,8 +37,8 @@ ROBOTS_DISALLOWED_DETAIL = "disallowed by robots.txt"
 #: X-Robots-Tag directives that opt a resource out of AI / image-AI training.
 OPTOUT_DIRECTIVES: frozenset[str] = frozenset({"noai", "noimageai"})
 
-#: How much of a robots.txt is parsed (RFC 9309 asks for at least 500 KiB).
-MAX_ROBOTS_BYTES = 512 * 1024
+#: How much of a robots.txt is read and parsed (RFC 9309 section 2.5: a parsing limit of at least 500 KiB).
+MAX_ROBOTS_BYTES = 500 * 1024
 
 
 def user_agent_token(user_agent: str) -> str:
@@ -42,7 +50,7 @@ def user_agent_token(user_agent: str) -> str:
 class RobotsRules:
     """The outcome of one robots.txt fetch: a parser, or a blanket allow / disallow with its cause."""
 
-    parser: urllib.robotparser.RobotFileParser | None
+    parser: Protego | None
     allow_all: bool
     detail: str = ""  # why the blanket decision was taken, e.g. "robots.txt unreachable (HTTP 503)"
     reason: str = ROBOTS_DISALLOWED  # the FETCH reason of a blanket disallow (a network reason when that was the cause)
@@ -50,7 +58,7 @@ class RobotsRules:
     def can_fetch(self, token: str, url: str) -> bool:
         if self.parser is None:
             return self.allow_all
-        return self.parser.can_fetch(token, url)
+        return self.parser.can_fetch(url, token)
 
     def crawl_delay(self, token: str) -> float | None:
         if self.parser is None:
@@ -63,13 +71,16 @@ class RobotsRules:
 
 
 def parse_robots(body: bytes) -> RobotsRules:
-    """Rules from a robots.txt body (decoded as UTF-8 with replacement, truncated to MAX_ROBOTS_BYTES)."""
-    text = body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
+    """Rules from a robots.txt body: UTF-8 (invalid bytes replaced), at most MAX_ROBOTS_BYTES of it, cut at the last
+    line end within that limit when the body is longer (the rest is ignored, as RFC 9309 section 2.5 allows)."""
+    if len(body) > MAX_ROBOTS_BYTES:
+        body = body[:MAX_ROBOTS_BYTES]
+        cut = max(body.rfind(b"\n"), body.rfind(b"\r"))
+        body = body[: cut + 1] if cut >= 0 else b""
+    text = body.decode("utf-8", errors="replace")
     if text.startswith("\ufeff"):
         text = text[1:]
-    parser = urllib.robotparser.RobotFileParser()
-    parser.parse(text.splitlines())
-    return RobotsRules(parser=parser, allow_all=True)
+    return RobotsRules(parser=Protego.parse(text), allow_all=True)
 
 
 def rules_from_response(

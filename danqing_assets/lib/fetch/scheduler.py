@@ -17,6 +17,7 @@ class _Job:
     url: str
     host: str
     warc: bytes | None = None
+    warc_x_robots_tag: tuple[str, ...] = ()  # X-Robots-Tag values of the captured response (with `warc`)
     attempts: int = 0
     started: float | None = None
     probe: bool = False  # dispatched while its host's robots.txt was unknown: must call end_probe

@@ -102,8 +102,8 @@ def _worker_main(
             if msg == "abort":
                 sched.abort()
                 break
-            for url, host, warc in msg:
-                sched.add(_Job(url=url, host=host, warc=warc))
+            for url, host, warc, warc_x_robots_tag in msg:
+                sched.add(_Job(url=url, host=host, warc=warc, warc_x_robots_tag=warc_x_robots_tag))
         while any(t.is_alive() for t in threads):
             try:
                 if inbox.get(timeout=0.2) == "abort":

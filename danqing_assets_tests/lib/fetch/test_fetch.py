@@ -280,7 +280,7 @@ def test_robots_txt_disallow_is_obeyed_and_fetched_once(srv: ScriptedServer) -> 
     res = run([srv.url(p) for p in ("/private/a.jpg", "/nodq/b.jpg", "/public/c.jpg", "/public/d.jpg")])
     assert res[srv.url("/nodq/b.jpg")].reason == R.ROBOTS_DISALLOWED  # our own group
     assert res[srv.url("/public/c.jpg")].ok and res[srv.url("/public/d.jpg")].ok
-    # our group replaces "*" (robotparser semantics): /private/ is allowed for us
+    # our group replaces "*" (RFC 9309): /private/ is allowed for us
     assert res[srv.url("/private/a.jpg")].ok
     assert srv.count("/robots.txt") == 1 and srv.count("/nodq/b.jpg") == 0
     # disabled: everything is fetched
