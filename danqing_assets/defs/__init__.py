@@ -22,7 +22,7 @@ def build_defs() -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(modules),
         asset_checks=dg.load_asset_checks_from_modules(modules),
-        jobs=[automation.curation_job, automation.models_job],
+        jobs=[automation.curation_job, automation.models_job, automation.release_job],
         sensors=[automation.new_crawl_snapshots],
         resources=default_resources(),
     )

@@ -160,7 +160,7 @@ EMBEDDING_SCHEMA = {"snapshot": pl.String, "image_sha256": pl.String, "model": p
     partitions_def=snapshot_partitions,
     group_name=IMAGE.group,
     code_version=versioned("1", config=ImageEmbeddingsConfig),
-    deps=["fetched_images"],
+    deps=["fetched_images", "bootstrap_checkpoint"],
     tags={"danqing/device": "gpu"},
     check_specs=[table_check_spec("image_embeddings")],
 )
@@ -179,7 +179,7 @@ def image_embeddings(
     wh = warehouse.warehouse()
     store = image_store.store(warehouse, s3)
     shas = _fetched_ok(wh, snapshot)["image_sha256"].unique(maintain_order=True).to_list()
-    if not clip.model_name:
+    if not clip.enabled:
         empty = pl.DataFrame(schema=EMBEDDING_SCHEMA)
         checks = publish(wh, snapshot, [Table("image_embeddings", empty, schemas.ImageEmbeddings)],
                          step=f"image_embeddings ({snapshot})")
@@ -232,6 +232,12 @@ class VisualDiversificationConfig(dg.Config):
         default=DEFAULT_MAX_DISTANCE, description="Embedding cosine distance for union-find semantic duplicates (paper: 0.1)."
     )
     semantic_dedup: bool = Field(default=True, description="Use image_embeddings (when present) for semantic dedup.")
+    max_cluster_share: float = Field(
+        default=0.2, gt=0.0, le=1.0,
+        description="Stop the step when one redundancy cluster would hold more than this share of the snapshot's "
+        "distinct images (checked from 50 images on): a degenerate embedding model would otherwise drop most pairs "
+        "as duplicates. 1.0 disables the check.",
+    )
     representative: Literal["first_seen", "best_quality"] = Field(
         default="first_seen",
         description="Which member represents a duplicate cluster: 'first_seen' (earliest in crawl order: stable, so "
@@ -274,7 +280,8 @@ def visually_diversified_pairs(
     per redundancy cluster (exact sha256, pHash near-duplicates, embedding union-find at cosine distance <= 0.1),
     the representative being the first seen in crawl order (or, configured, the highest-resolution image). A pair
     whose image has no current scores is rejected as `unscored`."""
-    from danqing_assets.lib.decide import decide_image
+    from danqing_assets.lib.decide import DegenerateClusters
+    from danqing_assets.lib.decide import decide_image as _decide_image
 
     snapshot = context.partition_key
     wh = warehouse.warehouse()
@@ -292,14 +299,17 @@ def visually_diversified_pairs(
         semantic = f"on ({emb_table['model'][0]}, cosine distance <= {config.semantic_max_distance})"
     else:
         semantic = "OFF: image_embeddings is empty (no CLIP model configured)"
-    decided, clusters, emb_matrix = decide_image(
-        wh.read("text_refined_pairs", snapshot),
-        fetched,
-        scores,
-        wh.read("text_scores", snapshot, columns=["pair_id", "entropy"]).rename({"entropy": "caption_entropy"}),
-        embeddings,
-        config.model_dump(),
-    )
+    try:
+        decided, clusters, emb_matrix = _decide_image(
+            wh.read("text_refined_pairs", snapshot),
+            fetched,
+            scores,
+            wh.read("text_scores", snapshot, columns=["pair_id", "entropy"]).rename({"entropy": "caption_entropy"}),
+            embeddings,
+            config.model_dump(),
+        )
+    except DegenerateClusters as exc:
+        raise dg.Failure(f"visually_diversified_pairs ({snapshot}): {exc}; nothing was written") from exc
     clusters = clusters.with_columns(pl.lit(snapshot, dtype=pl.String).alias("snapshot")).select(
         "snapshot", "image_sha256", "cluster_id", "is_representative")
     sizes = clusters.group_by("cluster_id").len()["len"]

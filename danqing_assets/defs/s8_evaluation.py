@@ -90,8 +90,8 @@ def zero_shot_metrics(context: dg.AssetExecutionContext, config: EvalConfig, war
             for metric, value in res.metrics.items():
                 rows.append({"checkpoint": label, "eval_set": Path(d).name, "metric": metric, "value": float(value),
                              "chance": float(res.chance.get(metric, float("nan")))})
-            if res.skipped.counts:
-                context.log.warning(f"{d}: skipped {dict(res.skipped.counts)}")
+            if res.skipped:
+                context.log.warning(f"{d}: skipped {res.skipped}")
     return _finish(context, warehouse, "zero_shot_metrics", checkpoint, rows, "zeroshot_classification")
 
 
@@ -116,6 +116,6 @@ def retrieval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, war
             for metric, value in res.metrics.items():
                 rows.append({"checkpoint": label, "eval_set": Path(d).name, "metric": metric, "value": float(value),
                              "chance": float(res.chance.get(metric, float("nan")))})
-            if res.skipped.counts:
-                context.log.warning(f"{d}: skipped {dict(res.skipped.counts)}")
+            if res.skipped:
+                context.log.warning(f"{d}: skipped {res.skipped}")
     return _finish(context, warehouse, "retrieval_metrics", checkpoint, rows, "zeroshot_retrieval")

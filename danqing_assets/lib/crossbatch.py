@@ -100,7 +100,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import combinations
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,6 +109,7 @@ import polars as pl
 from danqing_assets.lib.clusters import (
     DEFAULT_MAX_DISTANCE,
     DEFAULT_MAX_HAMMING,
+    _flip_masks,
     _InvertedFile,
     hamming_pairs,
     near_duplicate_pairs,
@@ -204,14 +204,6 @@ def _partition_tag(partition: str) -> str:
 
 
 # --- pHash multi-index hashing, query side ---------------------------------------------------------------------------
-
-
-def _flip_masks(width: int, radius: int) -> np.ndarray:
-    masks = [0]
-    for r in range(1, radius + 1):
-        for bits in combinations(range(width), r):
-            masks.append(sum(1 << b for b in bits))
-    return np.asarray(masks, dtype=np.int64)
 
 
 def _query_bands(n: int, max_hamming: int) -> int:

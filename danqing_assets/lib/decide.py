@@ -68,6 +68,32 @@ def decide_text(pairs: pl.DataFrame, scores: pl.DataFrame, params: Mapping[str, 
     return decided
 
 
+class DegenerateClusters(ValueError):
+    """One redundancy cluster holds an implausible share of a partition's images: the embedding model (or the
+    threshold) merges distinct images. Deciding anyway would drop most of the data as duplicates."""
+
+
+MIN_IMAGES_FOR_CLUSTER_CHECK = 50
+
+
+def check_cluster_sizes(reps: np.ndarray, max_share: float, *, semantic: bool) -> None:
+    """Fail when the largest cluster holds more than `max_share` of the distinct images (checked from 50 images on).
+
+    A randomly initialised or undertrained CLIP maps distinct images to nearly the same embedding, so union-find at
+    cosine distance 0.1 chains them into one cluster; a real crawl's largest near-duplicate cluster is a tiny share.
+    """
+    n = len(reps)
+    if n < MIN_IMAGES_FOR_CLUSTER_CHECK or max_share >= 1.0:
+        return
+    largest = int(np.bincount(np.asarray(reps, dtype=np.int64)).max()) if n else 0
+    if largest > max_share * n:
+        hint = ("the embedding model looks degenerate (undertrained or random): use a trained checkpoint, or set "
+                "semantic_dedup: false to run without semantic dedup" if semantic else
+                "pHash merges distinct images: lower phash_max_hamming")
+        raise DegenerateClusters(f"one redundancy cluster holds {largest} of {n} distinct images "
+                                 f"({largest / n:.0%} > max_cluster_share {max_share:.0%}): {hint}")
+
+
 IMAGE_RULE_PARAMS = ("min_shortest_edge", "max_aspect", "min_grey_std", "blur_measure", "min_blur_score",
                      "min_laplacian_var", "min_entropy_bits", "max_nsfw_score")
 
@@ -112,6 +138,7 @@ def decide_image(
         max_distance=params["semantic_max_distance"], near_duplicate=reasons.NEAR_DUPLICATE_IMAGE,
         semantic_duplicate=reasons.SEMANTIC_DUPLICATE,
     )
+    check_cluster_sizes(reps, params.get("max_cluster_share", 1.0), semantic=emb_matrix is not None)
     clusters = pl.DataFrame(
         {"image_sha256": shas, "cluster_id": [shas[r] for r in reps],
          "is_representative": [int(r) == i for i, r in enumerate(reps)], "dup_reason": dup_reasons},
@@ -133,3 +160,16 @@ def decide_image(
     order = ranked.select("pair_id").with_row_index("_order")
     decided = decided.join(order, on="pair_id", how="left").sort("_order", nulls_last=True, maintain_order=True).drop("_order")
     return decided, clusters.drop("dup_reason"), emb_matrix
+
+
+ALIGNED_PARAMS = ("band_mode", "min_similarity", "max_similarity", "low_quantile", "high_quantile",
+                  "max_text_heaviness")
+
+
+def decide_aligned(pairs: pl.DataFrame, scores: pl.DataFrame, params: Mapping[str, Any]) -> pl.DataFrame:
+    """Stage 4, band: stage-3 survivors LEFT JOIN `cross_modal_scores`; see sql/s4_cross_modal/aligned_pairs.sql."""
+    from danqing_assets.lib.stages import CROSS_MODAL
+
+    scored = pairs.join(scores.drop("snapshot", "image_sha256", strict=False), on="pair_id", how="left")
+    rules = run_sql(CROSS_MODAL.sql[0], tables={"scored": scored}, params=_pick(params, ALIGNED_PARAMS))
+    return scored.join(rules, on="pair_id", how="left")

@@ -296,6 +296,9 @@ def load_clip(
     allow_random_init: without it, no weights (pretrained None for an architecture name) is a ValueError.
     """
     import open_clip
+    import torch
+
+    torch.set_flush_denormal(True)  # subnormal weights/activations of small models are ~100x slower on x86 CPUs
 
     from danqing_assets.lib import checkpoints
 

@@ -353,7 +353,7 @@ def filter_reason(
     min_laplacian_var_native: float | None = None,
     min_entropy_bits: float | None = PAPER_MIN_ENTROPY_BITS,
 ) -> str | None:
-    """First stage-3 quality reason (order of `reasons.IMAGE_REASONS`) that rejects these metrics, or None to keep.
+    """First stage-3 quality reason (order of `stages.IMAGE.reasons`) that rejects these metrics, or None to keep.
 
     A metrics dict with an `error` returns that error's reason. None disables a rule. Pass
     ``min_laplacian_var_native=1000`` (and ``min_blur_score=None``) for the paper's literal blur rule.

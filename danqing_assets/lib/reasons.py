@@ -18,7 +18,8 @@ SOURCE = "source"  # stage 1: data source selection
 TEXT = "text"  # stage 2: text refinement
 FETCH = "fetch"  # image acquisition
 IMAGE = "image"  # stage 3: visual diversification
-CROSS_MODAL = "cross_modal"  # stage 4: cross-modal band and cross-batch dedup
+CROSS_MODAL = "cross_modal"  # stage 4: cross-modal band
+CROSS_BATCH = "cross_batch"  # stage 4: cross-batch merge and dedup
 
 
 # Any scored stage: its score row is missing (stale scores after an upstream re-run), NULL or NaN. Decisions fail
@@ -89,17 +90,3 @@ def is_valid_reason(name: str) -> bool:
     return bool(_SNAKE.match(name))
 
 
-
-_MOVED = {"STAGES": "LEDGER_STAGES", "REASONS_BY_STAGE": "REASONS_BY_STAGE", "ALL_REASONS": "ALL_REASONS",
-          "stage_of": "stage_of", "SOURCE_REASONS": "SOURCE", "TEXT_REASONS": "TEXT", "FETCH_REASONS": "FETCH",
-          "IMAGE_REASONS": "IMAGE", "CROSS_MODAL_REASONS": "CROSS_MODAL"}
-
-
-def __getattr__(name: str):
-    """Names that moved to the stage registry (`lib/stages.py`), still readable here for old callers."""
-    if name in _MOVED:
-        from danqing_assets.lib import stages
-
-        value = getattr(stages, _MOVED[name])
-        return value.reasons if name.endswith("_REASONS") else value
-    raise AttributeError(name)

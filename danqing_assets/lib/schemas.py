@@ -152,6 +152,24 @@ class ImageClusters(pa.DataFrameModel):
         strict = False
 
 
+class CrossModalScores(pa.DataFrameModel):
+    snapshot: str
+    pair_id: str = pa.Field(unique=True, str_matches=PAIR_ID)
+    image_sha256: str = pa.Field(str_matches=SHA256)
+    model: str
+    similarity_scale: str
+    similarity: float = pa.Field(nullable=True, ge=-1.0001, le=1.0001)
+    text_heaviness: float = pa.Field(nullable=True, ge=0, le=1)
+
+    class Config:
+        strict = False
+
+
+class AlignedPairs(SourceSelectedPairs):
+    similarity: float = pa.Field(ge=-1.0001, le=1.0001)
+    text_heaviness: float = pa.Field(ge=0, le=1)
+
+
 class Rejections(pa.DataFrameModel):
     snapshot: str
     pair_id: str = pa.Field(unique=True, str_matches=PAIR_ID)

@@ -339,7 +339,13 @@ def train(
     log: receives one progress line every `log_every` steps (default: this module's logger at INFO).
     on_step: called after every step with a `StepInfo` (makes the loss a float each step: a GPU sync).
     """
+    import torch
+
     t_enter = time.perf_counter()
+    # Small SigLIP/CLIP models drive Adam's moment estimates and some activations into subnormal floats, which x86
+    # CPUs process far slower; flushing them to zero (values below ~1e-38) cut a bootstrap step from 21 s to 8 s for
+    # 4 steps in one profile on this 2-core machine (noisy: other jobs ran). No effect on CUDA.
+    torch.set_flush_denormal(True)
     work = Path(work_dir)
     _check_model(model, config)
     ckpt_dir = _checkpoint_dir(work)

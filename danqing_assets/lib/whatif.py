@@ -14,9 +14,9 @@ from typing import Any
 
 import polars as pl
 
-from danqing_assets.lib.decide import decide_image, decide_source, decide_text
+from danqing_assets.lib.decide import decide_aligned, decide_image, decide_source, decide_text
 from danqing_assets.lib.funnel import FunnelStep
-from danqing_assets.lib.stages import FETCH, IMAGE, SOURCE, TEXT, reason_order
+from danqing_assets.lib.stages import CROSS_MODAL, FETCH, IMAGE, SOURCE, TEXT, reason_order
 from danqing_assets.lib.warehouse import Warehouse
 
 NOT_SCORED_YET = "not_scored_yet"
@@ -68,5 +68,11 @@ def what_if(wh: Warehouse, snapshot: str, params: Mapping[str, Mapping[str, Any]
     d4, _, _ = decide_image(pairs, kept.select("pair_id", "image_sha256"), wh.read("image_scores", snapshot),
                             text_scores.select("pair_id", caption_entropy="entropy"), embeddings, params[IMAGE.table])
     step, kept = _step(IMAGE.table, d4, IMAGE.ledger, no_row=pl.col("scored_image").is_null())
+    steps.append(step)
+    if not wh.exists("cross_modal_scores", snapshot) or CROSS_MODAL.table not in params:
+        return steps
+    pairs = kept.drop("reason", "detail", "scored_image", strict=False)
+    d5 = decide_aligned(pairs, wh.read("cross_modal_scores", snapshot), params[CROSS_MODAL.table])
+    step, kept = _step(CROSS_MODAL.table, d5, CROSS_MODAL.ledger, no_row=pl.col("model").is_null())
     steps.append(step)
     return steps

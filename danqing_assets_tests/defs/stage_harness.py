@@ -10,7 +10,7 @@ import polars as pl
 
 from danqing_assets.definitions import defs
 from danqing_assets.defs.common.partitions import snapshot_partitions
-from danqing_assets.defs.common.resources import default_resources
+from danqing_assets.defs.common.resources import ClipModelResource, default_resources
 from danqing_assets.lib.ids import sha256_hex
 from danqing_assets.lib.warehouse import Warehouse
 
@@ -103,7 +103,7 @@ def materialize(home, *assets: str, run_config: dict | None = None, raise_on_err
         partition_key=SNAPSHOT,
         instance=instance,
         run_config=run_config or {},
-        resources=default_resources(str(home)),
+        resources={**default_resources(str(home)), "clip": ClipModelResource(model_name="none")},
         raise_on_error=raise_on_error,
     )
 

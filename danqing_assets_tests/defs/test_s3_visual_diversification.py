@@ -74,3 +74,33 @@ def test_an_nsfw_scorer_that_cannot_score_rejects_instead_of_keeping(home):
     md = result.asset_materializations_for_node("visually_diversified_pairs")[0].metadata
     assert md["nsfw_screening"].value == "on (nan-for-second)"
     assert np.isclose(md["rejection_rate"].value, 1 / 6, atol=1e-6)
+
+
+def test_a_degenerate_embedding_model_stops_the_step_instead_of_merging_everything(tmp_path):
+    """Sixty distinct images embedded (as a random or undertrained model does) at nearly one point: deciding would
+    drop 59 of them as semantic duplicates; the step fails and writes nothing."""
+    wh = Warehouse(tmp_path)
+    n = 60
+    pairs = pair_rows([f"第{i}张图片里有一只红色的小猫和一棵绿色的大树" for i in range(n)])
+    shas = store_images(tmp_path, [photo(100 + i, size=200) for i in range(n)])
+    wh.write("raw_pairs", SNAPSHOT, pairs)
+    wh.write("text_refined_pairs", SNAPSHOT, pairs.with_columns(pl.col("caption").alias("caption_clean"),
+                                                                 pl.lit(3).alias("noun_count")))
+    wh.write("text_scores", SNAPSHOT, pairs.select("pair_id", entropy=pl.lit(0.9)))
+    wh.write("fetched_images", SNAPSHOT, fetched_rows(pairs, shas))
+    materialize(tmp_path, "image_scores")
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=32)
+    emb = base + rng.normal(scale=1e-3, size=(n, 32))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    wh.write("image_embeddings", SNAPSHOT, pl.DataFrame(
+        {"snapshot": [SNAPSHOT] * n, "image_sha256": shas, "model": ["collapsed"] * n,
+         "embedding": pl.Series(emb.astype(np.float32).tolist(), dtype=pl.List(pl.Float32))}))
+    result = materialize(tmp_path, "visually_diversified_pairs", "image_clusters", raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "looks degenerate" in str(failure.event_specific_data.error)
+    assert not wh.exists("visually_diversified_pairs", SNAPSHOT)
+    ok = materialize(tmp_path, "visually_diversified_pairs", "image_clusters",
+                     run_config={"ops": {"visually_diversified_pairs": {"config": {"semantic_dedup": False}}}})
+    assert ok.success and wh.read("visually_diversified_pairs", SNAPSHOT).height == n

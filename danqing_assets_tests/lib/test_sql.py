@@ -256,3 +256,46 @@ def test_python_filter_reason_agrees_with_the_stage3_sql():
     assert len(set(sql.values())) >= 5  # the sample reaches most rules
     for i, m in enumerate(metrics):
         assert filter_reason(m) == sql[f"p{i}"], m
+
+
+# --- stage 4 band ---------------------------------------------------------------------------------------------------
+
+S4 = "s4_cross_modal/aligned_pairs.sql"
+S4_PARAMS = {"band_mode": "absolute", "min_similarity": 0.2, "max_similarity": 0.9, "low_quantile": 0.1,
+             "high_quantile": 0.9, "max_text_heaviness": 0.3}
+
+
+def decide_band(rows, **params):
+    df = pl.DataFrame(rows, schema={"pair_id": pl.String, "warc_file": pl.String, "warc_offset": pl.Int64,
+                                    "img_index": pl.Int64, "similarity": pl.Float64, "text_heaviness": pl.Float64})
+    out = run_sql(S4, tables={"scored": df}, params={**S4_PARAMS, **params})
+    assert out.columns == ["pair_id", "reason", "detail"] and out.height == len(rows)
+    return {p: (r, d) for p, r, d in out.iter_rows()}
+
+
+def band_row(i, sim, th=0.0):
+    return {"pair_id": f"p{i}", "warc_file": "a", "warc_offset": i, "img_index": 0, "similarity": sim,
+            "text_heaviness": th}
+
+
+def test_band_absolute_mode_text_heaviness_and_failing_closed():
+    got = decide_band([band_row(0, 0.5), band_row(1, 0.1), band_row(2, 0.95), band_row(3, 0.5, th=0.4),
+                       band_row(4, 0.05, th=0.35), band_row(5, None), band_row(6, math.nan), band_row(7, 0.5, th=None)])
+    assert got["p0"] == (None, None)
+    assert got["p1"] == ("low_similarity", "similarity=0.1 < 0.2")
+    assert got["p2"] == ("high_similarity", "similarity=0.95 > 0.9")
+    assert got["p3"] == ("high_similarity", "text_heaviness=0.4 similarity=0.5")
+    assert got["p4"][0] == "high_similarity"  # a text-heavy image is above the band even when scored low
+    assert got["p5"] == ("unscored", "missing score: similarity")
+    assert got["p6"] == ("unscored", "missing score: similarity")
+    assert got["p7"] == ("unscored", "missing score: text_heaviness")
+
+
+def test_band_quantile_mode_is_per_snapshot():
+    rows = [band_row(i, i / 100) for i in range(101)]  # similarities 0.00 .. 1.00
+    got = decide_band(rows, band_mode="quantile", low_quantile=0.1, high_quantile=0.95)
+    low = sorted(p for p, (r, _) in got.items() if r == "low_similarity")
+    high = sorted(p for p, (r, _) in got.items() if r == "high_similarity")
+    assert len(low) == 10 and "p9" in low and "p10" not in low
+    assert len(high) == 5 and "p96" in high and "p95" not in high
+    assert decide_band([], band_mode="quantile") == {}  # an empty snapshot decides nothing and loses nothing

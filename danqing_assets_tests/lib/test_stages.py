@@ -99,7 +99,7 @@ def test_every_registered_asset_is_defined_and_every_asset_registered():
 
 
 def test_derived_views():
-    assert stages.LEDGER_STAGES == ("source", "text", "fetch", "image", "cross_modal")
+    assert stages.LEDGER_STAGES == ("source", "text", "fetch", "image", "cross_modal", "cross_batch")
     assert stages.stage_of("no_noun") == "text"
     assert stages.stage_of("decode_error") == "fetch"  # the first stage that can reject for it
     assert stages.reason_order("image")["unscored"] < stages.reason_order("image")["too_small"]

@@ -596,7 +596,7 @@ def test_real_world_warcs_from_the_pywb_sdist(tmp_path):
 def test_sample_crawl_rows_are_the_same_with_and_without_the_compiled_tokenizer(tmp_path, monkeypatch):
     """Every page of the sample crawl through the compiled tokenizer, then every page through Lexbor: same rows."""
     from danqing_assets.lib import html as H
-    from danqing_assets.lib.sample_crawl import write_sample_crawl
+    from danqing_sample.crawl import write_sample_crawl
 
     if H._compiled_scan() is None:
         pytest.skip("danqing_assets._html (C) is not built here")
@@ -617,7 +617,7 @@ def test_extraction_without_the_c_extension_gives_the_same_rows(tmp_path):
     import subprocess
     import sys
 
-    from danqing_assets.lib.sample_crawl import write_sample_crawl
+    from danqing_sample.crawl import write_sample_crawl
 
     summary = write_sample_crawl(tmp_path, pages=60, seed=5, files=1)
     path = summary.warc_files[0]

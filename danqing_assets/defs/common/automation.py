@@ -6,15 +6,22 @@ import dagster as dg
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import CrawlFeedResource, WarehouseResource
 
-from danqing_assets.lib.stages import BOOTSTRAP, EVALUATION
+from danqing_assets.lib.stages import BOOTSTRAP, EVALUATION, RELEASE
 
 MODEL_GROUPS = (BOOTSTRAP.group, EVALUATION.group)
+JOB_GROUPS = {"models_job": MODEL_GROUPS, "release_job": (RELEASE.group,)}
 
 curation_job = dg.define_asset_job(
     "curation_job",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*MODEL_GROUPS),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*MODEL_GROUPS, RELEASE.group),
     partitions_def=snapshot_partitions,
     description="Materialize the whole curation chain for one snapshot partition.",
+)
+
+release_job = dg.define_asset_job(
+    "release_job",
+    selection=dg.AssetSelection.groups(RELEASE.group),
+    description="Write a new release of every curated snapshot, with the funnel report.",
 )
 
 models_job = dg.define_asset_job(

@@ -3,6 +3,7 @@
 
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit
 
@@ -64,16 +65,25 @@ class ImageStoreResource(dg.ConfigurableResource):
         return LocalImageStore(loc or (warehouse.warehouse().home / "images"))
 
 
+BOOTSTRAP_MODEL = "bootstrap"
+NO_MODEL = "none"
+
+
 class ClipModelResource(dg.ConfigurableResource):
     """The CLIP model behind image embeddings, CLIP-based NSFW screening and (stage 4) image-text similarity.
 
-    Unset `model_name` means no model: semantic dedup is off, and the assets say so in their metadata. For real runs
-    name an architecture and its weights, e.g. model_name="ViT-B-16-SigLIP2", pretrained="webli" (open_clip tag, needs
+    Default `bootstrap`: the project's own small Chinese CLIP, the checkpoint the `bootstrap_checkpoint` asset trains
+    (`$DANQING_HOME/models/bootstrap_checkpoint`; materialize it first: `danqing models`). `none`: no model, so
+    semantic dedup and CLIP NSFW screening are off (the assets say so) and stage 4 refuses to run. For real runs name
+    an architecture and its weights, e.g. model_name="ViT-B-16-SigLIP2", pretrained="webli" (open_clip tag, needs
     the hub), "hf-hub:org/repo", a project checkpoint directory (model_name as its card.json names it), or
     model_name="cnclip:ViT-L-14" with a Chinese-CLIP checkpoint file; on a GPU machine device="auto" picks CUDA (fp16).
     A model without weights is refused unless `allow_random_init` (tests only)."""
 
-    model_name: str | None = Field(default=None, description="open_clip architecture or cnclip:<vision>; unset: none.")
+    model_name: str | None = Field(
+        default=BOOTSTRAP_MODEL,
+        description="'bootstrap' (the project's own checkpoint), 'none', an open_clip architecture, or cnclip:<vision>.",
+    )
     pretrained: str | None = Field(
         default=None, description="open_clip tag, hf-hub:org/repo, checkpoint directory (card.json) or file."
     )
@@ -82,24 +92,57 @@ class ClipModelResource(dg.ConfigurableResource):
     allow_random_init: bool = Field(
         default=False, description="Tests only: accept a model without weights (random embeddings)."
     )
+    home: str | None = Field(
+        default=None, description="Where the bootstrap checkpoint lives: unset means $DANQING_HOME (./.danqing)."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.model_name) and self.model_name != NO_MODEL
+
+    def resolved(self) -> tuple[str, str | None]:
+        """(model_name, pretrained) to load; `bootstrap` becomes the bootstrap checkpoint directory."""
+        if not self.enabled:
+            raise dg.Failure("this step needs a CLIP model: the `clip` resource is 'none' (configure model_name)")
+        if self.model_name != BOOTSTRAP_MODEL:
+            return self.model_name, self.pretrained
+        from danqing_assets.lib.checkpoints import is_checkpoint_dir, read_card
+
+        path = Path(self.home or default_home()).expanduser().resolve() / "models" / "bootstrap_checkpoint"
+        if not is_checkpoint_dir(path):
+            raise dg.Failure(
+                f"the `clip` resource uses the bootstrap model, but {path} holds no checkpoint: materialize "
+                "`bootstrap_checkpoint` first (`danqing models`), or configure the clip resource (model_name: none "
+                "switches the model-based steps off)"
+            )
+        return read_card(path)["model_name"], str(path)
 
     def load(self):
-        if not self.model_name:
-            raise dg.Failure("this step needs a CLIP model: configure the `clip` resource (model_name, pretrained)")
-        return _load_clip(self.model_name, self.pretrained, self.device, self.precision, self.allow_random_init)
+        name, pretrained = self.resolved()
+        return _load_clip(name, pretrained, self.device, self.precision, self.allow_random_init, _weights_key(pretrained))
 
     def describe(self) -> str:
         """What data rows and metadata record as the model: ``model:pretrained``, with the weights' sha256 for a
         project checkpoint directory."""
-        if not self.model_name:
+        if not self.enabled:
             return "none"
         from danqing_assets.lib.checkpoints import checkpoint_label
 
-        return checkpoint_label(self.model_name, self.pretrained)
+        return checkpoint_label(*self.resolved())
+
+
+def _weights_key(pretrained: str | None) -> str | None:
+    """The weights' identity for the load cache: a retrained checkpoint in the same directory is loaded again."""
+    from danqing_assets.lib.checkpoints import is_checkpoint_dir, read_card
+
+    if pretrained and is_checkpoint_dir(pretrained):
+        return read_card(pretrained)["weights"]["sha256"]
+    return None
 
 
 @lru_cache(maxsize=2)
-def _load_clip(model_name: str, pretrained: str | None, device: str, precision: str, allow_random_init: bool = False):
+def _load_clip(model_name: str, pretrained: str | None, device: str, precision: str, allow_random_init: bool = False,
+               _weights: str | None = None):
     from danqing_assets.lib.embed import load_clip
 
     return load_clip(model_name, pretrained, device=device, precision=precision, allow_random_init=allow_random_init)
@@ -139,6 +182,6 @@ def default_resources(home: str | None = None) -> dict[str, Any]:
         "warehouse": WarehouseResource(home=home),
         "s3": S3ClientResource(),
         "image_store": ImageStoreResource(),
-        "clip": ClipModelResource(),
+        "clip": ClipModelResource(home=home),
         "crawl_feed": CrawlFeedResource(),
     }

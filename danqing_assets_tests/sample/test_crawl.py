@@ -1,7 +1,10 @@
 """The sample crawl: real WARC bytes read back with warcio, an independent reference extraction (selectolax) compared
-with the truth, captions re-checked with jieba / the lexicons / a BERT vocabulary, images decoded with Pillow."""
+with the truth, captions re-checked with jieba / the lexicons / a BERT vocabulary, images decoded with Pillow, and the
+scenes the images show parsed back from their captions."""
 
 from __future__ import annotations
+
+from danqing_assets.lib import stages
 
 import functools
 import hashlib
@@ -24,8 +27,10 @@ import pytest
 
 from danqing_assets.lib import reasons as R
 from danqing_assets.lib.ids import pair_id
-from danqing_assets.lib.sample_crawl import (
+from danqing_sample import scenes as SC
+from danqing_sample.crawl import (
     DEFAULT_PAGES,
+    MIN_PHASH_DISTANCE,
     TRUTH_COLUMNS,
     WARC_PREFIX,
     laplacian_variance,
@@ -183,7 +188,7 @@ def small(tmp_path_factory):
 
 def test_same_seed_is_byte_identical_across_processes(tmp_path):
     a = write_sample_crawl(tmp_path / "a", pages=14, seed=5, files=2)
-    code = ("import sys; from danqing_assets.lib.sample_crawl import write_sample_crawl; "
+    code = ("import sys; from danqing_sample.crawl import write_sample_crawl; "
             "write_sample_crawl(sys.argv[1], pages=14, seed=5, files=2)")
     env = {**os.environ, "PYTHONHASHSEED": "123"}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], check=True, env=env, cwd=REPO, timeout=300)
@@ -323,14 +328,15 @@ def test_every_reason_is_present_and_valid(small):
     counts = Counter(zip(truth["expected_stage"], truth["expected_reason"]))
     assert counts == Counter(summary.counts)
     for stage, reason in counts:
-        assert (stage, reason) == (R.KEEP, R.KEEP) or R.stage_of(reason) == stage
+        assert (stage, reason) == (R.KEEP, R.KEEP) or stages.stage_of(reason) == stage
     expected = {
         (R.SOURCE, r) for r in (R.NOT_CHINESE_PAGE, R.BLACKLISTED_DOMAIN, R.CAPTION_MISSING, R.CAPTION_TOO_SHORT,
                                 R.CAPTION_TOO_LONG, R.UNSAFE_TEXT, R.DUPLICATE_PAIR)
-    } | {(R.TEXT, r) for r in R.TEXT_REASONS} | {(R.FETCH, R.DNS_ERROR), (R.CROSS_MODAL, R.HIGH_SIMILARITY),
-                                                 (R.CROSS_MODAL, R.LOW_SIMILARITY), (R.KEEP, R.KEEP)} | {
-        (R.IMAGE, r) for r in (R.TOO_SMALL, R.EXTREME_ASPECT, R.FLAT_IMAGE, R.BLURRY_IMAGE, R.DUPLICATE_IMAGE,
-                               R.NEAR_DUPLICATE_IMAGE)}
+    } | {(R.TEXT, r) for r in (R.NOT_CHINESE_CAPTION, R.NO_NOUN, R.TOO_MANY_UNK, R.LOW_INFORMATION, R.SENSITIVE_TEXT,
+                               R.NEAR_DUPLICATE_CAPTION)} | {
+        (R.FETCH, R.DNS_ERROR), (R.CROSS_MODAL, R.HIGH_SIMILARITY), (R.CROSS_MODAL, R.LOW_SIMILARITY), (R.KEEP, R.KEEP)
+    } | {(R.IMAGE, r) for r in (R.TOO_SMALL, R.EXTREME_ASPECT, R.FLAT_IMAGE, R.BLURRY_IMAGE, R.DUPLICATE_IMAGE,
+                                R.NEAR_DUPLICATE_IMAGE, R.SEMANTIC_DUPLICATE)}
     assert set(counts) == expected
     assert 0.35 <= counts[(R.KEEP, R.KEEP)] / len(truth) <= 0.55
 
@@ -393,7 +399,7 @@ def test_text_labels(small):
 
     _, truth, _, _ = small
     zh = truth.filter((pl.col("page_language") == "zho") & (pl.col("expected_stage") != R.SOURCE))
-    text_order = list(R.TEXT_REASONS)
+    text_order = list(stages.TEXT.reasons)
 
     def after(row, reason: str) -> bool:  # the pair reaches the `reason` check of stage 2
         if row["expected_stage"] != R.TEXT:
@@ -525,7 +531,7 @@ def test_image_properties_match_truth(small):
         if stage in (R.IMAGE, R.CROSS_MODAL, R.KEEP):
             work = laplacian_variance(np.asarray(working_copy(img), dtype=np.float64))
             assert lap > 1000 and work > 1000, (kind, lap, work)
-            if kind in ("normal", "mismatch"):
+            if kind in ("normal", "mismatch", "semantic_duplicate"):
                 normal_laps.append(lap)
                 assert _entropy(g) > 5
             hashes[row["pair_id"]] = phash64(img)
@@ -548,6 +554,79 @@ def test_image_properties_match_truth(small):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Scenes: what the images show and the captions name.
+
+_SCENE_COPIES = (R.DUPLICATE_PAIR, R.DUPLICATE_IMAGE, R.NEAR_DUPLICATE_IMAGE, R.SEMANTIC_DUPLICATE)
+
+
+def _luma_phash(data: bytes) -> int:
+    """pHash of the luma a filter sees (JPEG decoded straight to grey, as the generator checks it)."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(data))
+    if img.format == "JPEG":
+        img.draft("L", img.size)
+    return phash64(img.convert("L"))
+
+
+def test_images_reaching_stage_3_show_the_scene_their_caption_names(small):
+    _, truth, _, _ = small
+    reach = truth.filter(pl.col("expected_stage").is_in([R.IMAGE, R.CROSS_MODAL, R.KEEP]))
+    assert reach.height > 100
+    for row in reach.iter_rows(named=True):
+        kind, reason = row["image_kind"], row["expected_reason"]
+        assert (row["scene"] is None) == (kind in ("flat", "text_heavy")), row
+        named = SC.Scene.parse(row["caption_scene"])
+        folded = _fold(row["caption"])
+        things, colours, backgrounds = SC.named_in(folded)
+        assert set(things) == set(named.things) and set(colours) == set(named.colours), (row["caption"], str(named))
+        assert set(backgrounds) == {named.background}, (row["caption"], str(named))
+        for g in named.groups:
+            if g.count > 1:
+                assert f"{SC.NUMERALS[g.count]}{SC.THING_BY_KEY[g.thing].measure}" in folded, (row["caption"], str(g))
+            assert any(p in folded for p in SC.POSITIONS[g.position]), (row["caption"], str(g))
+        if reason == R.LOW_SIMILARITY:  # another scene: no thing and not the background in common
+            shown = SC.Scene.parse(row["scene"])
+            assert shown.background != named.background and not set(shown.things) & set(named.things)
+        elif reason == R.HIGH_SIMILARITY:  # a poster printing the pinyin its caption starts with
+            assert row["caption"].split(" ")[0].isascii()
+            assert any(SC.THING_BY_KEY[t].pinyin in row["caption"] for t in named.things), row["caption"]
+        elif row["scene"] is not None:
+            assert row["scene"] == row["caption_scene"]
+
+
+def test_every_scene_is_used_once_except_by_designed_copies(small):
+    _, truth, _, _ = small
+    by_id = {r["pair_id"]: r for r in truth.iter_rows(named=True)}
+    users: Counter[str] = Counter()
+    for row in truth.iter_rows(named=True):
+        if row["expected_reason"] in _SCENE_COPIES:
+            orig = by_id[row["duplicate_of"]]
+            assert row["caption_scene"] == orig["caption_scene"] is not None
+            assert row["scene"] == orig["scene"] is not None
+            continue
+        for scene in {row["scene"], row["caption_scene"]} - {None}:
+            users[scene] += 1
+    assert len(users) > 150 and max(users.values()) == 1
+
+
+def test_semantic_duplicates_are_the_same_scene_far_in_phash(small):
+    _, truth, _, images = small
+    by_id = {r["pair_id"]: r for r in truth.iter_rows(named=True)}
+    sem = truth.filter(pl.col("expected_reason") == R.SEMANTIC_DUPLICATE)
+    assert sem.height >= 3
+    for row in sem.iter_rows(named=True):
+        orig = by_id[row["duplicate_of"]]
+        assert orig["expected_reason"] == R.KEEP and row["expected_stage"] == R.IMAGE
+        assert row["image_kind"] == "semantic_duplicate" and row["scene"] == orig["scene"]
+        assert row["caption"] != orig["caption"]
+        a, b = images[row["image_url"]]["body"], images[orig["image_url"]]["body"]
+        assert a != b
+        distance = int(np.bitwise_count(np.uint64(_luma_phash(a) ^ _luma_phash(b))))
+        assert distance >= MIN_PHASH_DISTANCE, distance
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Default size.
 
 
@@ -566,12 +645,12 @@ def test_default_size_counts_and_time(tmp_path):
         else:
             assert n >= 15, (reason, n)
     assert 0.40 <= counts[(R.KEEP, R.KEEP)] / len(truth) <= 0.50
-    assert len(counts) == 23  # 22 reasons + keep
+    assert len(counts) == 24  # 23 reasons + keep
     assert sorted(Path(p).name for p in summary.warc_files) == [f"{WARC_PREFIX}-s0-{i:05d}.warc.gz" for i in range(3)]
 
 
 def test_prints_nothing(tmp_path):
-    code = ("import sys; from danqing_assets.lib.sample_crawl import write_sample_crawl; "
+    code = ("import sys; from danqing_sample.crawl import write_sample_crawl; "
             "write_sample_crawl(sys.argv[1], pages=3, seed=0, files=1)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, cwd=REPO, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})

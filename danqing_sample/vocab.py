@@ -1,4 +1,4 @@
-"""Word banks for the deterministic sample crawl (`sample_crawl.py`).
+"""Word banks for the deterministic sample crawl (`danqing_sample.crawl`).
 
 Plain Simplified Chinese words chosen so that `jieba.lcut` segments them predictably, with common characters that a
 Chinese BERT vocabulary knows; Traditional captions are made from them with OpenCC. Japanese and English banks make the

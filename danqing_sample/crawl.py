@@ -5,6 +5,17 @@ record, written with warcio: a `warcinfo` record, then per page `request` / `res
 most image URLs, captured image `request` / `response` records) and `out_dir/truth.parquet`: one row per image-text
 pair the extractor must emit, with the first stage that must reject it and why (names from `reasons.py`), or keep/keep.
 
+Images a model can learn from: every image that reaches stage 3 is a rendered `scenes.Scene` (things of a colour and
+count at a position on a background), and its caption names that scene in varied Chinese (`scenes.caption_for`); the
+truth says which scene each image shows (`scene`) and which its caption names (`caption_scene`, canonical
+`Scene.__str__` text). Every scene is drawn once per crawl, except for the designed copies: `duplicate_image` (the same
+bytes), `near_duplicate_image` (the same pixels resized / re-encoded: pHash within 4 bits) and `semantic_duplicate`
+(the same scene and layout re-rendered over a differently lit background, shifted a little, another JPEG quality: at
+least MIN_PHASH_DISTANCE bits from every other image, so only an embedding model can find it). `low_similarity`
+pairs show one scene and name another (different things and background); `high_similarity` pairs are posters that
+print their caption's words in large type (`scenes.render_poster`: pinyin in Latin letters and pseudo-glyphs, since no
+font able to draw Chinese is assumed). Pairs rejected before stage 3 keep procedural "photos" and generic captions.
+
 Extraction contract the truth follows: `pair_id = ids.pair_id(<page response WARC-Record-ID, angle brackets included>,
 <index of the <img> among all <img> elements of the page>)`; the image URL is `src` when it is a usable URL, else
 `data-src`, else the largest `w` candidate of `srcset` (srcset images here carry no src or a data: placeholder),
@@ -44,8 +55,9 @@ from urllib.parse import urljoin, urlsplit
 import numpy as np
 
 from danqing_assets.lib import reasons as R
-from danqing_assets.lib import sample_vocab as V
 from danqing_assets.lib.ids import pair_id, sha256_hex
+from danqing_sample import scenes as SC
+from danqing_sample import vocab as V
 
 DEFAULT_PAGES = 250
 """About 8 pairs per page: the default gives roughly 2,000 pairs."""
@@ -54,7 +66,7 @@ WARC_PREFIX = "CC-MAIN-SAMPLE"
 TRUTH_FILE = "truth.parquet"
 
 # Share of all pairs that each slot-level defect gets (pairs on clean Chinese pages). Page-level defects (Japanese /
-# English pages, blacklisted domains) come from PAGE_FRACTIONS. What is left is kept: about 45 % at the default size.
+# English pages, blacklisted domains) come from PAGE_FRACTIONS. What is left is kept: about 42 % at the default size.
 SLOT_FRACTIONS: dict[tuple[str, str], float] = {
     (R.SOURCE, R.CAPTION_MISSING): 0.030,
     (R.SOURCE, R.CAPTION_TOO_SHORT): 0.030,
@@ -74,13 +86,15 @@ SLOT_FRACTIONS: dict[tuple[str, str], float] = {
     (R.IMAGE, R.BLURRY_IMAGE): 0.020,
     (R.IMAGE, R.DUPLICATE_IMAGE): 0.020,
     (R.IMAGE, R.NEAR_DUPLICATE_IMAGE): 0.020,
+    (R.IMAGE, R.SEMANTIC_DUPLICATE): 0.020,
     (R.CROSS_MODAL, R.HIGH_SIMILARITY): 0.022,
     (R.CROSS_MODAL, R.LOW_SIMILARITY): 0.012,
 }
 PAGE_FRACTIONS: dict[str, float] = {"ja": 0.05, "en": 0.05, "blacklisted": 0.035}
 
 # Reasons whose pair copies an earlier kept pair (its caption, image or both).
-_DUP_REASONS = (R.DUPLICATE_PAIR, R.NEAR_DUPLICATE_CAPTION, R.DUPLICATE_IMAGE, R.NEAR_DUPLICATE_IMAGE)
+_DUP_REASONS = (R.DUPLICATE_PAIR, R.NEAR_DUPLICATE_CAPTION, R.DUPLICATE_IMAGE, R.NEAR_DUPLICATE_IMAGE,
+                R.SEMANTIC_DUPLICATE)
 _MAX_CHILDREN = 2  # an original has at most two copies of one kind
 
 # Caption word-count bands (jieba words that contain a letter, digit or Han character).
@@ -123,6 +137,8 @@ _TRUTH_SCHEMA: dict[str, str] = {
     "image_height": "int?",
     "image_sha256": "str?",
     "duplicate_of": "str?",
+    "scene": "str?",  # the scene the image shows (`scenes.Scene` text form); None for posters, flat and filler images
+    "caption_scene": "str?",  # the scene the caption names; None for generic and defective captions
 }
 TRUTH_COLUMNS: tuple[str, ...] = tuple(_TRUTH_SCHEMA)
 
@@ -324,6 +340,7 @@ class _Image:
     height: int
     data: bytes
     array: Any = None  # RGB pixels before encoding (originals of near duplicates)
+    layout_seed: int | None = None  # the stream that placed a scene's things (re-used by its semantic duplicates)
 
     @property
     def mime(self) -> str:
@@ -374,6 +391,8 @@ class _Slot:
     alt_mode: str = "value"  # value / absent / empty / blank
     rel_src: str = ""  # the attribute value of relative / base-href forms
     title: str = ""  # Latin text printed on a text-heavy image and quoted by its caption
+    scene: SC.Scene | None = None  # what the image shows
+    caption_scene: SC.Scene | None = None  # what the caption names
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -452,30 +471,60 @@ class _Captions:
         raise RuntimeError(f"sample crawl: could not generate a {what} caption")  # pragma: no cover
 
     # -- caption kinds ----------------------------------------------------------------------------------------------
-    def valid(self, page: _Page, *, n_clauses: tuple[int, int] = (2, 6), sep: str | None = None,
-              decorate: str = "plain", min_chars: int = 0, title: str = "") -> str:
-        """A caption every filter keeps: 10-38 words, a noun, safe, distinct from every registered caption.
-
-        decorate: plain / latin (a Latin product token) / entity (an "&") / emoji / ad_suffix ("-XX网") / poster
-        (starts with `title`, the Latin text printed on a text-heavy image, followed by a poster noun).
-        """
+    def valid(self, page: _Page, *, n_clauses: tuple[int, int] = (2, 6)) -> str:
+        """A generic caption every filter keeps (10-38 words, a noun, safe, distinct from every registered caption),
+        naming no scene: for pairs a page-level rule rejects."""
         kit = self.kit
 
         def make() -> str | None:
-            base = self._join([self._clause() for _ in range(self.r.randint(*n_clauses))], sep)
+            text = self._finish(self._join([self._clause() for _ in range(self.r.randint(*n_clauses))]), page)
+            if not kit.words_in(text, NORMAL_WORDS[0] + 2, NORMAL_WORDS[1] - 2):
+                return None
+            if not kit.has_noun(text) or not kit.safe(text) or _char_entropy_ratio(kit.fold(text)) < 0.75:
+                return None
+            if _han_share(text) < 0.65:
+                return None
+            if page.encoding != "utf-8" and not self._encodable(text, page):
+                return None
+            return text if self._fresh(text) else None
+
+        return self._retry(make, "valid")
+
+    def scene_caption(self, page: _Page, scene: SC.Scene, *, decorate: str = "plain", sep: str | None = None,
+                      title: str = "", tail: str = "", min_chars: int = 0, tries: int = 60) -> str | None:
+        """A caption every filter keeps (10-38 words, a noun, safe, distinct from every registered caption) that
+        names `scene` (`scenes.caption_parts`, decorated); None when `tries` phrasings all fail a check (the caller then
+        takes another scene).
+
+        decorate: plain / latin (a Latin product or file-type token) / entity (an "&") / emoji / ad_suffix ("-XX网") /
+        poster (starts with `title`, the pinyin printed on a text-heavy image, followed by a poster noun).
+        tail: a numbered ending ("第3张") after the scene's words, for the originals of near-duplicate captions;
+        min_chars: the least length without whitespace (neutral phrases are added to reach it).
+        """
+        kit, r = self.kit, self.r
+
+        def make() -> str | None:
+            parts = SC.caption_parts(scene, r)
+            extras = [e for e in SC.EXTRA_PHRASES if e not in parts]
+            r.shuffle(extras)
+            while extras and (len("".join(parts)) + len(tail) < min_chars or (decorate == "entity" and len(parts) < 2)):
+                parts.append(extras.pop())
+            if decorate == "entity":
+                parts[-2:] = [parts[-2] + r.choice([" & ", "&"]) + parts[-1]]
+            base = (sep if sep is not None else r.choices(["，", " ", "；"], weights=[82, 12, 6])[0]).join(parts)
+            if tail:
+                base = f"{base}，{tail}"
             if decorate == "poster":
-                base = f"{title} {self.r.choice(['宣传海报', '海报', '宣传单', '文字图片', '说明书'])}，{base}"
+                base = f"{title} {r.choice(SC.POSTER_NOUNS)}，{base}"
             elif decorate == "latin":
-                tok = self.r.choice(V.LATIN_TOKENS)
-                base = f"{tok} {base}" if self.r.random() < 0.5 else f"{base} {tok}"
-            elif decorate == "entity":
-                base = base + self.r.choice([" & ", "&"]) + self._clause()
+                tok = r.choice(SC.LATIN_TAGS)
+                base = f"{tok} {base}" if r.random() < 0.5 else f"{base} {tok}"
             text = self._finish(base, page)
             if decorate == "emoji":
-                emo = "".join(self.r.sample(V.CLEAN_EMOJI, self.r.randint(1, 2)))
-                text = f"{text}{emo}" if self.r.random() < 0.7 else f"{emo}{text}"
+                emo = "".join(r.sample(V.CLEAN_EMOJI, r.randint(1, 2)))
+                text = f"{text}{emo}" if r.random() < 0.7 else f"{emo}{text}"
             elif decorate == "ad_suffix":
-                text = text + self.r.choice(V.SITE_SUFFIXES).format(self.r.choice(V.SITE_NAMES))
+                text = text + r.choice(V.SITE_SUFFIXES).format(r.choice(V.SITE_NAMES))
             if len("".join(text.split())) < min_chars:
                 return None
             if not kit.words_in(text, NORMAL_WORDS[0] + 2, NORMAL_WORDS[1] - 2):
@@ -490,7 +539,11 @@ class _Captions:
                 return None
             return text if self._fresh(text) else None
 
-        return self._retry(make, "valid")
+        for _ in range(tries):
+            out = make()
+            if out is not None:
+                return out
+        return None
 
     def short(self, page: _Page) -> str:
         r = self.r
@@ -645,26 +698,6 @@ class _Captions:
 
         return self._retry(make, "low-information")
 
-    def series(self, page: _Page) -> str:
-        """Original of a near-duplicate group: a long valid caption ending in a numbered tail ("…，第3张")."""
-        r = self.r
-        tail = r.choice(V.SERIES_TAILS)
-
-        def make() -> str | None:
-            base = self._join([self._clause() for _ in range(r.randint(5, 7))], "，")
-            text = self._finish(f"{base}，{tail.format(r.randint(1, 9))}", page)
-            if len("".join(text.split())) < 56:
-                return None
-            if not self.kit.words_in(text, NORMAL_WORDS[0] + 2, NORMAL_WORDS[1] - 2):
-                return None
-            if not self.kit.has_noun(text) or not self.kit.safe(text):
-                return None
-            if page.encoding != "utf-8" and not self._encodable(text, page):
-                return None
-            return text if self._fresh(text) else None
-
-        return self._retry(make, "series")
-
     def near_variant(self, orig: _Slot, siblings: list[_Slot]) -> str:
         """The original with its trailing number changed or one word near the end replaced."""
         r = self.r
@@ -729,16 +762,21 @@ class _Captions:
 
 
 def _grey(img: Any) -> np.ndarray:
-    return np.asarray(img.convert("L"), dtype=np.float64)
+    """0-255 luma as uint8 (the checks below take it as is)."""
+    return np.asarray(img.convert("L"))
 
 
 def laplacian_variance(grey: np.ndarray) -> float:
-    """Variance of the 3x3 4-neighbour Laplacian over the interior of a 0-255 grey array."""
-    g = np.asarray(grey, dtype=np.float64)
+    """Variance of the 3x3 4-neighbour Laplacian over the interior of a 0-255 grey array.
+
+    8-bit input is filtered in int16 (exact: the Laplacian of 0-255 values lies in -1020..1020, and 4x less memory
+    traffic than float64), other input in float64; the variance is taken in float64 either way."""
+    g = np.asarray(grey)
+    g = g.astype(np.int16) if g.dtype == np.uint8 else g.astype(np.float64, copy=False)
     if g.shape[0] < 3 or g.shape[1] < 3:
         return 0.0
-    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
-    return float(lap.var())
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4 * g[1:-1, 1:-1]
+    return float(lap.var(dtype=np.float64))
 
 
 def working_copy(img: Any, size: int = WORK_SIZE) -> Any:
@@ -773,18 +811,18 @@ def phash64(img: Any) -> int:
 
 
 class _Images:
-    """Procedural images: photo-like (gradients, hard-edged shapes, fine texture, mild noise), text-heavy, flat, ..."""
+    """Rendered scenes (and their defective, duplicate and semantic copies), posters, flat images, and procedural
+    photo-like fillers (gradients, hard-edged shapes, fine texture, mild noise) for pairs rejected before stage 3."""
 
     def __init__(self, seed: int) -> None:
-        from PIL import Image, ImageDraw, ImageFilter, ImageFont
+        from PIL import Image, ImageDraw, ImageFilter
 
-        self.Image, self.ImageDraw, self.ImageFilter, self.ImageFont = Image, ImageDraw, ImageFilter, ImageFont
+        self.Image, self.ImageDraw, self.ImageFilter = Image, ImageDraw, ImageFilter
         self.seed = seed
         # Mild grey noise, stored offset by 128 so that ImageChops.add(img, crop, 1, -128) adds it in C.
         noise = np.random.default_rng(_h64(seed, "noise")).integers(123, 134, (1440, 1440), dtype=np.uint8)
         self.noise = Image.fromarray(np.repeat(noise[..., None], 3, axis=2))
         self.hashes = np.zeros(0, dtype=np.uint64)
-        self._fonts: dict[int, Any] = {}
 
     def rng(self, *key: object) -> np.random.Generator:
         return np.random.default_rng(_h64(self.seed, "img", *key))
@@ -853,53 +891,6 @@ class _Images:
             (rect if is_rect else ell)(box, fill=col)
         return self._add_noise(rng, img)
 
-    def _font(self, size: int) -> Any:
-        if size not in self._fonts:
-            self._fonts[size] = self.ImageFont.load_default(size=size)
-        return self._fonts[size]
-
-    def draw_text(self, rng: np.random.Generator, w: int, h: int, title: str) -> Any:
-        """A poster / document: light tinted background, a coloured band with `title` in large letters, dense lines
-        of text (the title repeated among them)."""
-        img = self._background(rng, w, h, 205, 255)
-        dr = self.ImageDraw.Draw(img)
-        y = int(rng.integers(6, 20))
-        band = int(h * rng.uniform(0.1, 0.2))
-        band_top = 0 if rng.random() < 0.5 else int(h * rng.uniform(0.3, 0.7))
-        dr.rectangle([0, band_top, w, band_top + band], fill=tuple(rng.integers(0, 150, 3).tolist()))
-        font = self._font(max(14, band // 2))
-        while dr.textlength(title, font=font) > w - 16 and font.size > 12:
-            font = self._font(font.size - 2)
-        dr.text((int(rng.integers(8, max(9, min(40, w - int(dr.textlength(title, font=font)) - 8)))),
-                 band_top + band // 5), title, font=font, fill=(255, 255, 255))
-        if band_top == 0:
-            y = band + 8
-        cols = 1 if w < 480 or rng.random() < 0.5 else 2
-        size = int(rng.integers(13, 20))
-        font = self._font(size)
-        margin = int(rng.integers(8, 30))
-        col_w = (w - 2 * margin) // cols
-        colour = tuple(rng.integers(0, 90, 3).tolist())
-        start_y = y
-        for c in range(cols):
-            y = start_y
-            x = margin + c * col_w
-            while y < h - size - 4:
-                if band_top - size <= y < band_top + band:
-                    y = band_top + band + 6
-                    continue
-                words = rng.choice(V.EN_NOUNS + V.EN_ADJECTIVES, int(rng.integers(3, 9)))
-                line = title if rng.random() < 0.1 else " ".join(words)
-                if rng.random() < 0.3:
-                    line += f" {int(rng.integers(1, 9999))}"
-                while line and dr.textlength(line, font=font) > col_w - 6:
-                    line = line.rsplit(" ", 1)[0] if " " in line else ""
-                dr.text((x, y), line, font=font, fill=colour)
-                y += int(size * rng.uniform(1.25, 1.6))
-                if rng.random() < 0.08:
-                    y += size
-        return self._add_noise(rng, img)
-
     # -- encoding and checks ----------------------------------------------------------------------------------------
     def encode(self, img: Any, fmt: str, quality: int = 88) -> bytes:
         buf = io.BytesIO()
@@ -943,12 +934,15 @@ class _Images:
                 return w, h
 
     # -- kinds ------------------------------------------------------------------------------------------------------
-    def normal(self, key: object, fmt: str, *, keep_array: bool = False, kind: str = "normal") -> _Image:
+    def scene(self, key: object, scene: SC.Scene, fmt: str, *, keep_array: bool = False,
+              kind: str = "normal") -> _Image:
+        """`scene` rendered, sharp and at least MIN_PHASH_DISTANCE bits from every registered image."""
         for attempt in range(30):
             rng = self.rng(key, attempt)
             w, h = self._size(rng)
-            arr_img = self.draw_photo(rng, w, h)
-            data = self.encode(arr_img, fmt, int(rng.integers(78, 86)))
+            layout_seed = int(rng.integers(0, 2**63))
+            img = SC.render_scene(scene, w, h, rng, layout=np.random.default_rng(layout_seed))
+            data = self.encode(img, fmt, int(rng.integers(78, 86)))
             dec = self.decode(data)
             if not self.sharp_enough(dec):
                 continue
@@ -956,14 +950,38 @@ class _Images:
             if ph is None:
                 continue
             self.register(ph)
-            return _Image(kind, fmt, w, h, data, np.asarray(arr_img) if keep_array else None)
-        raise RuntimeError("sample crawl: could not draw a distinct sharp image")  # pragma: no cover
+            return _Image(kind, fmt, w, h, data, np.asarray(img) if keep_array else None, layout_seed)
+        raise RuntimeError(f"sample crawl: could not draw a distinct sharp image of {scene}")  # pragma: no cover
 
-    def text_heavy(self, key: object, fmt: str, title: str) -> _Image:
+    def semantic_copy(self, key: object, orig: _Image, scene: SC.Scene) -> _Image:
+        """The original's scene and layout re-rendered over another backdrop, texture and noise, shifted by 1-4 %
+        (two edges trimmed), as JPEG at another quality: the same picture to the eye, far from every image in pHash.
+        A scene whose big things fix its pHash whatever the backdrop (rare) is laid out afresh after 15 tries."""
+        assert orig.layout_seed is not None
+        w, h = orig.width, orig.height
+        for attempt in range(30):
+            rng = self.rng(key, attempt)
+            layout = np.random.default_rng(orig.layout_seed) if attempt < 15 else None
+            img = SC.render_scene(scene, w, h, rng, layout=layout)
+            dx = int(rng.integers(max(1, w // 100), max(2, w // 25) + 1)) * (1 if rng.random() < 0.5 else -1)
+            dy = int(rng.integers(max(1, h // 100), max(2, h // 25) + 1)) * (1 if rng.random() < 0.5 else -1)
+            img = img.crop((max(0, dx), max(0, dy), w + min(0, dx), h + min(0, dy)))
+            data = self.encode(img, "jpeg", int(rng.integers(88, 96)))
+            dec = self.decode(data)
+            if not self.sharp_enough(dec):
+                continue
+            ph = self.distinct(dec)
+            if ph is None:
+                continue
+            self.register(ph)
+            return _Image("semantic_duplicate", "jpeg", img.size[0], img.size[1], data)
+        raise RuntimeError(f"sample crawl: could not re-render {scene} far from every image")  # pragma: no cover
+
+    def text_heavy(self, key: object, fmt: str, title: str, text: str) -> _Image:
         for attempt in range(30):
             rng = self.rng(key, attempt)
             w, h = self._size(rng, 360, 640)
-            img = self.draw_text(rng, w, h, title)
+            img = SC.render_poster(title, text, w, h, rng)
             data = self.encode(img, fmt, 92)
             dec = self.decode(data)
             if not self.sharp_enough(dec, min_entropy=4.5):
@@ -975,16 +993,16 @@ class _Images:
             return _Image("text_heavy", fmt, w, h, data)
         raise RuntimeError("sample crawl: could not draw a text-heavy image")  # pragma: no cover
 
-    def tiny(self, key: object, fmt: str) -> _Image:
+    def tiny(self, key: object, fmt: str, scene: SC.Scene) -> _Image:
         rng = self.rng(key)
         w, h = int(rng.integers(16, 65)), int(rng.integers(16, 65))
-        return _Image("tiny", fmt, w, h, self.encode(self.draw_photo(rng, w, h), fmt, 90))
+        return _Image("tiny", fmt, w, h, self.encode(SC.render_scene(scene, w, h, rng), fmt, 90))
 
-    def wide(self, key: object, fmt: str) -> _Image:
+    def wide(self, key: object, fmt: str, scene: SC.Scene) -> _Image:
         rng = self.rng(key)
         long_edge, short_edge = int(rng.integers(1000, 1401)), int(rng.integers(160, 241))
         w, h = (long_edge, short_edge) if rng.random() < 0.75 else (short_edge, long_edge)
-        return _Image("wide", fmt, w, h, self.encode(self.draw_photo(rng, w, h), fmt, 88))
+        return _Image("wide", fmt, w, h, self.encode(SC.render_scene(scene, w, h, rng), fmt, 88))
 
     def flat(self, key: object, fmt: str) -> _Image:
         rng = self.rng(key)
@@ -995,11 +1013,11 @@ class _Images:
             fmt, data = "png", self.encode(img, "png")
         return _Image("flat", fmt, w, h, data)
 
-    def blurred(self, key: object, fmt: str) -> _Image:
+    def blurred(self, key: object, fmt: str, scene: SC.Scene) -> _Image:
         for attempt in range(10):
             rng = self.rng(key, attempt)
             w, h = self._size(rng, 400, 600)
-            img = self.draw_photo(rng, w, h).filter(self.ImageFilter.GaussianBlur(float(rng.uniform(6, 9))))
+            img = SC.render_scene(scene, w, h, rng).filter(self.ImageFilter.GaussianBlur(float(rng.uniform(6, 9))))
             data = self.encode(img, fmt, 90)
             g = _grey(self.decode(data))
             if laplacian_variance(g) <= MAX_BLURRED_LAPLACIAN and g.std() >= 8 and grey_entropy(g) >= 4:
@@ -1026,10 +1044,11 @@ class _Images:
         raise RuntimeError("sample crawl: could not make a near-duplicate image")  # pragma: no cover
 
     def filler(self, key: object, fmt: str) -> _Image:
-        """An image for a pair rejected before stage 3: photo-like, not checked."""
+        """An image for a pair rejected before stage 3: photo-like (with less fine detail: it is never scored), not
+        checked, and unrelated to its caption."""
         rng = self.rng(key)
         w, h = self._size(rng, 300, 440)
-        return _Image("normal", fmt, w, h, self.encode(self.draw_photo(rng, w, h), fmt, 82))
+        return _Image("normal", fmt, w, h, self.encode(self.draw_photo(rng, w, h, detail=0.4), fmt, 82))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1045,6 +1064,8 @@ class _Generator:
         self.kit = _TextKit()
         self.captions = _Captions(random.Random(_h64("captions", seed)), self.kit)
         self.images = _Images(seed)
+        self.scene_rng = random.Random(_h64("scenes", seed))
+        self._scenes: set[SC.Scene] = set()  # every scene drawn or named so far: each is used once
         self.pages: list[_Page] = []
         self.base_date = datetime(2024, 1, 1) + timedelta(days=seed % 600, seconds=_h64("t", seed) % 86_400)
         self._used_hosts: set[str] = set()
@@ -1238,6 +1259,7 @@ class _Generator:
         elif reason == R.DUPLICATE_PAIR:
             assert s.orig is not None
             s.caption, s.caption_kind = c.pair_variant(s.orig)
+            s.scene, s.caption_scene = s.orig.scene, s.orig.caption_scene
             register = False
         elif reason == R.NOT_CHINESE_CAPTION:
             s.caption, s.caption_kind, s.script = c.english(), "english", "none"
@@ -1255,20 +1277,53 @@ class _Generator:
             siblings = list(self._children.get(id(s.orig), []))
             s.caption, s.caption_kind = c.near_variant(s.orig, siblings), "near_copy"
             self._children.setdefault(id(s.orig), []).append(s)
-        elif reason == R.HIGH_SIMILARITY:
-            s.title = " ".join(r.sample(V.EN_NOUNS, r.choices([1, 2], weights=[7, 3])[0])).upper()
-            s.caption, s.caption_kind = c.valid(page, decorate="poster", title=s.title, n_clauses=(3, 5)), "poster"
+        elif reason == R.HIGH_SIMILARITY:  # a poster printing the words of a caption about a scene
+            self._scene_caption(s, decorate="poster", image=False)
         elif s.role == R.NEAR_DUPLICATE_CAPTION:
-            s.caption, s.caption_kind = c.series(page), "series"
+            tail = r.choice(V.SERIES_TAILS).format(r.randint(1, 9))
+            self._scene_caption(s, kind="series", tail=tail, min_chars=56)
         elif s.role == R.DUPLICATE_PAIR:
             deco = r.choice(["latin", "latin", "plain"])
-            sep = " " if r.random() < 0.4 else "，"
-            s.caption, s.caption_kind = c.valid(page, decorate=deco, sep=sep), deco
-        else:
-            deco = r.choices(["plain", "emoji", "ad_suffix", "entity", "latin"], weights=[66, 9, 12, 5, 8])[0]
-            s.caption, s.caption_kind = c.valid(page, decorate=deco), deco
+            self._scene_caption(s, decorate=deco, sep=" " if r.random() < 0.4 else "，")
+        elif reason in (R.DUPLICATE_IMAGE, R.NEAR_DUPLICATE_IMAGE, R.SEMANTIC_DUPLICATE):
+            assert s.orig is not None and s.orig.scene is not None
+            self._scene_caption(s, decorate=self._decoration(), scene=s.orig.scene)
+        elif reason == R.LOW_SIMILARITY:  # the image shows one scene, the caption names another
+            s.scene = self._new_scene()
+            self._scene_caption(s, decorate=self._decoration(), image=False, unlike=s.scene)
+        else:  # keep, and the image defects (the image of flat_image and dns_error pairs shows no scene)
+            self._scene_caption(s, decorate=self._decoration(), image=reason not in (R.FLAT_IMAGE, R.DNS_ERROR))
         if register:
             c.register(s)
+
+    def _decoration(self) -> str:
+        return self.r.choices(["plain", "emoji", "ad_suffix", "entity", "latin"], weights=[66, 9, 12, 5, 8])[0]
+
+    def _new_scene(self, unlike: SC.Scene | None = None) -> SC.Scene:
+        """A scene not used before in this crawl; with `unlike`, one sharing neither a thing nor the background."""
+        while True:
+            scene = SC.sample_scene(self.scene_rng)
+            if scene in self._scenes:
+                continue
+            if unlike is not None and (scene.background == unlike.background or set(scene.things) & set(unlike.things)):
+                continue
+            self._scenes.add(scene)
+            return scene
+
+    def _scene_caption(self, s: _Slot, *, decorate: str = "plain", kind: str | None = None, image: bool = True,
+                       scene: SC.Scene | None = None, unlike: SC.Scene | None = None, **kw: Any) -> None:
+        """Give `s` a caption naming `scene` (default: a new one, unlike `unlike`) and, with `image`, that scene as
+        what its image shows. A scene no phrasing fits (rare) is replaced by another one, except a given scene."""
+        for _ in range(50):
+            named = scene or self._new_scene(unlike)
+            title = SC.poster_title(named, self.r) if decorate == "poster" else ""
+            caption = self.captions.scene_caption(s.page, named, decorate=decorate, title=title, **kw)
+            if caption is not None:
+                s.caption, s.caption_kind, s.caption_scene, s.title = caption, kind or decorate, named, title
+                if image:
+                    s.scene = named
+                return
+        raise RuntimeError("sample crawl: could not caption a scene")  # pragma: no cover
 
     # -- images and URLs --------------------------------------------------------------------------------------------
     def _fmt(self, weights: tuple[int, int, int] = (85, 12, 3)) -> str:
@@ -1289,18 +1344,22 @@ class _Generator:
                     continue
                 s.captured = True
                 if reason == R.KEEP or reason == R.LOW_SIMILARITY:
+                    assert s.scene is not None
                     keep_array = s.role == R.NEAR_DUPLICATE_IMAGE
                     fmt = self._fmt((88, 12, 0)) if keep_array else self._fmt()
-                    s.image = im.normal(key, fmt, keep_array=keep_array,
-                                        kind="mismatch" if reason == R.LOW_SIMILARITY else "normal")
+                    s.image = im.scene(key, s.scene, fmt, keep_array=keep_array,
+                                       kind="mismatch" if reason == R.LOW_SIMILARITY else "normal")
                 elif reason == R.TOO_SMALL:
-                    s.image = im.tiny(key, self._fmt((50, 20, 30)))
+                    assert s.scene is not None
+                    s.image = im.tiny(key, self._fmt((50, 20, 30)), s.scene)
                 elif reason == R.EXTREME_ASPECT:
-                    s.image = im.wide(key, self._fmt((75, 20, 5)))
+                    assert s.scene is not None
+                    s.image = im.wide(key, self._fmt((75, 20, 5)), s.scene)
                 elif reason == R.FLAT_IMAGE:
                     s.image = im.flat(key, self._fmt((50, 10, 40)))
                 elif reason == R.BLURRY_IMAGE:
-                    s.image = im.blurred(key, self._fmt((85, 15, 0)))
+                    assert s.scene is not None
+                    s.image = im.blurred(key, self._fmt((85, 15, 0)), s.scene)
                 elif reason == R.DUPLICATE_IMAGE:
                     assert s.orig is not None and s.orig.image is not None
                     o = s.orig.image
@@ -1308,8 +1367,11 @@ class _Generator:
                 elif reason == R.NEAR_DUPLICATE_IMAGE:
                     assert s.orig is not None and s.orig.image is not None
                     s.image = im.near_copy(key, s.orig.image)
+                elif reason == R.SEMANTIC_DUPLICATE:
+                    assert s.orig is not None and s.orig.image is not None and s.scene is not None
+                    s.image = im.semantic_copy(key, s.orig.image, s.scene)
                 elif reason == R.HIGH_SIMILARITY:
-                    s.image = im.text_heavy(key, self._fmt((75, 10, 15)), s.title)
+                    s.image = im.text_heavy(key, self._fmt((75, 10, 15)), s.title, s.caption)
                 elif r.random() < 0.3:  # rejected before stage 3: Common Crawl did not capture every image
                     s.image_kind, s.captured = "uncaptured", False
                     continue
@@ -1518,7 +1580,7 @@ class _Generator:
                 info = (
                     f"isPartOf: {WARC_PREFIX}\r\npublisher: danqing-assets sample crawl (synthetic)\r\n"
                     f"description: Deterministic sample crawl, seed {self.seed}, file {fi + 1} of {self.n_files}\r\n"
-                    "operator: danqing-assets\r\nsoftware: danqing_assets.lib.sample_crawl\r\n"
+                    "operator: danqing-assets\r\nsoftware: danqing_sample.crawl\r\n"
                     "format: WARC File Format 1.0\r\nrobots: checked via crawler-commons\r\n"
                 ).encode()
                 wh = StatusAndHeaders("", [("WARC-Type", "warcinfo"), ("WARC-Record-ID", info_id),
@@ -1637,6 +1699,8 @@ class _Generator:
                     "image_sha256": sha256_hex(img.data) if img else None,
                     "duplicate_of": (pair_id(s.orig.page.record_id, s.orig.img_index)
                                      if s.orig is not None else None),
+                    "scene": str(s.scene) if s.scene is not None and img is not None else None,
+                    "caption_scene": str(s.caption_scene) if s.caption_scene is not None else None,
                 })
         return rows
 

@@ -1,0 +1,92 @@
+"""Stage 4, cross-batch merge: every partition's aligned pairs merged into one index, redundancy across partitions
+removed.
+
+The paper processed its crawl in 7 batches and removed the redundancy between them when it merged them. Here each
+partition (a crawl snapshot; later a batch of its WARC files) merges its aligned pairs into a persistent index
+(`lib/crossbatch.py`, under `$DANQING_HOME/crossbatch/`) when its `curated_pairs` partition is materialized: only that
+partition's pairs are compared with what is already accepted (exact sha256, pHash within the stage-3 distance,
+embeddings within the stage-3 cosine distance), so adding a snapshot costs what that snapshot costs, never all pairs
+against all pairs again. The earliest accepted pair wins; re-materializing an old partition never accepts a pair
+twice and never evicts a pair that another partition's rejection points to (rule in lib/crossbatch.py).
+`curated_pairs` is therefore partitioned like its input, and its partitions together are the curated dataset.
+"""
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from danqing_assets.defs.common.partitions import snapshot_partitions
+from danqing_assets.defs.common.resources import WarehouseResource
+from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs, versioned
+from danqing_assets.lib import reasons, schemas
+from danqing_assets.lib.clusters import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_HAMMING
+from danqing_assets.lib.stages import CROSS_BATCH
+
+CRAWL_ORDER = ["warc_file", "warc_offset", "img_index"]
+
+
+class CuratedPairsConfig(dg.Config):
+    phash_max_hamming: int = Field(default=DEFAULT_MAX_HAMMING, ge=0, le=32,
+                                   description="pHash near-duplicate distance across partitions, in bits (0: off).")
+    max_distance: float = Field(default=DEFAULT_MAX_DISTANCE, ge=0.0, lt=2.0,
+                                description="Embedding cosine distance of duplicates across partitions (paper: 0.1).")
+    embedding_dedup: bool = Field(default=True, description="Also compare image embeddings (off: sha256 and pHash "
+                                  "only, stated in the metadata).")
+    index_dir: str | None = Field(default=None, description="Where the cross-batch index lives; unset: $DANQING_HOME/crossbatch.")
+
+
+@dg.asset(
+    partitions_def=snapshot_partitions,
+    group_name=CROSS_BATCH.group,
+    code_version=versioned("1", config=CuratedPairsConfig),
+    deps=["aligned_pairs", "image_embeddings", "image_scores"],
+    check_specs=stage_check_specs(CROSS_BATCH),
+)
+def curated_pairs(
+    context: dg.AssetExecutionContext, config: CuratedPairsConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """This partition's aligned pairs that duplicate nothing accepted before from any partition (same image bytes,
+    pHash or embedding near-duplicate); the others go to the ledger as `cross_batch_duplicate` with the pair they
+    duplicate. All partitions of this asset together are the curated dataset."""
+    from danqing_assets.lib.crossbatch import CrossBatchIndex
+
+    snapshot = context.partition_key
+    wh = warehouse.warehouse()
+    pairs = wh.read("aligned_pairs", snapshot).sort(CRAWL_ORDER)
+    phash = wh.read("image_scores", snapshot, columns=["image_sha256", "phash"])
+    cand = pairs.select("pair_id", "image_sha256").join(phash, on="image_sha256", how="left")
+    emb = wh.read("image_embeddings", snapshot) if wh.exists("image_embeddings", snapshot) else None
+    embeddings = None
+    if config.embedding_dedup and emb is not None and emb.height and pairs.height:
+        vec = dict(zip(emb["image_sha256"].to_list(), emb["embedding"].to_list()))
+        dim = len(next(iter(vec.values())))
+        embeddings = np.array([vec.get(s) or [np.nan] * dim for s in cand["image_sha256"].to_list()], dtype=np.float32)
+    index = CrossBatchIndex(config.index_dir or wh.home / "crossbatch",
+                            phash_max_hamming=config.phash_max_hamming or None, max_distance=config.max_distance)
+    merged = index.merge(snapshot, cand.select("pair_id", "image_sha256", "phash"), embeddings)
+    decision = merged.select(
+        "pair_id",
+        reason=pl.when(pl.col("accepted")).then(None).otherwise(pl.lit(reasons.CROSS_BATCH_DUPLICATE)),
+        detail=pl.when(pl.col("accepted")).then(None).otherwise(pl.concat_str(
+            [pl.lit("duplicate_of="), pl.col("duplicate_of"), pl.lit(" partition="), pl.col("duplicate_of_partition"),
+             pl.lit(" kind="), pl.col("duplicate_kind")])),
+    )
+    stats = index.stats()
+    kinds = dict(merged.filter(~pl.col("accepted")).group_by("duplicate_kind").len().iter_rows())
+    return finish_stage(
+        stage=CROSS_BATCH,
+        snapshot=snapshot,
+        wh=wh,
+        entering=pairs["pair_id"],
+        decided=pairs.join(decision, on="pair_id", how="left"),
+        kept_schema=schemas.AlignedPairs,
+        preview_columns=["image_url", "caption"],
+        extra_metadata={
+            "duplicates_by_kind": dg.MetadataValue.json(kinds),
+            "embedding_check": "on" if embeddings is not None else (
+                "OFF by configuration (embedding_dedup=false)" if not config.embedding_dedup
+                else "OFF: no image embeddings (sha256 and pHash only)"),
+            "index": dg.MetadataValue.json({k: v for k, v in stats.items() if isinstance(v, (int, float, str))}),
+        },
+    )
