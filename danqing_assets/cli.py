@@ -174,17 +174,23 @@ def print_evaluation() -> None:
                 print(f"  {r['checkpoint']:<34} {r['eval_set']:<22} {r['metric']:<28} {r['value']:.4f}  ({ratio:.1f}x chance)")
 
 
-def bootstrap_good_enough(min_ratio: float = 5.0) -> bool:
-    """The demo's gate for deciding duplicates with the bootstrap model: its held-out retrieval R@1 (both directions)
-    must be at least `min_ratio` x chance (the models issue's target)."""
+def bootstrap_good_enough(min_retrieval: float = 5.0, min_zero_shot: float = 3.0) -> bool:
+    """The demo's gate for deciding duplicates with the bootstrap model: the models issue's targets on the held-out
+    eval sets, retrieval R@1 (both directions) >= 5x chance and zero-shot top-1 >= 3x chance. A model that ranks
+    captions well but does not separate classes keeps distinct scenes within cosine distance 0.1 of each other."""
     from danqing_assets.lib.warehouse import Warehouse
 
     wh = Warehouse(_home())
-    if not wh.exists("retrieval_metrics", "bootstrap_checkpoint"):
+    if not (wh.exists("retrieval_metrics", "bootstrap_checkpoint") and wh.exists("zero_shot_metrics", "bootstrap_checkpoint")):
         return False
-    df = wh.read("retrieval_metrics", "bootstrap_checkpoint")
-    r1 = df.filter((df["checkpoint"] == "bootstrap_checkpoint") & df["metric"].str.ends_with("recall@1"))
-    return r1.height > 0 and all(v >= min_ratio * c for v, c in zip(r1["value"], r1["chance"]))
+
+    def ratios(table: str, suffix: str) -> list[float]:
+        df = wh.read(table, "bootstrap_checkpoint")
+        df = df.filter((df["checkpoint"] == "bootstrap_checkpoint") & df["metric"].str.ends_with(suffix))
+        return [v / c for v, c in zip(df["value"], df["chance"]) if c]
+
+    r1, top1 = ratios("retrieval_metrics", "recall@1"), ratios("zero_shot_metrics", "acc1")
+    return bool(r1 and top1) and min(r1) >= min_retrieval and min(top1) >= min_zero_shot
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -308,9 +314,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_evaluation()
     config = _demo_config(crawl_dir)
     if not bootstrap_good_enough():
-        print("\nthe bootstrap model retrieves below 5x chance on the held-out eval set: it is too weak to decide "
-              "semantic duplicates, so semantic dedup (stage 3) and embedding dedup (stage 4 cross-batch) are OFF for "
-              "this run (stated in the assets' metadata and on the release card); stage 4's band still uses it")
+        print("\nthe bootstrap model is below its targets on the held-out eval sets (retrieval R@1 >= 5x and zero-shot "
+              "top-1 >= 3x chance): too weak to decide semantic duplicates, so semantic dedup (stage 3) and embedding "
+              "dedup (stage 4 cross-batch) are OFF for this run (stated in the assets' metadata and on the release "
+              "card); stage 4's similarity band still ranks pairs with it")
         config["ops"]["visually_diversified_pairs"]["config"]["semantic_dedup"] = False
         config["ops"]["curated_pairs"] = {"config": {"embedding_dedup": False}}
     ok = ok and materialize("sample", run_config=config)
