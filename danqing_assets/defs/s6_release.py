@@ -63,7 +63,8 @@ def funnel_report(context: dg.AssetExecutionContext, config: FunnelReportConfig,
 
 class ReleaseConfig(dg.Config):
     root: str | None = Field(default=None, description="Directory or s3://bucket/prefix; unset: $DANQING_HOME/releases.")
-    release_name: str = Field(default="danqing", description="Prefix of the release id (<name>-<UTC time>-<hash>).")
+    release_name: str = Field(default="danqing",
+                              description="Prefix of the release id (<name>-<UTC time>-<pairs hash>-<run id>).")
     shard_max_samples: int = Field(default=10_000, ge=1, description="Most samples per WebDataset / Parquet shard.")
     shard_max_bytes: int = Field(default=1_000_000_000, ge=1, description="Most bytes per WebDataset shard.")
     image_workers: int = Field(default=4, ge=1, description="Threads reading images from the store.")
@@ -133,7 +134,8 @@ def danqing_dataset(
     keep = ["pair_id", "image_url", "page_url", "caption", "caption_original", "snapshot", "width", "height", "sha256"]
     pairs = pairs.select(keep + [c for c in SCORES if c in pairs.columns])
     digest = hashlib.sha256("\n".join(sorted(pairs["pair_id"].to_list())).encode()).hexdigest()[:8]
-    release_id = f"{config.release_name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{digest}"
+    # time, content digest and run: two releases in the same second (or of the same pairs) never share an id
+    release_id = f"{config.release_name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{digest}-{context.run_id[:8]}"
     root = config.root or str(wh.home / "releases")
     store = image_store.store(warehouse, s3)
     manifest = write_release(
