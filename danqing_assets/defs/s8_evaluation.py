@@ -70,6 +70,20 @@ def _finish(context, warehouse: WarehouseResource, table: str, checkpoint: dict,
     return {"checkpoint": checkpoint["name"], "rows": len(rows)}
 
 
+def _rows(context, checkpoint: dict, config: EvalConfig, sets: list[str], evaluate) -> list[dict]:
+    """One row per (model, eval set, metric): `evaluate(model, spec)` returns (eval set name, result)."""
+    rows = []
+    for label, model in _models(checkpoint, config):
+        for spec in sets:
+            name, res = evaluate(model, spec)
+            for metric, value in res.metrics.items():
+                rows.append({"checkpoint": label, "eval_set": name, "metric": metric, "value": float(value),
+                             "chance": float(res.chance.get(metric, float("nan")))})
+            if res.skipped:
+                context.log.warning(f"{spec}: skipped {res.skipped}")
+    return rows
+
+
 @dg.asset(
     group_name=EVALUATION.group,
     code_version=versioned("1", config=EvalConfig),
@@ -82,16 +96,10 @@ def zero_shot_metrics(context: dg.AssetExecutionContext, config: EvalConfig, war
     class names in Chinese prompt templates), beside a random model of the same architecture."""
     from danqing_assets.lib.evaluate import evaluate_zero_shot
 
-    sets = [eval_sets["zero_shot"], *config.zero_shot_sets]
-    rows = []
-    for label, model in _models(checkpoint, config):
-        for d in sets:
-            res = evaluate_zero_shot(model, d, batch_size=config.batch_size)
-            for metric, value in res.metrics.items():
-                rows.append({"checkpoint": label, "eval_set": Path(d).name, "metric": metric, "value": float(value),
-                             "chance": float(res.chance.get(metric, float("nan")))})
-            if res.skipped:
-                context.log.warning(f"{d}: skipped {res.skipped}")
+    def run(model, d):
+        return Path(d).name, evaluate_zero_shot(model, d, batch_size=config.batch_size)
+
+    rows = _rows(context, checkpoint, config, [eval_sets["zero_shot"], *config.zero_shot_sets], run)
     return _finish(context, warehouse, "zero_shot_metrics", checkpoint, rows, "zeroshot_classification")
 
 
@@ -107,15 +115,9 @@ def retrieval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, war
     beside a random model of the same architecture."""
     from danqing_assets.lib.evaluate import evaluate_retrieval
 
-    sets = [eval_sets["retrieval"], *config.retrieval_sets]
-    rows = []
-    for label, model in _models(checkpoint, config):
-        for spec in sets:
-            d, _, split = str(spec).partition(":") if not Path(spec).exists() else (spec, "", "")
-            res = evaluate_retrieval(model, d, split or "test", batch_size=config.batch_size)
-            for metric, value in res.metrics.items():
-                rows.append({"checkpoint": label, "eval_set": Path(d).name, "metric": metric, "value": float(value),
-                             "chance": float(res.chance.get(metric, float("nan")))})
-            if res.skipped:
-                context.log.warning(f"{d}: skipped {res.skipped}")
+    def run(model, spec):  # DIR or DIR:SPLIT
+        d, _, split = str(spec).partition(":") if not Path(spec).exists() else (spec, "", "")
+        return Path(d).name, evaluate_retrieval(model, d, split or "test", batch_size=config.batch_size)
+
+    rows = _rows(context, checkpoint, config, [eval_sets["retrieval"], *config.retrieval_sets], run)
     return _finish(context, warehouse, "retrieval_metrics", checkpoint, rows, "zeroshot_retrieval")
