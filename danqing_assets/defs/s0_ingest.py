@@ -5,8 +5,6 @@ import os
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 
 import dagster as dg
 import polars as pl
@@ -17,7 +15,7 @@ from danqing_assets.defs.common.stage_end import Table, publish, table_check_spe
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import S3ClientResource, WarehouseResource
 from danqing_assets.lib import schemas
-from danqing_assets.lib.extract_jobs import CAPTURE_SCHEMA, PAIR_SCHEMA, ExtractOptions, extract_ref_to_parquet
+from danqing_assets.lib.extract_jobs import CAPTURE_SCHEMA, PAIR_SCHEMA, ExtractOptions, extract_files
 from danqing_assets.lib.s3 import S3Config
 from danqing_assets.lib.snapshots import Snapshot, WarcRef, list_warcs
 from danqing_assets.lib.stages import INGEST
@@ -149,7 +147,7 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="raw_pairs-", dir=wh.home) as parts:
-        stats_list = _extract_all(context, refs, options, config.workers, parts)
+        stats_list, retried = _extract_all(context, refs, options, config.workers, parts)
         pairs = pl.read_parquet(f"{parts}/pairs-*.parquet") if refs else pl.DataFrame(schema=PAIR_SCHEMA)
         captures = pl.read_parquet(f"{parts}/captures-*.parquet") if refs else pl.DataFrame(schema=CAPTURE_SCHEMA)
     elapsed = time.monotonic() - started
@@ -174,6 +172,9 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
             "warc_files": len(refs),
             "warc_errors": len(errors),
             "warc_errors_by_kind": dg.MetadataValue.json(merged["errors_by_kind"]),
+            # files whose extraction worker died (a crash in compiled code, the OOM killer): extracted again in pure
+            # Python; those that killed that worker too count as `internal_error` in warc_errors_by_kind, no rows
+            "warc_files_retried_after_worker_death": len(retried),
             "records": merged["records"],
             "html_pages": merged["html_pages"],
             # pages the compiled tokenizer handed to Lexbor (inline svg, figures with rich markup, ...): a share
@@ -208,20 +209,16 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
 
 def _extract_all(context: dg.AssetExecutionContext, refs: list[WarcRef], options: ExtractOptions, workers: int | None,
                  parts: str):
-    """Extract every file into Parquet parts under `parts`, in worker processes when there are several; returns the
-    files' stats in file order."""
+    """Extract every file into Parquet parts under `parts` in worker processes (a worker that dies takes down its
+    file only: see `extract_jobs.extract_files`); returns the files' stats in file order and the retried files."""
     n = max(1, min(workers or os.cpu_count() or 1, len(refs)))
-    if n == 1:
-        out = []
-        for i, ref in enumerate(refs):
-            out.append(extract_ref_to_parquet(ref, options, parts, i))
-            context.log.info(f"extracted {i + 1}/{len(refs)} WARC files ({ref.name})")
-        return out
-    results: dict[int, object] = {}
-    with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(extract_ref_to_parquet, ref, options, parts, i): i for i, ref in enumerate(refs)}
-        for done, fut in enumerate(as_completed(futures), 1):
-            results[futures[fut]] = fut.result()
-            if done % max(1, len(refs) // 20) == 0 or done == len(refs):
-                context.log.info(f"extracted {done}/{len(refs)} WARC files")
-    return [results[i] for i in range(len(refs))]
+    every = max(1, len(refs) // 20)
+
+    def on_done(done: int, total: int, ref: WarcRef) -> None:
+        if done % every == 0 or done == total:
+            context.log.info(f"extracted {done}/{total} WARC files ({ref.name})")
+
+    stats, retried = extract_files(refs, options, parts, workers=n, on_done=on_done)
+    for name in retried:
+        context.log.warning(f"the worker extracting {name} died: extracted again in pure Python (no C tokenizer)")
+    return stats, retried

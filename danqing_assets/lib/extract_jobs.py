@@ -1,11 +1,27 @@
-"""Run WARC extraction for one file in a worker process (picklable arguments only; no Dagster imports)."""
+"""Run WARC extraction for one file in a worker process (picklable arguments only; no Dagster imports).
+
+Extraction reads hostile bytes with compiled code (the tokenizer in `danqing_assets/_html.c`, Lexbor, zlib, brotli),
+so a file can take its worker process down (a segfault, the kernel's OOM killer) where no `except` can catch it.
+`extract_files` contains that: one file per worker process at a time, so a dead worker names the file it died on;
+that file is extracted again on the slower pure-Python path (`DANQING_PURE_PYTHON=1`: no C tokenizer) in a fresh
+process, and if that worker dies too, the file is counted as an `internal_error` with no rows and the others go on.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
+
 import polars as pl
 
+from danqing_assets.lib import reasons as R
 from danqing_assets.lib.s3 import S3Config
 from danqing_assets.lib.snapshots import WarcRef, open_uri
 
@@ -48,9 +64,39 @@ class ExtractOptions:
     s3: S3Config | None = field(default=None)  # for s3:// WARCs
 
 
+INTERNAL_ERROR = R.INTERNAL_ERROR  # WarcError kind: the file's worker died, on the fast path and again on the slow one
+CRASH_HOOK_ENV = "DANQING_TEST_WORKER_CRASH"
+
+
+def _crash_hook(name: str) -> None:
+    """Fault injection for the containment tests: `DANQING_TEST_WORKER_CRASH="segv:NAME,exit:NAME,segv_c:NAME"`
+    makes the worker process that extracts WARC file NAME die for real (SIGSEGV, or `os._exit(137)` as the OOM killer
+    would leave it); `segv_c` only while the compiled tokenizer is in use, i.e. a crash inside `_html.c`, which the
+    pure-Python retry then survives. Unset in production: one dictionary lookup per file."""
+    spec = os.environ.get(CRASH_HOOK_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        how, _, target = item.partition(":")
+        if target != name:
+            continue
+        if how == "segv_c":
+            from danqing_assets.lib import html as H
+
+            if H._compiled_scan() is None:
+                continue
+            how = "segv"
+        if how == "segv":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif how == "exit":
+            os._exit(137)
+
+
 def extract_ref(ref: WarcRef, options: ExtractOptions):
     """Extract one WARC file; a file that cannot be opened becomes an `unreadable_file` error, not an exception."""
     from danqing_assets.lib.warc import ExtractResult, ExtractStats, WarcError, extract_file
+
+    _crash_hook(ref.name)
 
     kwargs = dict(
         snapshot=options.snapshot,
@@ -88,6 +134,10 @@ def extract_ref_to_parquet(ref: WarcRef, options: ExtractOptions, out_dir: str, 
     Rows leave the worker as compact Parquet instead of millions of pickled dicts, so the parent holds one Arrow
     table per snapshot rather than every file's Python objects at once."""
     res = extract_ref(ref, options)
+    return _write_parts(res, out_dir, index)
+
+
+def _write_parts(res: Any, out_dir: str, index: int):
     out = Path(out_dir)
     if hasattr(res.pairs, "to_polars"):  # warc.PairRows, from extract_file
         pairs = res.pairs.to_polars(PAIR_SCHEMA)
@@ -97,3 +147,90 @@ def extract_ref_to_parquet(ref: WarcRef, options: ExtractOptions, out_dir: str, 
     pairs.sort("warc_offset", "img_index").write_parquet(out / f"pairs-{index:06d}.parquet")
     captures.write_parquet(out / f"captures-{index:06d}.parquet")
     return res.stats
+
+
+def _pure_python_worker() -> None:
+    """Initializer of the slow-path worker: no compiled tokenizer or skeleton (numpy + Lexbor, same rows)."""
+    os.environ["DANQING_PURE_PYTHON"] = "1"
+
+
+def internal_error_stats(name: str, message: str):
+    """The stats of a file whose worker died on both paths: no rows, one `internal_error`."""
+    from danqing_assets.lib.warc import ExtractStats, WarcError
+
+    stats = ExtractStats(warc_file=name)
+    stats.errors.append(WarcError(file=name, offset=None, kind=INTERNAL_ERROR, message=message))
+    return stats
+
+
+def extract_files(refs: list[WarcRef], options: ExtractOptions, out_dir: str, *, workers: int = 1,
+                  on_done: Callable[[int, int, WarcRef], None] | None = None,
+                  mp_start_method: str = "spawn") -> tuple[list, list[str]]:
+    """Extract every file into `out_dir/pairs-<i>.parquet` and `captures-<i>.parquet` in `workers` worker processes;
+    return the files' stats in file order and the names of the files whose first worker died (retried).
+
+    Each worker holds one file at a time, so a worker that dies names its file: that file is extracted again on the
+    slow path (pure Python, a fresh process); when that worker dies too, the file gets empty parts and an
+    `internal_error` in its stats. Either way the other files go on. `on_done(done, total, ref)` reports progress.
+    Exceptions other than a worker's death (a full disk while writing parts) propagate.
+    """
+    ctx = get_context(mp_start_method)
+    n = max(1, min(workers, len(refs)))
+    todo: list[tuple[int, bool]] = [(i, False) for i in range(len(refs))]  # (file index, slow path)
+    todo.reverse()  # pop() takes files in order
+    idle: list[ProcessPoolExecutor] = []
+    slow_idle: list[ProcessPoolExecutor] = []
+    running: dict[Future, tuple[int, bool, ProcessPoolExecutor]] = {}
+    results: dict[int, Any] = {}
+    retried: list[str] = []
+
+    def executor(slow: bool) -> ProcessPoolExecutor:
+        pool = slow_idle if slow else idle
+        if pool:
+            return pool.pop()
+        return ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_pure_python_worker if slow else None)
+
+    try:
+        while todo or running:
+            while todo and len(running) < n:
+                i, slow = todo.pop()
+                ex = executor(slow)
+                running[ex.submit(extract_ref_to_parquet, refs[i], options, out_dir, i)] = (i, slow, ex)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i, slow, ex = running.pop(fut)
+                try:
+                    results[i] = fut.result()
+                except BrokenProcessPool:
+                    code = _exit_code(ex)
+                    ex.shutdown(wait=True, cancel_futures=True)
+                    if not slow:
+                        retried.append(refs[i].name)
+                        todo.append((i, True))
+                        continue
+                    results[i] = internal_error_stats(
+                        refs[i].name, f"extraction worker died twice (compiled path, then pure Python; exit code {code})")
+                    _write_parts(_empty_result(results[i]), out_dir, i)
+                else:
+                    (slow_idle if slow else idle).append(ex)
+                if on_done is not None:
+                    on_done(len(results), len(refs), refs[i])
+    finally:
+        for ex in [*idle, *slow_idle, *(ex for _, _, ex in running.values())]:
+            ex.shutdown(wait=True, cancel_futures=True)
+    return [results[i] for i in range(len(refs))], retried
+
+
+def _exit_code(ex: ProcessPoolExecutor) -> int | None:
+    """The exit code of a broken single-worker pool's process (negative: the signal), when it can be read."""
+    procs = getattr(ex, "_processes", None) or {}
+    for p in list(procs.values()):
+        p.join(5)
+        return p.exitcode
+    return None
+
+
+def _empty_result(stats: Any):
+    from danqing_assets.lib.warc import ExtractResult
+
+    return ExtractResult(pairs=[], captures=[], stats=stats)

@@ -62,6 +62,9 @@ NOT_AN_IMAGE = "not_an_image"  # neither content type nor magic bytes say image
 DECOMPRESSION_BOMB = "decompression_bomb"  # more pixels than the configured cap
 DECODE_ERROR = "decode_error"  # truncated or undecodable
 INVALID_URL = "invalid_url"
+# The worker process died (a segfault in a decoder, the OOM killer) while it held the URL, and again when the URL was
+# retried alone in a fresh worker. Also the kind of a WARC file error when extraction's worker died on both paths.
+INTERNAL_ERROR = "internal_error"
 
 
 # Stage 3.

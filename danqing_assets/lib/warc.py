@@ -63,6 +63,7 @@ HTML_TOO_DEEP = "html_too_deep"  # nesting beyond max_html_depth: parsed up to t
 HTML_PARSE_ERROR = "html_parse_error"
 RECORD_ERROR = "record_error"  # anything else that went wrong with one record
 EXTRACT_ERROR = "extract_error"  # an unexpected failure outside any one record (a bug: please report)
+INTERNAL_ERROR = "internal_error"  # the worker process extracting the file died twice (see extract_jobs.extract_files)
 
 PAIR_COLUMNS: tuple[str, ...] = (
     "pair_id", "snapshot", "warc_file", "warc_offset", "warc_record_id", "page_url", "domain", "image_url", "caption",
