@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -86,8 +87,8 @@ def _crash_hook(name: str) -> None:
             if H._compiled_scan() is None:
                 continue
             how = "segv"
-        if how == "segv":
-            os.kill(os.getpid(), signal.SIGSEGV)
+        if how == "segv":  # to this thread, at once, as a fault in compiled code is delivered
+            signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
         elif how == "exit":
             os._exit(137)
 

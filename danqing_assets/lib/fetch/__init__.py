@@ -22,8 +22,9 @@ Concurrency: URLs are sharded by host name over `processes` worker processes (so
 running `concurrency / processes` threads over a host-aware scheduler (per-host concurrency and minimum delay between
 request starts) with keep-alive connection pools built on `http.client`. Every input URL yields exactly one result, in
 completion order; an unexpected exception becomes an error result (`connection_error` for the network phase or the
-store, `decode_error` for decoding), and a worker process that dies turns its outstanding URLs into
-`connection_error` results, so a resumed run retries them.
+store, `decode_error` for decoding). A worker process that dies (a segfault in a decoder, the OOM killer) is
+replaced, and the URLs it held are fetched again one at a time by an isolation worker: the URL that kills that worker
+too is answered `internal_error` (transient: a resumed run tries it again), the others as if nothing had happened.
 
 Resuming: pass `skip_existing=resume_lookup(previous_results)`; it keeps successes and permanent failures and returns
 None (fetch again) for transient failures (timeouts, connection / DNS errors, 5xx, 429, robots.txt unreachable).

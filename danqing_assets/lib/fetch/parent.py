@@ -1,5 +1,7 @@
 """The parent side of `fetch_images`: sharding URLs by host over worker processes, back-pressure, progress, and
-crash containment (a dead worker's outstanding URLs become `connection_error` results and the worker is restarted)."""
+crash containment: a worker process that dies (a segfault in a decoder, the OOM killer) is restarted, and the URLs it
+held are fetched again one at a time in a separate isolation worker, so the URL that kills a worker is named exactly:
+it alone becomes an `internal_error` result when it kills the isolation worker too."""
 
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ class _Progress:
 
 
 class _Workers:
-    """N workers (threads when N == 1, else processes), each with its own inbox and one shared outbox."""
+    """N workers (threads when N == 1, else processes), each with its own inbox and one shared outbox; with processes,
+    slot N is the isolation worker (started on first use), which the parent feeds one URL at a time."""
 
     def __init__(self, cfg: FetchConfig, store: Any) -> None:
         self.cfg = cfg
@@ -85,9 +88,11 @@ class _Workers:
 
             self._ctx = multiprocessing.get_context(cfg.mp_start_method)
             self.outbox = self._ctx.Queue()
-        self.inboxes: list[Any] = [None] * self.n
-        self.procs: list[Any] = [None] * self.n
-        self.finished = [False] * self.n
+        slots = self.n if self.in_process else self.n + 1
+        self.iso = None if self.in_process else self.n  # the isolation worker's slot
+        self.inboxes: list[Any] = [None] * slots
+        self.procs: list[Any] = [None] * slots
+        self.finished = [False] * slots
         self.stats: dict[int, dict] = {}
         self.inputs_closed = False
         for i in range(self.n):
@@ -119,36 +124,50 @@ class _Workers:
     def send(self, i: int, batch: list) -> None:
         self.inboxes[i].put(batch)
 
+    def send_isolated(self, job: tuple) -> None:
+        """Send one job to the isolation worker (started now if it is not running)."""
+        assert self.iso is not None
+        if self.procs[self.iso] is None or self.finished[self.iso]:
+            self._start(self.iso)
+        self.inboxes[self.iso].put([job])
+
     def dead(self) -> list[int]:
-        return [i for i, p in enumerate(self.procs) if not self.finished[i] and not p.is_alive()]
+        return [i for i, p in enumerate(self.procs) if p is not None and not self.finished[i] and not p.is_alive()]
+
+    def exit_code(self, i: int) -> int | None:
+        return getattr(self.procs[i], "exitcode", None)
 
     def restart(self, i: int) -> None:
+        if i == self.iso:  # started again by the next send_isolated
+            self.finished[i] = True
+            return
         self._start(i)
         if self.inputs_closed:
             self.inboxes[i].put(None)
 
     def close_inputs(self) -> None:
+        """No more jobs for the sharded workers (the isolation worker is told at shutdown)."""
         self.inputs_closed = True
-        for q in self.inboxes:
-            q.put(None)
+        for i in range(self.n):
+            self.inboxes[i].put(None)
 
     def shutdown(self, *, abort: bool) -> None:
-        if abort:
-            for i, q in enumerate(self.inboxes):
-                if not self.finished[i]:
-                    try:
-                        q.put("abort")
-                    except Exception:
-                        pass
+        for i, q in enumerate(self.inboxes):
+            if q is not None and not self.finished[i] and (abort or i == self.iso):
+                try:
+                    q.put("abort" if abort else None)
+                except Exception:
+                    pass
         deadline = time.monotonic() + (self.cfg.total_timeout_s + 5 if abort else 30)
-        for p in self.procs:
+        procs = [p for p in self.procs if p is not None]
+        for p in procs:
             p.join(max(0.0, deadline - time.monotonic()))
         if not self.in_process:
-            for p in self.procs:
+            for p in procs:
                 if p.is_alive():
                     p.terminate()
                     p.join(5)
-            for q in [*self.inboxes, self.outbox]:
+            for q in [*(q for q in self.inboxes if q is not None), self.outbox]:
                 q.close()
                 q.cancel_join_thread()
 
@@ -180,8 +199,10 @@ def fetch_images(
     total = len(urls) if hasattr(urls, "__len__") else None  # type: ignore[arg-type]
     prog = _Progress(total, progress, cfg.progress_every)
     workers: _Workers | None = None
-    # url -> [occurrences, shard, bytes of WARC payload in flight]
-    pending: dict[str, list[int]] = {}
+    # url -> [occurrences, shard (the isolation slot once retried), bytes of WARC payload in flight, job tuple]
+    pending: dict[str, list] = {}
+    isolate: list[str] = []  # URLs a dead worker held, waiting for the isolation worker (one at a time)
+    isolated: str | None = None  # the URL the isolation worker holds
     buffers: dict[int, list] = {}
     in_flight_bytes = 0
     clean = False
@@ -220,6 +241,8 @@ def fetch_images(
                 workers.stats[wid] = payload
             else:
                 for r in payload:
+                    if wid == workers.iso and r.url == isolated:
+                        feed_isolation(answered=True)
                     ent = pending.pop(r.url, None)
                     if ent is None:
                         continue  # already answered (e.g. declared lost with a dead worker)
@@ -230,9 +253,23 @@ def fetch_images(
                         yield out
             block = False
 
+    def feed_isolation(*, answered: bool = False) -> None:
+        """Give the isolation worker its next URL once it holds none (`answered`: its URL was just answered)."""
+        nonlocal isolated
+        assert workers is not None
+        if answered:
+            isolated = None
+        while isolated is None and isolate:
+            u = isolate.pop(0)
+            ent = pending.get(u)
+            if ent is not None:  # else answered meanwhile (a late message of the dead worker)
+                isolated = u
+                workers.send_isolated(ent[3])
+
     def reap_dead() -> Iterator[FetchResult]:
-        """Answer the URLs of a worker that died without saying "done", and start a replacement."""
-        nonlocal in_flight_bytes
+        """Handle workers that died without saying "done": a sharded worker is replaced and the URLs it held go to
+        the isolation worker; the URL the isolation worker died on is answered `internal_error`."""
+        nonlocal in_flight_bytes, isolated
         assert workers is not None
         dead = workers.dead()
         if not dead:
@@ -241,18 +278,30 @@ def fetch_images(
         for i in dead:
             if workers.finished[i]:
                 continue
-            code = getattr(workers.procs[i], "exitcode", None)
-            lost = [u for u, ent in pending.items() if ent[1] == i]
-            for u in lost:
-                ent = pending.pop(u)
-                in_flight_bytes -= ent[2]
-                for _ in range(ent[0]):
-                    r = FetchResult(
-                        url=u, status="error", reason=R.CONNECTION_ERROR, error=f"fetch worker died (exit code {code})"
-                    )
-                    prog.add(r)
-                    yield r
+            code = workers.exit_code(i)
+            if i == workers.iso or workers.iso is None:  # threads share the parent's fate: no isolation to go to
+                lost = [isolated] if i == workers.iso and isolated is not None else (
+                    [u for u, ent in pending.items() if ent[1] == i])
+                isolated = None if i == workers.iso else isolated
+                why = "died again when it was fetched alone" if i == workers.iso else "died"
+                for u in lost:
+                    ent = pending.pop(u, None)
+                    if ent is None:
+                        continue
+                    in_flight_bytes -= ent[2]
+                    for _ in range(ent[0]):
+                        r = FetchResult(url=u, status="error", reason=R.INTERNAL_ERROR,
+                                        error=f"the fetch worker holding this URL {why} (exit code {code})")
+                        prog.add(r)
+                        yield r
+            else:
+                unsent = {job[0] for job in buffers.get(i, ())}  # still in the parent: they go to the replacement
+                for u, ent in pending.items():
+                    if ent[1] == i and u not in unsent:
+                        ent[1] = workers.iso
+                        isolate.append(u)
             workers.restart(i)
+        feed_isolation()
 
     try:
         n = cfg.n_processes()
@@ -295,11 +344,12 @@ def fetch_images(
                     warc = None
             ws = start()
             shard = shard_of(u.host, n)
-            pending[url] = [1, shard, len(warc) if warc is not None else 0]
+            job = (url, _WARC_HOST if warc is not None else u.host, warc, warc_tags)
+            pending[url] = [1, shard, len(warc) if warc is not None else 0, job]
             if warc is not None:
                 in_flight_bytes += len(warc)
             buf = buffers.setdefault(shard, [])
-            buf.append((url, _WARC_HOST if warc is not None else u.host, warc, warc_tags))
+            buf.append(job)
             if len(buf) >= batch_size:
                 ws.send(shard, buf)
                 buffers[shard] = []

@@ -12,7 +12,7 @@ from danqing_assets.lib.fetch.robots import ROBOTS_UNREACHABLE
 
 #: Failure reasons worth another try in a later run (`resume_lookup`'s default).
 TRANSIENT_REASONS: frozenset[str] = frozenset(
-    {R.DNS_ERROR, R.CONNECTION_ERROR, R.TIMEOUT, R.HTTP_SERVER_ERROR, R.RATE_LIMITED}
+    {R.DNS_ERROR, R.CONNECTION_ERROR, R.TIMEOUT, R.HTTP_SERVER_ERROR, R.RATE_LIMITED, R.INTERNAL_ERROR}
 )
 
 SOURCE_NETWORK = "network"

@@ -496,7 +496,56 @@ def test_worker_processes_shard_hosts_and_survive_a_dead_worker(srv: ScriptedSer
     assert [res[u].ok for u in urls] == [True, True, True, False]
     assert store.get(hashlib.sha256(PNG).hexdigest()) == PNG  # written by a worker process
     dead = run([srv.url("/a.jpg")], DyingStore(), conf)[srv.url("/a.jpg")]
-    assert dead.reason == R.CONNECTION_ERROR and "worker died" in dead.error
+    assert dead.reason == R.INTERNAL_ERROR and "died again when it was fetched alone (exit code 3)" in dead.error
+
+
+class SegfaultingStore(LocalImageStore):
+    """A real store whose worker process dies of a real SIGSEGV when it is asked to write one given image (a crash in
+    a decoder stand-in: the process dies between download and answer, holding every URL its shard had queued)."""
+
+    def __init__(self, root: Path, poison_sha: str) -> None:
+        super().__init__(root)
+        self.poison_sha = poison_sha
+
+    def __reduce__(self):  # noqa: ANN204 - travels to the worker processes as itself, not as a LocalImageStore
+        return (SegfaultingStore, (str(self.root), self.poison_sha))
+
+    def put(self, sha: str, data: bytes) -> None:
+        if sha == self.poison_sha:  # delivered to this thread at once, as a fault in a decoder would be
+            import signal
+            import threading
+
+            signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
+        super().put(sha, data)
+
+
+def test_a_segfaulting_worker_costs_only_the_url_that_kills_it(srv: ScriptedServer, tmp_path: Path) -> None:
+    """The PNG kills its worker while the same shard's JPEGs are downloading or queued. Before: every URL the dead
+    worker held came back `connection_error` (images never fetched). Now the JPEGs are fetched again, one at a
+    time, by an isolation worker; the PNG, which kills that worker too, alone is `internal_error` (both of its
+    occurrences); the other shard is untouched."""
+    jpegs = [_img("JPEG", seed=10 + i) for i in range(6)]
+    for i, body in enumerate(jpegs):
+        srv.route(f"/slow/{i}.jpg", Resp(body=body, content_type="image/jpeg", delay_s=0.3))
+    srv.route("/poison.png", Resp(body=PNG, content_type="image/png"))
+    srv.route("/other.jpg", Resp(body=JPEG, content_type="image/jpeg"))
+    poison = srv.url("/poison.png")
+    same_host = [srv.url(f"/slow/{i}.jpg") for i in range(6)]
+    other = srv.url("/other.jpg", host="localhost")
+    urls = [poison, *same_host, poison, other]
+    store = SegfaultingStore(tmp_path / "store", hashlib.sha256(PNG).hexdigest())
+    results = list(fetch_images(urls, store, cfg(processes=2, per_host_concurrency=2,
+                                                 allow_networks=["127.0.0.1/32", "::1/128"])))
+    assert sorted(r.url for r in results) == sorted(urls)
+    by_url: dict[str, list[FetchResult]] = {}
+    for r in results:
+        by_url.setdefault(r.url, []).append(r)
+    assert [(r.status, r.reason) for r in by_url[poison]] == [("error", R.INTERNAL_ERROR)] * 2
+    assert f"exit code {-11}" in by_url[poison][0].error
+    assert all(by_url[u][0].ok for u in [*same_host, other]), [by_url[u][0] for u in same_host]
+    for body in [*jpegs, JPEG]:
+        assert store.get(hashlib.sha256(body).hexdigest()) == body
+    assert not store.exists(hashlib.sha256(PNG).hexdigest())
 
 
 def test_closing_the_generator_early_stops_the_work(srv: ScriptedServer) -> None:
