@@ -6,6 +6,17 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Fuzz tests (danqing_assets_tests/fuzz/): "ci" (the default) is small and derandomized, so CI is quick and repeatable;
+# `pytest danqing_assets_tests/fuzz --hypothesis-profile=long` searches for longer, with fresh random inputs each run
+# and a local example database. Registered here, before pytest reads --hypothesis-profile.
+_FUZZ = dict(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                    HealthCheck.data_too_large])
+settings.register_profile("ci", max_examples=40, derandomize=True, deadline=5000, database=None, print_blob=True,
+                          **_FUZZ)
+settings.register_profile("long", max_examples=5000, derandomize=False, deadline=5000, print_blob=True, **_FUZZ)
+settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -409,10 +409,11 @@ def _dechunk(body: bytes) -> bytes:
         j = body.find(b"\r\n", i)
         if j < 0:
             raise ValueError("chunked body: chunk size line without CRLF")
-        try:
-            size_n = int(body[i:j].split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise ValueError(f"chunked body: bad chunk size {body[i:j][:20]!r}") from None
+        size = body[i:j].split(b";", 1)[0].strip()
+        # hex digits only: int() would also take "-6" (which sent the loop back to this line, forever), "+6", "1_0"
+        if not size or len(size) > 16 or not all(c in _HEX for c in size):
+            raise ValueError(f"chunked body: bad chunk size {body[i:j][:20]!r}")
+        size_n = int(size, 16)
         if size_n == 0:
             return b"".join(out)
         out.append(body[j + 2:j + 2 + size_n])
