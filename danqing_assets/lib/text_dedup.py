@@ -1,24 +1,39 @@
-"""Caption near-duplicate clusters: MinHash over character n-grams, LSH banding, exact-Jaccard verification.
+"""Caption near-duplicate clusters: MinHash LSH over character n-grams, plus a one-edit rule for short captions.
 
 `near_duplicate_clusters(texts)` answers, for each text, the index of its cluster's representative: the smallest index
 in the cluster. Callers order the input by keep-priority and keep the rows where `rep == index`.
 
+The rule. Two captions are near duplicates when either
+(a) the Jaccard similarity of their character 3-gram sets is >= `threshold` (0.8), or
+(b) they are one edit apart (`one_edit`): compared without case, whitespace, punctuation and symbols, the longer has
+    at least `one_edit_min_chars` (10) characters and, once their common prefix and suffix are removed, what differs is
+    at most two characters on each side (one character substituted, inserted or deleted; one two-character word
+    replaced, inserted or deleted; punctuation added or changed), or two adjacent segments swapped, one of at most two
+    characters and the other of at most four (a word moved).
+Clusters are the transitive closure. Rule (b) exists because (a) fails on short captions: in an 18-character caption
+one substituted character changes 3 of 16 trigrams and the Jaccard similarity falls to ~0.68. It keeps apart captions
+that share a template but differ in two or more content words ("红色的苹果放在木桌上" / "绿色的香蕉放在木桌上": the
+differing stretch spans both words). By design it merges captions that differ in one short word only ("2023年北京
+马拉松开跑" / "2024年..."; colour variants of one product): for pre-training captions those are near duplicates.
+
 Method (linear in the number of texts):
 1. texts are compared after lower-casing and folding whitespace; exact duplicates are collapsed first, so a caption
    repeated 10,000 times costs one sketch, not a 10,000-member LSH bucket;
-2. each distinct text becomes the set of its character n-grams (a text shorter than `ngram` is one shingle: itself),
-   sketched with `datasketch.MinHash.generator` (the bulk path: one permutation set, copied per text) with CRC-32 as
-   the element hash (C speed; datasketch's affine32 scheme mixes it with MurmurHash3's finaliser before permuting);
-3. `datasketch.MinHashLSH(threshold, num_perm)` picks the banding (b bands of r rows minimising its weighted false
-   positive / negative probabilities); the bands are hashed to 64-bit keys with numpy and grouped by sorting, which is
-   what `MinHashLSH.insert` + `query` compute, without their per-key Python objects (measured here: 9 s and 340 MB per
-   100 k texts for insert alone, against well under a second and 8 bytes per band per text);
-4. texts sharing a bucket in any band are candidates; a candidate pair joins a cluster only if the exact Jaccard
-   similarity of the two n-gram sets is >= threshold (no LSH false positives); clusters are the connected components
-   (union-find). Inside a bucket, a text is verified against one member at a time of each cluster already seen there
-   (up to `_MAX_TRIES` members per cluster and `_MAX_GROUPS` clusters per bucket), so a bucket of m near-duplicates
-   costs O(m) verifications instead of O(m^2); the caps only matter for pathological buckets of mutually dissimilar
-   texts, where a few true pairs may be missed.
+2. rule (a): each distinct text becomes the set of its character n-grams (a text shorter than `ngram` is one shingle:
+   itself), sketched with `datasketch.MinHash.generator` (one permutation set, copied per text) with CRC-32 as the
+   element hash; `datasketch.MinHashLSH(threshold, num_perm)` picks the banding (b bands of r rows); the bands are
+   hashed to 64-bit keys with numpy and grouped by sorting, which is what `MinHashLSH.insert` + `query` compute,
+   without their per-key Python objects;
+3. rule (b): each distinct text's compared form of `one_edit_min_chars` - 2 to `_MAX_EDIT_KEY_CHARS` characters gets
+   deletion keys: the form itself and the form with each single character and each pair of adjacent characters
+   removed (~2n keys). Two forms one edit apart always share a key (delete the differing block, or the shorter
+   swapped segment, from both), so the keys find every such pair; unrelated texts share a key only by hash collision;
+4. texts sharing a bucket (an LSH band or a deletion key) are candidates; a candidate pair joins a cluster only if the
+   rule verifies exactly (no false positives from hashing); clusters are the connected components (union-find).
+   Inside a bucket, a text is verified against one member at a time of each cluster already seen there (up to
+   `_MAX_TRIES` members per cluster and `_MAX_GROUPS` clusters per bucket), so a bucket of m near-duplicates costs
+   O(m) verifications instead of O(m^2); the caps only matter for pathological buckets of mutually dissimilar texts.
+Longer forms (over `_MAX_EDIT_KEY_CHARS`) get no deletion keys: one edit there changes few 3-grams, and (a) holds.
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ from typing import Any
 _CHUNK = 8192  # texts sketched per numpy block
 _MAX_TRIES = 8
 _MAX_GROUPS = 64
+_MAX_EDIT_KEY_CHARS = 64
 
 
 def _normalize(text: Any) -> str:
@@ -52,6 +68,41 @@ DEFAULT_THRESHOLD = 0.8
 """Jaccard similarity of character n-gram sets at which two captions are near duplicates."""
 DEFAULT_NGRAM = 3
 """Character n-gram size."""
+DEFAULT_ONE_EDIT_MIN_CHARS = 10
+"""Shortest compared form (characters) for which one edit makes a near duplicate (rule (b)); None disables the rule."""
+
+
+def edit_form(text: str) -> str:
+    """What rule (b) compares: a normalised text without whitespace, punctuation and symbols (letters, digits, Han)."""
+    return "".join(ch for ch in text if ch.isalnum()) if not text.isalnum() else text
+
+
+def one_edit(a: str, b: str, min_chars: int = DEFAULT_ONE_EDIT_MIN_CHARS) -> bool:
+    """Rule (b) on two compared forms (`edit_form`): the longer of >= `min_chars` characters and one edit apart (module
+    docstring): after the common prefix and suffix, <= 2 characters differ on each side, or the rest is two adjacent
+    segments swapped, one of <= 2 characters and the other of <= 4."""
+    la, lb = len(a), len(b)
+    if max(la, lb) < min_chars or abs(la - lb) > 2:
+        return False
+    if a == b:
+        return True
+    n = min(la, lb)
+    p = 0
+    while p < n and a[p] == b[p]:
+        p += 1
+    q = 0
+    while q < n - p and a[la - 1 - q] == b[lb - 1 - q]:
+        q += 1
+    ma, mb = a[p : la - q], b[p : lb - q]
+    if len(ma) <= 2 and len(mb) <= 2:
+        return True
+    if len(ma) != len(mb) or len(ma) > 6:
+        return False
+    m = len(ma)
+    for k in range(1, m):  # ma = X + Y, mb = Y + X with |X| = k
+        if min(k, m - k) <= 2 and max(k, m - k) <= 4 and ma[:k] == mb[m - k :] and ma[k:] == mb[: m - k]:
+            return True
+    return False
 
 
 def jaccard(a: set[str], b: set[str]) -> float:
@@ -68,12 +119,15 @@ def near_duplicate_clusters(
     ngram: int = DEFAULT_NGRAM,
     num_perm: int = 128,
     seed: int = 1,
+    one_edit_min_chars: int | None = DEFAULT_ONE_EDIT_MIN_CHARS,
 ) -> list[int]:
     """For each text, the index of its near-duplicate cluster's representative (the smallest index in the cluster).
 
     Two texts are near duplicates when the Jaccard similarity of their character `ngram` sets is >= `threshold`
-    (MinHash LSH finds the candidates, the exact Jaccard confirms them); clusters are the transitive closure. Texts
-    are compared lower-cased with whitespace folded; None counts as "". See the module docstring for the method.
+    (MinHash LSH finds the candidates, the exact Jaccard confirms them) or, when the longer has >= `one_edit_min_chars`
+    letters / digits / Han characters, they are one edit apart (`one_edit`; deletion keys find the candidates; None
+    disables this rule); clusters are the transitive closure. Texts are compared lower-cased with whitespace folded;
+    None counts as "". See the module docstring for the rule and the method.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -81,6 +135,8 @@ def near_duplicate_clusters(
         raise ValueError(f"ngram must be >= 1, got {ngram}")
     if num_perm < 2:
         raise ValueError(f"num_perm must be >= 2, got {num_perm}")
+    if one_edit_min_chars is not None and one_edit_min_chars < 3:
+        raise ValueError(f"one_edit_min_chars must be >= 3 or None, got {one_edit_min_chars}")
     n = len(texts)
     if n == 0:
         return []
@@ -111,6 +167,9 @@ def near_duplicate_clusters(
     if m > 1:
         bands = _band_keys(uniq, threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed)
         _verify_buckets(bands, uniq, parent, find, threshold=threshold, ngram=ngram)
+        del bands
+        if one_edit_min_chars is not None:
+            _one_edit_pass(uniq, parent, find, min_chars=one_edit_min_chars)
 
     # 4. Representative of each component: its smallest distinct id = its earliest original index.
     rep_of_root: dict[int, int] = {}
@@ -121,16 +180,24 @@ def near_duplicate_clusters(
     return [first_index[rep_uid[uid[i]]] for i in range(n)]
 
 
-def _band_keys(uniq: list[str], *, threshold: float, ngram: int, num_perm: int, seed: int) -> Any:
-    """(texts x bands) uint64 keys: MinHash signatures cut into LSH bands, each band hashed to 64 bits."""
-    import numpy as np
-    from datasketch import MinHash, MinHashLSH
+@functools.cache
+def _banding(threshold: float, num_perm: int) -> tuple[int, int]:
+    """datasketch's optimal (bands, rows) for the threshold (a numerical optimisation: ~10 ms, so cached)."""
+    from datasketch import MinHashLSH
 
     try:
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     except ValueError:  # thresholds near 1 make datasketch's optimum a single band, which it refuses
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=(2, num_perm // 2))
-    b, r = lsh.b, lsh.r
+    return lsh.b, lsh.r
+
+
+def _band_keys(uniq: list[str], *, threshold: float, ngram: int, num_perm: int, seed: int) -> Any:
+    """(texts x bands) uint64 keys: MinHash signatures cut into LSH bands, each band hashed to 64 bits."""
+    import numpy as np
+    from datasketch import MinHash
+
+    b, r = _banding(threshold, num_perm)
     rng = np.random.default_rng(seed)
     mult = rng.integers(1, 2**63, size=(b, r), dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd multipliers
     m = len(uniq)
@@ -193,3 +260,64 @@ def _verify_buckets(bands: Any, uniq: list[str], parent: list[int], find: Any, *
                     for gi in reversed(joined[1:]):
                         merged.extend(groups.pop(gi))
                     merged.append(x)
+
+
+def _deletion_keys(forms: list[str], min_chars: int) -> tuple[Any, Any]:
+    """(key hashes, owner ids): per form of min_chars.._MAX_EDIT_KEY_CHARS characters, the form itself and the form
+    with each character and each adjacent pair removed, hashed (Python's str hash: consistent within the process)."""
+    import numpy as np
+
+    keys: list[int] = []
+    owners: list[int] = []
+    for u, f in enumerate(forms):
+        n = len(f)
+        if n < min_chars - 2 or n > _MAX_EDIT_KEY_CHARS:
+            continue
+        ks = {hash(f)}
+        ks.update(hash(f[:i] + f[i + 1 :]) for i in range(n))
+        ks.update(hash(f[:i] + f[i + 2 :]) for i in range(n - 1))
+        keys.extend(ks)
+        owners.extend([u] * len(ks))
+    return np.array(keys, dtype=np.int64), np.array(owners, dtype=np.int64)
+
+
+def _one_edit_pass(uniq: list[str], parent: list[int], find: Any, *, min_chars: int) -> None:
+    """Rule (b): union the verified one-edit pairs among texts sharing a deletion key."""
+    import numpy as np
+
+    forms = [edit_form(t) for t in uniq]
+    keys, owners = _deletion_keys(forms, min_chars)
+    if keys.size < 2:
+        return
+    order = np.argsort(keys, kind="stable")
+    keys, owners = keys[order], owners[order]
+    cut = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    starts = np.concatenate(([0], cut))
+    ends = np.concatenate((cut, [keys.size]))
+    multi = np.flatnonzero(ends - starts >= 2)
+    for k in multi.tolist():
+        members = sorted(set(owners[starts[k] : ends[k]].tolist()))
+        if len(members) < 2:
+            continue
+        root0 = find(members[0])
+        if all(find(x) == root0 for x in members[1:]):
+            continue
+        groups: list[list[int]] = []
+        for x in members:
+            joined: list[int] = []
+            for gi, g in enumerate(groups[:_MAX_GROUPS]):
+                if find(g[0]) == find(x):
+                    joined.append(gi)
+                    continue
+                for y in g[:_MAX_TRIES]:
+                    if one_edit(forms[x], forms[y], min_chars):
+                        parent[find(x)] = find(y)
+                        joined.append(gi)
+                        break
+            if not joined:
+                groups.append([x])
+            else:
+                merged = groups[joined[0]]
+                for gi in reversed(joined[1:]):
+                    merged.extend(groups.pop(gi))
+                merged.append(x)
