@@ -176,7 +176,7 @@ def bench_scoring(n: int, rounds: int = 3) -> None:
           f"ratio {t_jieba_uniq / t_score_uniq:.2f} (no help from repeats)")
     kept = df.filter(
         (df["language"] == "zho") & (df["noun_count"] >= 1) & (df["unk_count"] <= text.DEFAULT_MAX_UNK)
-        & (df["entropy"] >= text.DEFAULT_MIN_ENTROPY) & (df["sensitive_hits"] == 0)
+        & (df["entropy"] >= text.DEFAULT_MIN_ENTROPY) & (df["sensitive_score"] < 0.5)
     )
     print(f"  rows passing the default rules: {kept.height / n:.1%}")
 

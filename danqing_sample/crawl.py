@@ -25,8 +25,10 @@ whitespace stripped ("" when there is no alt: `caption_missing`). Page bytes are
 HTTP Content-Type header, else of the `<meta>` tag (the `gb2312` label means GBK, as in WHATWG).
 
 Every defect is built to be unambiguous: each generated caption is checked with jieba (word counts far from the 5-60
-bounds, noun / no-noun under both POS readings), the shipped lexicons, a character 3-gram near-duplicate index and the
-target encoding; every "normal" image is checked after encoding (3x3 Laplacian variance at native size and at a 256 px
+bounds, noun / no-noun under both POS readings), the planted unsafe snippets (`vocab.UNSAFE_SNIPPETS` /
+`SENSITIVE_SNIPPETS`: hand-written whole ads; the crawl no longer plants the filter's own lexicon terms), a character
+3-gram near-duplicate index and the target encoding; every "normal" image is checked after encoding (3x3 Laplacian variance at native size
+and at a 256 px
 working size, grey entropy, pHash distance to every other image). The same seed gives byte-identical WARC files and
 truth: record ids, dates, captions and pixels all derive from the seed.
 """
@@ -185,7 +187,8 @@ def _read_terms(name: str) -> tuple[str, ...]:
 
 
 class _TextKit:
-    """jieba (a private tokenizer, so other code adding words cannot shift the counts), OpenCC and the lexicons."""
+    """jieba (a private tokenizer, so other code adding words cannot shift the counts), OpenCC and the planted unsafe
+    snippets."""
 
     _NO_NOUN_TAGS = frozenset(
         "v vd vi vg a ad ag d dg c p u uj ul uz ug uv ud r rr rz m q y z zg x e o k h".split()
@@ -206,10 +209,10 @@ class _TextKit:
         self.word_tag: dict[str, str] = dict(jieba.posseg.dt.word_tag_tab)
         self.pos.word_tag_tab = self.word_tag
         self.cc = {name: opencc.OpenCC(name) for name in ("t2s", "s2t", "s2tw", "s2hk")}
-        self.unsafe = _read_terms("unsafe_lexicon.txt")
-        self.sensitive = _read_terms("sensitive_lexicon.txt")
-        self.blacklist = frozenset(_read_terms("domain_blacklist.txt"))
         self._fold_cache: dict[str, str] = {}
+        self.unsafe = tuple(self.fold(t) for t in V.UNSAFE_SNIPPETS)
+        self.sensitive = tuple(self.fold(t) for t in V.SENSITIVE_SNIPPETS)
+        self.blacklist = frozenset(_read_terms("domain_blacklist.txt"))
 
     def fold(self, text: str) -> str:
         """NFKC, Traditional -> Simplified, lower case: the form the filters compare."""
@@ -571,7 +574,7 @@ class _Captions:
         return self._retry(make, "long")
 
     def with_term(self, page: _Page, terms: tuple[str, ...], other: tuple[str, ...]) -> str:
-        """A valid caption that contains one term of `terms` (and none of `other`)."""
+        """A valid caption that contains one planted snippet of `terms` (and none of `other`)."""
         r = self.r
 
         def make() -> str | None:

@@ -179,3 +179,19 @@ EN_VERBS: tuple[str, ...] = (
     "standing", "resting", "waiting", "sitting", "glowing", "shining", "leaning", "floating", "hanging", "sleeping",
 )
 EN_SITE_WORDS: tuple[str, ...] = ("travel", "photos", "kitchen", "garden", "daily", "journal", "design", "outdoor")
+
+# Unsafe captions the sample crawl plants (stage 1 `unsafe_text` and stage 2 `sensitive_text`). Hand-written in the
+# style of real web spam for issue 15 as whole ads, not as terms of the filter's lexicon
+# (danqing_assets/data/safety_lexicon.txt): the crawl must not plant the filter's own terms. Each is a self-contained ad, so it stays what it is inside any
+# caption; stage-2 ones are soft NSFW or contact / promotion spam, never stage-1 material.
+UNSAFE_SNIPPETS: tuple[str, ...] = (
+    "线上真人百家乐注册就送彩金", "澳门赌场官网开户首存返水", "足球投注赔率最高的平台", "时时彩计划群稳赚带你上岸",
+    "真钱棋牌炸金花随时提现", "六合彩特码内部资料", "同城上门服务包夜快餐", "高清无码成人影片免费看",
+    "一对一视频裸聊真人秀", "日本AV女优合集下载", "出售冰毒麻古货到付款", "大麻种子出售包邮发货", "摇头丸K粉一手货源",
+    "出售仿真枪钢珠枪可发射", "气枪铅弹货到付款", "管制刀具出售开刃军刺", "办理身份证驾驶证可查可验",
+    "代开增值税发票真票", "信用卡套现秒到账", "斩首视频完整版血腥现场", "无痛自杀方法教程",
+)
+SENSITIVE_SNIPPETS: tuple[str, ...] = (
+    "加微信看更多私房照", "性感美女大尺度写真", "比基尼美女湿身诱惑", "宅男福利美女半裸写真", "制服诱惑黑丝美腿",
+    "扫码进群免费领红包", "加薇信咨询诚招代理", "代刷粉丝点赞播放量", "日赚五百轻松副业入群", "明星走光瞬间合集",
+)

@@ -15,7 +15,7 @@ from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.lib import schemas
 from danqing_assets.lib.stages import TEXT
 from danqing_assets.lib.text import DEFAULT_MAX_UNK, DEFAULT_MIN_ENTROPY
-from danqing_assets.lib.text_dedup import DEFAULT_NGRAM, DEFAULT_THRESHOLD
+from danqing_assets.lib.text_dedup import DEFAULT_NGRAM, DEFAULT_ONE_EDIT_MIN_CHARS, DEFAULT_THRESHOLD
 
 
 class TextScoresConfig(dg.Config):
@@ -23,15 +23,18 @@ class TextScoresConfig(dg.Config):
         default=None,
         description="Chinese BERT WordPiece vocab for counting [UNK] tokens; unset: the vocab.txt of the cn-clip package.",
     )
-    sensitive_lexicon_path: str | None = Field(
-        default=None, description="Sensitive / NSFW term list (one per line); unset: the shipped list."
+    text_safety_classifier: str = Field(
+        default="safety",
+        description="Text-safety classifier whose stage-2 categories (suggestive, spam) give sensitive_score: 'safety' "
+        "(shipped), 'safety:/path/lexicon.txt', or 'package.module:ClassName' with score(texts, stage) "
+        "(a classifier without it scores 0 here). Use the same one as stage 1.",
     )
 
 
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=TEXT.group,
-    code_version=versioned("3", config=TextScoresConfig),  # 2: caption_md5; 3: one language detector (kana rule)
+    code_version=versioned("4", config=TextScoresConfig),  # 3: one language detector (kana rule); 4: safety score
     deps=["source_selected_pairs"],
     check_specs=[table_check_spec("text_scores")],
 )
@@ -39,7 +42,7 @@ def text_scores(
     context: dg.AssetExecutionContext, config: TextScoresConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Per pair, every score stage 2 decides on: Traditional->Simplified and cleaned caption, Han share, language,
-    noun count, [UNK] count, information entropy, sensitive-term hits, and the md5 of the caption they were computed
+    noun count, [UNK] count, information entropy, sensitive score / category / evidence, and the md5 of the caption they were computed
     from (so scores of a since-changed caption are detected as stale). Repeated captions are scored once."""
     from danqing_assets.lib.decide import caption_md5
     from danqing_assets.lib.text import score_captions
@@ -48,14 +51,14 @@ def text_scores(
     wh = warehouse.warehouse()
     pairs = wh.read("source_selected_pairs", snapshot, columns=["pair_id", "caption"])
     scores = score_captions(
-        pairs["caption"].to_list(), vocab_path=config.vocab_path, sensitive_lexicon_path=config.sensitive_lexicon_path
+        pairs["caption"].to_list(), vocab_path=config.vocab_path, safety_classifier=config.text_safety_classifier
     )
     md5 = caption_md5(pairs["caption"].to_list())
     out = pl.concat([pairs.select("pair_id"), scores], how="horizontal").with_columns(
         pl.lit(snapshot, dtype=pl.String).alias("snapshot"), pl.Series("caption_md5", md5, dtype=pl.String)
     )
     checks = publish(wh, snapshot, [Table("text_scores", out, schemas.TextScores)], step=f"text_scores ({snapshot})")
-    described = out.select("han_share", "noun_count", "unk_count", "entropy", "sensitive_hits").describe()
+    described = out.select("han_share", "noun_count", "unk_count", "entropy", "sensitive_score").describe()
     return dg.MaterializeResult(
         metadata={
             "rows_out": out.height,
@@ -79,10 +82,21 @@ class TextRefinementConfig(dg.Config):
         description="Least information entropy in [0, 1] (definition and calibration: danqing_assets.lib.text, "
         "DEFAULT_MIN_ENTROPY; the paper's 6e-4 is on an unexplained scale).",
     )
+    min_sensitive_score: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Reject as sensitive_text at or above this text-safety score (stage-2 categories: suggestive, "
+        "spam; lib/safety.py).",
+    )
     near_duplicate_threshold: float = Field(
         default=DEFAULT_THRESHOLD, description="Caption near-duplicate Jaccard threshold on character n-grams (MinHash LSH)."
     )
     near_duplicate_ngram: int = Field(default=DEFAULT_NGRAM, description="Character n-gram size for caption near-duplicates.")
+    near_duplicate_one_edit_min_chars: int | None = Field(
+        default=DEFAULT_ONE_EDIT_MIN_CHARS,
+        description="Captions with at least this many letters / digits / Han characters are also near duplicates when "
+        "one edit apart (a character or two-character word substituted, inserted or deleted, punctuation, a short "
+        "word moved; lib/text_dedup.py); null disables this rule.",
+    )
     dedup_captions: bool = Field(default=True, description="Remove caption near-duplicates.")
     truth_path: str | None = Field(
         default=None,
@@ -94,7 +108,7 @@ class TextRefinementConfig(dg.Config):
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=TEXT.group,
-    code_version=versioned("2", sql=TEXT.sql, config=TextRefinementConfig),  # 2: fails closed (unscored)
+    code_version=versioned("3", sql=TEXT.sql, config=TextRefinementConfig),  # 3: sensitive score; one-edit dedup
     deps=["source_selected_pairs", "text_scores"],
     check_specs=stage_check_specs(TEXT),
 )

@@ -40,23 +40,25 @@ def decide_source(raw: pl.DataFrame, scores: pl.DataFrame, params: Mapping[str, 
     """Stage 1: raw pairs LEFT JOIN their stored `source_scores`; see sql/s1_source_selection/."""
     scored = raw.join(scores.drop("snapshot", strict=False), on="pair_id", how="left")
     decision = run_sql(SOURCE.sql[0], tables={"scored": scored},
-                       params=_pick(params, ("require_chinese_page", "min_words", "max_words")))
+                       params=_pick(params, ("require_chinese_page", "min_words", "max_words", "min_unsafe_score")))
     return scored.join(decision, on="pair_id", how="left")
 
 
 def decide_text(pairs: pl.DataFrame, scores: pl.DataFrame, params: Mapping[str, Any]) -> pl.DataFrame:
-    """Stage 2: stage-1 survivors LEFT JOIN `text_scores`, the SQL rules, then caption near-duplicates (MinHash LSH;
-    the first in crawl order keeps)."""
+    """Stage 2: stage-1 survivors LEFT JOIN `text_scores`, the SQL rules, then caption near-duplicates (MinHash LSH
+    and the one-edit rule, lib/text_dedup; the first in crawl order keeps)."""
     from danqing_assets.lib.text_dedup import near_duplicate_clusters
 
     scored = pairs.join(scores.drop("snapshot", strict=False), on="pair_id", how="left").sort(CRAWL_ORDER)
     rules = run_sql(TEXT.sql[0], tables={"scored": scored},
-                    params=_pick(params, ("min_han_share", "min_nouns", "max_unk", "min_entropy")))
+                    params=_pick(params, ("min_han_share", "min_nouns", "max_unk", "min_entropy",
+                                                 "min_sensitive_score")))
     decided = scored.join(rules, on="pair_id", how="left")
     passing = decided.filter(pl.col("reason").is_null())
     if params.get("dedup_captions", True) and passing.height:
         reps = near_duplicate_clusters(passing["caption_clean"].to_list(),
-                                       threshold=params["near_duplicate_threshold"], ngram=params["near_duplicate_ngram"])
+                                       threshold=params["near_duplicate_threshold"], ngram=params["near_duplicate_ngram"],
+                                       one_edit_min_chars=params["near_duplicate_one_edit_min_chars"])
         ids = passing["pair_id"].to_list()
         dups = {ids[i]: f"near_duplicate_of={ids[rep]}" for i, rep in enumerate(reps) if rep != i}
         is_dup = pl.col("pair_id").is_in(list(dups))

@@ -1,25 +1,58 @@
-"""Text safety: a pluggable classifier interface (stage 1) and lexicon matching (stage 1, stage-2 sensitive list).
+"""Text safety: one classifier for stages 1 and 2, with categories per stage, behind a pluggable interface.
 
-The paper uses a ~1M-parameter binary text-safety classifier whose weights are not public. The default here is a
-lexicon "classifier" (`danqing_assets/data/unsafe_lexicon.txt`); a trained model plugs in through
-`load_text_safety_classifier("my.module:MyClassifier")`, as long as it implements `TextSafetyClassifier`.
+The paper uses a ~1M-parameter binary text-safety classifier (weights not public) in stage 1 and "NSFW and
+sensitive-word filtering" (lists not public) in stage 2. Here one classifier scores every caption per category; each
+category belongs to one stage (`SafetyClassifier.stages`): sexual, gambling, drugs, weapons, fraud and violence feed
+stage 1 (`unsafe_text`), suggestive (soft NSFW) and spam (contact / promotion) feed stage 2 (`sensitive_text`). The
+stages store the score, the top category and the evidence (`SafetyScore`), and decide in SQL with a threshold, so the
+cut is re-tunable without re-scoring.
+
+The default, `SafetyClassifier`, is a weighted lexicon with context rules (`danqing_assets/data/safety_lexicon.txt`,
+written for this project; its header states source, licence and format):
+
+1. the caption is folded (NFKC: full-width -> ASCII; OpenCC Traditional -> Simplified; lower case) and reduced to its
+   skeleton: Han characters, Latin letters and digits only ("+" reads as 加), so symbols, spaces and emoji inserted
+   between the characters of a term ("色*情", "博 彩") do not hide it; `[allow]` phrases (血腥玛丽, 金枪鱼, 溜冰场)
+   are blanked out first;
+2. terms match anywhere in the skeleton (at every start position the longest term there, unless it lies inside an
+   earlier match: 内衣诱惑 does not count 诱惑 again); a term with a Latin edge matches
+   only at a Latin-token boundary ("av" not in "java"); a term of three or more Han characters also matches its
+   homophones (same toneless pinyin syllables, first reading: 六和彩 for 六合彩), and every strong term of two or
+   more Han characters also matches with one of its characters written in pinyin (luo聊, 冰du) (pypinyin, MIT);
+3. per category, score = 1 - prod(1 - w) over the distinct matched terms and, when a term of the category matched,
+   its sales / solicitation cues (`[cue:NAME]`, `[cue]`); a term's weight is 1.0 when it alone is enough, less when it
+   needs company (包夜 0.6, 快餐 0.2);
+4. context clears news, public-service, educational and medical use: when a `[context]` word matches (警方, 破获,
+   禁毒, 宣传, 科普, 医生 ...) and no solicitation cue or contact handle does, every score is multiplied by
+   `context_factor` (0.3: a 1.0 term drops below the 0.5 threshold).
+
+Any other classifier plugs in through `load_text_safety_classifier("my.module:MyClassifier")`: it needs `name` and
+`predict(texts) -> [(unsafe, detail)]` (`TextSafetyClassifier`); with a `score(texts, stage)` method as well it feeds
+per-category scores to both stages, without it its verdict is stage 1's score (1.0 / 0.0, category "unsafe") and it
+adds nothing in stage 2 (`stage_scores`).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from danqing_assets.lib.text.normalize import as_text, strip_controls, to_simplified
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_UNSAFE_LEXICON = DATA_DIR / "unsafe_lexicon.txt"
-DEFAULT_SENSITIVE_LEXICON = DATA_DIR / "sensitive_lexicon.txt"
+DEFAULT_SAFETY_LEXICON = DATA_DIR / "safety_lexicon.txt"
+
+STAGES = ("source", "text")
+"""The stages a category can feed: stage 1 (`unsafe_text`) and stage 2 (`sensitive_text`)."""
+DEFAULT_THRESHOLD = 0.5
+"""Score at or above which a caption is unsafe for its stage (the stage Configs' default; re-tunable in SQL)."""
 
 _MAX_TERM_CHARS = 200
 
@@ -122,31 +155,15 @@ def load_lexicon(path: str | Path) -> Lexicon:
     return Lexicon(terms, source=str(p))
 
 
-@functools.cache
-def _cached_lexicon(path: str, mtime_ns: int) -> Lexicon:
-    return load_lexicon(path)
-
-
-def load_sensitive_lexicon(path: str | Path | None = None) -> Lexicon:
-    """The stage-2 sensitive / NSFW lexicon (default `data/sensitive_lexicon.txt`), cached per file version."""
-    p = Path(path) if path is not None else DEFAULT_SENSITIVE_LEXICON
-    try:
-        mtime = p.stat().st_mtime_ns
-    except OSError as err:
-        raise FileNotFoundError(f"lexicon file not found: {p}") from err
-    return _cached_lexicon(str(p), mtime)
-
-
 class LexiconClassifier:
-    """The default stage-1 text-safety "classifier": unsafe when the caption contains a lexicon term.
-
-    `path` defaults to `data/unsafe_lexicon.txt`. The detail of an unsafe answer is the first matched term.
-    """
+    """A flat term list as a stage-1 classifier: unsafe (category "unsafe", score 1.0) when the caption contains a
+    term. For user lists (`"lexicon:/path/terms.txt"`); the default is `SafetyClassifier`. The detail of an unsafe
+    answer is the first matched term."""
 
     name = "lexicon"
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else DEFAULT_UNSAFE_LEXICON
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
         self.lexicon = load_lexicon(self.path)
 
     def predict(self, texts: list[str]) -> list[tuple[bool, str | None]]:
@@ -162,29 +179,431 @@ class LexiconClassifier:
         return out
 
 
-_SPEC_HELP = '"lexicon", "lexicon:/path/to/terms.txt" or "package.module:ClassName"'
+# ---------------------------------------------------------------------------------------------------------------------
+# The default classifier.
+
+
+@dataclass(frozen=True)
+class SafetyScore:
+    """One caption's verdict for one stage: the highest score among the stage's categories (0.0 when nothing
+    matched), that category (None when the score is 0), and the evidence ("term|term|ctx:word", "" when none)."""
+
+    score: float
+    category: str | None
+    evidence: str
+
+
+NO_SCORE = SafetyScore(0.0, None, "")
+
+_KEEP = "0-9a-z\\u3400-\\u4dbf\\u4e00-\\u9fff\\uf900-\\ufaff"
+_GAP_RE = re.compile(f"(?<=[0-9a-z])[^{_KEEP}]+(?=[0-9a-z])")  # between two Latin characters: a token boundary
+_DROP_RE = re.compile(f"[^{_KEEP}\\x1f]+")
+_HAN_RE = re.compile(r"^[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+$")
+_LATIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_MASK = "\u25a1"  # what an [allow] phrase is replaced with: matches no term
+
+
+def fold(text: Any) -> str:
+    """NFKC (full-width -> ASCII), control / format characters removed, OpenCC Traditional -> Simplified, lower case;
+    whitespace kept (it separates Latin tokens)."""
+    t = as_text(text)
+    if not t.isascii():
+        t = to_simplified(unicodedata.normalize("NFKC", strip_controls(t)))
+    return t.lower()
+
+
+def skeleton(folded: str) -> str:
+    """The matching form of a folded caption (`fold`): "+" read as 加, then everything but Han characters, Latin
+    letters and digits removed, except that one space stays between two Latin tokens ("java av" keeps its boundary,
+    "色*情" becomes 色情)."""
+    if "+" in folded:
+        folded = folded.replace("+", "加")
+    return _DROP_RE.sub("", _GAP_RE.sub("\x1f", folded)).replace("\x1f", " ")
+
+
+def _bigram_index(terms) -> dict[str, tuple[str, ...]]:
+    """First two characters -> the terms starting with them, longest first."""
+    index: dict[str, list[str]] = {}
+    for t in terms:
+        index.setdefault(t[:2], []).append(t)
+    return {k: tuple(sorted(v, key=len, reverse=True)) for k, v in index.items()}
+
+
+def _overlapping(rx: re.Pattern[str] | None, text: str):
+    """Every match of `rx` (the longest at each start position), overlapping ones included. A plain `search` from each
+    position after the last match start keeps re's fast first-character scan (a lookahead would disable it)."""
+    if rx is None:
+        return
+    pos = 0
+    while True:
+        m = rx.search(text, pos)
+        if m is None:
+            return
+        yield m
+        pos = m.start() + 1
+
+
+@dataclass
+class _Entry:
+    category: str
+    kind: str  # "term" | "cue" | "context"
+    weight: float
+    source: str  # the term as written in the lexicon (evidence); pinyin forms carry their origin
+
+
+@functools.cache
+def _syllables() -> tuple[dict[int, str], int]:
+    """Han code point -> one private-use character per toneless pinyin syllable (first reading), from pypinyin."""
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    ids: dict[str, str] = {}
+    table: dict[int, str] = {}
+    for cp, readings in pinyin_dict.items():
+        syl = _strip_tone(readings.split(",")[0])
+        if not syl:
+            continue
+        ch = ids.get(syl)
+        if ch is None:
+            ch = ids[syl] = chr(0xF0000 + len(ids))  # supplementary private use area A
+        table[cp] = ch
+    return table, len(ids)
+
+
+_TONES = str.maketrans("āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹḿ", "aaaaeeeeiiiioooouuuuvvvvvnnnm")
+
+
+def _strip_tone(s: str) -> str:
+    return s.translate(_TONES).strip()
+
+
+def _pinyin_of(term: str) -> list[str] | None:
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    out = []
+    for ch in term:
+        readings = pinyin_dict.get(ord(ch))
+        if not readings:
+            return None
+        out.append(_strip_tone(readings.split(",")[0]))
+    return out
+
+
+def _trie_regex(terms: Sequence[str]) -> re.Pattern[str] | None:
+    """A regex matching, at one position, the longest of `terms` (a character trie, see `_trie_pattern`)."""
+    trie: dict[str, Any] = {}
+    for t in terms:
+        node = trie
+        for ch in t:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+    if not trie:
+        return None
+    return re.compile(_trie_pattern(trie))
+
+
+class SafetyClassifier:
+    """The default text-safety classifier: a weighted lexicon with evasion handling and context rules (module
+    docstring). `path`: a lexicon in the format of `data/safety_lexicon.txt` (default that file); `threshold`: the
+    score at which `predict` answers unsafe (stage 1's categories); `context_factor`: what a news / public-service
+    context multiplies the scores by. Raises FileNotFoundError / ValueError (with the line) for a bad lexicon."""
+
+    name = "safety"
+
+    def __init__(self, path: str | Path | None = None, *, threshold: float = DEFAULT_THRESHOLD,
+                 context_factor: float = 0.3) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        if not 0.0 <= context_factor <= 1.0:
+            raise ValueError(f"context_factor must be in [0, 1], got {context_factor}")
+        self.path = Path(path) if path is not None else DEFAULT_SAFETY_LEXICON
+        self.threshold = threshold
+        self.context_factor = context_factor
+        self.stages: dict[str, str] = {}
+        """category -> the stage it feeds ("source" or "text")."""
+        self._load(self.path)
+
+    # -- loading -----------------------------------------------------------------------------------------------------
+    def _load(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"safety lexicon not found: {path}")
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"safety lexicon {path} is not UTF-8: {err}") from err
+        section: str | None = None
+        entries: dict[str, list[_Entry]] = {}
+        patterns: list[tuple[re.Pattern[str], _Entry]] = []
+        allow: list[str] = []
+        raw_terms: list[tuple[str, _Entry]] = []
+        for no, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            where = f"{path}:{no}"
+            if text.startswith("[") and text.endswith("]"):
+                section = text[1:-1].strip()
+                if section.startswith("cue:") or section not in ("categories", "cue", "context", "allow"):
+                    name = section.split(":", 1)[-1]
+                    if name not in self.stages:
+                        raise ValueError(f"{where}: section [{section}] names a category missing from [categories]")
+                continue
+            if section is None:
+                raise ValueError(f"{where}: line outside a section: {text!r}")
+            if section == "categories":
+                parts = text.split()
+                if len(parts) != 2 or parts[1] not in STAGES or not re.fullmatch(r"[a-z][a-z0-9_]*", parts[0]):
+                    raise ValueError(f"{where}: expected 'category stage' (stage one of {STAGES}), got {text!r}")
+                self.stages[parts[0]] = parts[1]
+                continue
+            weight = 1.0
+            label = ""
+            if text.startswith("re:"):
+                fields = text[3:].split("\t")
+                if len(fields) not in (2, 3) or not fields[0].strip() or not fields[1]:
+                    raise ValueError(f"{where}: expected 're:name<TAB>pattern[<TAB>weight]', got {text!r}")
+                label, body, w = fields[0].strip(), fields[1], (fields[2] if len(fields) == 3 else "")
+            else:
+                parts = text.split()
+                if len(parts) > 2:
+                    raise ValueError(f"{where}: expected 'term' or 'term weight', got {text!r}")
+                body, w = parts[0], (parts[1] if len(parts) == 2 else "")
+            if w.strip():
+                try:
+                    weight = float(w)
+                except ValueError:
+                    raise ValueError(f"{where}: weight {w!r} is not a number") from None
+                if not 0.0 < weight <= 1.0 or math.isnan(weight):
+                    raise ValueError(f"{where}: weight {weight} outside (0, 1]")
+            if section == "allow":
+                allow.append(skeleton(fold(body)))
+                continue
+            shown = label or body
+            if section == "context":
+                entry = _Entry("*", "context", 1.0, shown)
+            elif section == "cue":
+                entry = _Entry("*", "cue", weight, shown)
+            elif section.startswith("cue:"):
+                entry = _Entry(section[4:], "cue", weight, shown)
+            else:
+                entry = _Entry(section, "term", weight, shown)
+            if text.startswith("re:"):
+                try:
+                    patterns.append((re.compile(body), entry))
+                except re.error as err:
+                    raise ValueError(f"{where}: bad regular expression: {err}") from err
+                continue
+            key = skeleton(fold(body))
+            if len(key) < 2:
+                raise ValueError(f"{where}: term {body!r} has fewer than two letters, digits or Han characters")
+            if len(key) > _MAX_TERM_CHARS:
+                raise ValueError(f"{where}: term longer than {_MAX_TERM_CHARS} characters")
+            raw_terms.append((key, entry))
+        if not any(e.kind == "term" for _, e in raw_terms) and not patterns:
+            raise ValueError(f"{path}: the safety lexicon has no terms")
+        for key, entry in raw_terms:
+            entries.setdefault(key, []).append(entry)
+        # pinyin forms: strong Han terms with one character spelled in pinyin (luo聊, 冰du)
+        for key, entry in raw_terms:
+            if entry.kind != "term" or entry.weight < 0.6 or len(key) < 2 or not _HAN_RE.match(key):
+                continue
+            syl = _pinyin_of(key)
+            if syl is None:
+                continue
+            for i in range(len(key)):
+                variant = key[:i] + syl[i] + key[i + 1 :]
+                if variant not in entries:
+                    entries[variant] = [_Entry(entry.category, "term", entry.weight, f"{entry.source}~{variant}")]
+        self._entries = entries
+        self._latin_edge = {t: (t[0] in _LATIN, t[-1] in _LATIN) for t in entries}
+        self._by_bigram = _bigram_index(entries)
+        self._allow_re = _trie_regex([a for a in allow if a])
+        self._patterns = patterns
+        # homophones: Han terms of 3+ characters, in syllable space
+        table, _ = _syllables()
+        self._syl_table = table
+        homo: dict[str, list[_Entry]] = {}
+        for key, entry in raw_terms:
+            if entry.kind == "term" and entry.weight >= 0.6 and len(key) >= 3 and _HAN_RE.match(key):
+                sk = key.translate(table)
+                homo.setdefault(sk, []).append(_Entry(entry.category, "term", entry.weight * 0.9, f"{entry.source}~homophone"))
+        self._homo = homo
+        self._homo_by_bigram = _bigram_index(homo)
+        # a caption can hold a homophone only where two adjacent characters sound like a term's first two
+        inverse: dict[str, list[str]] = {}
+        for cp, syl in table.items():
+            inverse.setdefault(syl, []).append(chr(cp))
+        self._homo_pairs = frozenset(a + b for k in homo for a in inverse.get(k[0], ()) for b in inverse.get(k[1], ()))
+
+    # -- scoring -----------------------------------------------------------------------------------------------------
+    def _matches(self, sk: str) -> list[_Entry]:
+        found: list[_Entry] = []
+        by_bigram, entries, edges = self._by_bigram, self._entries, self._latin_edge
+        homo_at = -1
+        pairs = self._homo_pairs
+        n = len(sk)
+        covered = 0  # end of the furthest-reaching match so far: a term inside it is part of it, not another hit
+        for i in range(n - 1):
+            bg = sk[i : i + 2]
+            cands = by_bigram.get(bg)
+            if cands is not None:
+                for term in cands:  # longest first: the longest term starting here
+                    end = i + len(term)
+                    if end <= covered:
+                        break
+                    if sk.startswith(term, i):
+                        lead, trail = edges[term]
+                        if (lead and i > 0 and sk[i - 1] in _LATIN) or (trail and end < n and sk[end] in _LATIN):
+                            continue
+                        found.extend(entries[term])
+                        covered = end
+                        break
+            if homo_at < 0 and bg in pairs:
+                homo_at = i
+        for rx, entry in self._patterns:
+            if rx.search(sk):
+                found.append(entry)
+        if homo_at >= 0:
+            syl = sk[homo_at:].translate(self._syl_table)
+            for i in range(len(syl) - 1):
+                for key in self._homo_by_bigram.get(syl[i : i + 2], ()):
+                    if syl.startswith(key, i):
+                        found.extend(self._homo[key])
+                        break
+        return found
+
+    def explain(self, text: Any, *, folded: bool = False) -> dict[str, tuple[float, list[str]]]:
+        """Per category with a non-zero score: (score, evidence). `folded`: the text is already NFKC-folded,
+        Simplified and lower-cased (stage 2's cleaned caption), so only whitespace is removed."""
+        sk = skeleton(as_text(text).lower() if folded else fold(text))
+        if not sk:
+            return {}
+        if self._allow_re is not None and self._allow_re.search(sk):
+            sk = self._allow_re.sub(lambda m: _MASK * len(m.group()), sk)
+        found = self._matches(sk)
+        if not any(e.kind == "term" for e in found):
+            return {}  # cues and context alone score nothing
+        terms: dict[str, dict[str, float]] = {}
+        cues: dict[str, dict[str, float]] = {}
+        context: list[str] = []
+        solicit = False
+        for e in found:
+            if e.kind == "context":
+                context.append(e.source)
+            elif e.kind == "cue":
+                cues.setdefault(e.category, {})[e.source] = max(e.weight, cues.get(e.category, {}).get(e.source, 0.0))
+                solicit = solicit or e.category == "*"
+            else:
+                bucket = terms.setdefault(e.category, {})
+                if e.source.endswith("~homophone") and e.source[: -len("~homophone")] in bucket:
+                    continue  # the term itself matched: its homophone index found the same place
+                bucket[e.source] = max(e.weight, bucket.get(e.source, 0.0))
+                solicit = solicit or (e.category == "spam" and e.weight >= 0.5)
+        out: dict[str, tuple[float, list[str]]] = {}
+        for cat, ts in terms.items():
+            evidence = sorted(ts, key=lambda k: -ts[k])
+            weights = list(ts.values())
+            for pool in (cues.get(cat, {}), cues.get("*", {}) if cat != "spam" else {}):
+                for k, w in pool.items():
+                    if k not in ts:
+                        weights.append(w)
+                        evidence.append(f"cue:{k}")
+            score = 1.0 - math.prod(1.0 - w for w in weights)
+            if context and not solicit:
+                score *= self.context_factor
+                evidence.append("ctx:" + "|".join(dict.fromkeys(context)))
+            out[cat] = (round(score, 4), evidence)
+        return out
+
+    def score(self, texts: Sequence[Any], stage: str, *, folded: bool = False) -> list[SafetyScore]:
+        """Per text, the `SafetyScore` of `stage` ("source" or "text"): the best of that stage's categories.
+        Repeated texts are scored once. `folded`: see `explain`."""
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        cache: dict[Any, SafetyScore] = {}
+        out: list[SafetyScore] = []
+        for t in texts:
+            key = t if isinstance(t, str) else as_text(t)
+            ans = cache.get(key)
+            if ans is None:
+                best = NO_SCORE
+                for cat, (sc, ev) in self.explain(key, folded=folded).items():
+                    if self.stages.get(cat) == stage and sc > best.score:
+                        best = SafetyScore(sc, cat, "|".join(ev))
+                ans = cache[key] = best
+            out.append(ans)
+        return out
+
+    def predict(self, texts: list[str]) -> list[tuple[bool, str | None]]:
+        """The `TextSafetyClassifier` answer: stage 1's score >= `threshold`, with "category:evidence"."""
+        return [(s.score >= self.threshold, f"{s.category}:{s.evidence}" if s.category else None)
+                for s in self.score(texts, "source")]
+
+
+def stage_scores(classifier: TextSafetyClassifier, texts: Sequence[str | None], stage: str, *,
+                 folded: bool = False) -> list[SafetyScore]:
+    """Per text, the classifier's `SafetyScore` for `stage`, with the contract checked (one score per text, a score
+    in [0, 1] that is not NaN, a str or None category). A classifier without `score` answers through `predict`:
+    stage "source" gets 1.0 / 0.0 with category "unsafe" and its detail as evidence, stage "text" gets 0.0."""
+    clean = [as_text(t) for t in texts]
+    name = getattr(classifier, "name", type(classifier).__name__)
+    scorer = getattr(classifier, "score", None)
+    if not callable(scorer):
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if stage != "source":
+            return [NO_SCORE] * len(clean)
+        return [SafetyScore(1.0, "unsafe", detail or "") if unsafe else NO_SCORE
+                for unsafe, detail in run_classifier(classifier, clean)]
+    kwargs = {"folded": True} if folded and isinstance(classifier, SafetyClassifier) else {}
+    answers = list(scorer(clean, stage, **kwargs))
+    if len(answers) != len(clean):
+        raise ValueError(f"text-safety classifier {name!r} returned {len(answers)} scores for {len(clean)} texts")
+    for a in answers:
+        ok = isinstance(a, SafetyScore) and isinstance(a.score, (int, float)) and 0.0 <= a.score <= 1.0
+        if not ok or (a.category is not None and not isinstance(a.category, str)):
+            raise ValueError(f"text-safety classifier {name!r} returned {a!r}, not a SafetyScore with score in [0, 1]")
+    return answers
+
+
+@functools.cache
+def _default_classifier(path: str, mtime_ns: int) -> SafetyClassifier:
+    return SafetyClassifier(path)
+
+
+def default_classifier(path: str | Path | None = None) -> SafetyClassifier:
+    """The shipped `SafetyClassifier` (or one over `path`), cached per lexicon file version."""
+    p = Path(path) if path is not None else DEFAULT_SAFETY_LEXICON
+    try:
+        mtime = p.stat().st_mtime_ns
+    except OSError as err:
+        raise FileNotFoundError(f"safety lexicon not found: {p}") from err
+    return _default_classifier(str(p), mtime)
+
+
+_SPEC_HELP = '"safety", "safety:/path/to/lexicon.txt", "lexicon:/path/to/terms.txt" or "package.module:ClassName"'
 
 
 def load_text_safety_classifier(spec: str) -> TextSafetyClassifier:
     """A text-safety classifier from a configuration string.
 
-    - `"lexicon"`: `LexiconClassifier()` with the shipped lexicon;
-    - `"lexicon:/path/to/file.txt"`: `LexiconClassifier(path)`;
+    - `"safety"`: the shipped `SafetyClassifier` (the default of both stages);
+    - `"safety:/path/to/lexicon.txt"`: a `SafetyClassifier` over another lexicon in the same format;
+    - `"lexicon:/path/to/file.txt"`: `LexiconClassifier(path)`, a flat term list (stage 1 only);
     - `"some.module:ClassName"`: the class is imported and instantiated with no arguments; it must have a `name` and a
-      `predict(texts)` method (see `TextSafetyClassifier`).
+      `predict(texts)` method (see `TextSafetyClassifier`), and may have `score(texts, stage)` (see `stage_scores`).
     Raises ValueError (bad spec, import failure, class missing or failing to construct), FileNotFoundError (lexicon
     path) or TypeError (the object does not implement the interface), each naming the spec.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"empty text-safety classifier spec; expected {_SPEC_HELP}")
     spec = spec.strip()
-    if spec == "lexicon":
-        return LexiconClassifier()
+    if spec == "safety":
+        return default_classifier()
     head, sep, tail = spec.partition(":")
-    if head == "lexicon":
+    if head in ("lexicon", "safety"):
         if not tail.strip():
             raise ValueError(f"spec {spec!r} names no lexicon file; expected {_SPEC_HELP}")
-        return LexiconClassifier(tail.strip())
+        return LexiconClassifier(tail.strip()) if head == "lexicon" else default_classifier(tail.strip())
     if not sep or not head or not tail:
         raise ValueError(f"bad text-safety classifier spec {spec!r}; expected {_SPEC_HELP}")
     module_name, class_name = head.strip(), tail.strip()

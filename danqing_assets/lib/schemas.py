@@ -59,7 +59,8 @@ class SourceScores(pa.DataFrameModel):
     caption_md5: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{32}$")
     blacklisted_by: str = pa.Field(nullable=True)
     word_count: int = pa.Field(ge=0)
-    unsafe: bool
+    unsafe_score: float = pa.Field(ge=0, le=1)
+    unsafe_category: str = pa.Field(nullable=True)
     unsafe_term: str = pa.Field(nullable=True)
     caption_norm: str
 
@@ -84,6 +85,8 @@ class TextScores(pa.DataFrameModel):
     unk_count: int = pa.Field(ge=0)
     entropy: float = pa.Field(ge=0)
     sensitive_hits: int = pa.Field(ge=0)
+    sensitive_score: float = pa.Field(ge=0, le=1)
+    sensitive_category: str = pa.Field(nullable=True)
 
     class Config:
         strict = False

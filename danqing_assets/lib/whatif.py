@@ -46,7 +46,8 @@ def what_if(wh: Warehouse, snapshot: str, params: Mapping[str, Mapping[str, Any]
     if not wh.exists("text_scores", snapshot):
         return steps
     text_scores = wh.read("text_scores", snapshot)
-    d2 = decide_text(kept.drop("reason", "detail", "blacklisted_by", "unsafe", "unsafe_term", "caption_md5",
+    d2 = decide_text(kept.drop("reason", "detail", "blacklisted_by", "unsafe_score", "unsafe_category", "unsafe_term",
+                               "caption_md5",
                                strict=False), text_scores, params[TEXT.table])
     step, kept = _step(TEXT.table, d2, TEXT.ledger, no_row=pl.col("caption_md5").is_null())
     steps.append(step)

@@ -36,7 +36,7 @@ def test_missing_nan_or_stale_scores_reject_as_unscored(home):
     wh.write("text_scores", SNAPSHOT, scores)  # bypasses the asset's own checks, as a broken upstream would
     result = materialize(home, "text_refined_pairs")
     got = ledger(home, "text")
-    assert got[ids[0]] == ("unscored", "missing score: no score row,language,han_share,noun_count,unk_count,entropy,sensitive_hits")
+    assert got[ids[0]] == ("unscored", "missing score: no score row,language,han_share,noun_count,unk_count,entropy,sensitive_score")
     assert got[ids[1]] == ("unscored", "missing score: entropy")
     assert got[ids[2]] == ("unscored", "missing score: stale (caption changed)")
     kept = set(wh.read("text_refined_pairs", SNAPSHOT)["pair_id"])

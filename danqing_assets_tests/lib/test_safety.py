@@ -1,4 +1,5 @@
-"""Text-safety classifier interface, lexicon matching and classifier spec loading."""
+"""Text-safety classifier: the shipped SafetyClassifier (evasions, context, categories per stage) on real captions,
+its lexicon loader, the plug-in interface, and the targets on the independent evaluation set."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import textwrap
 import pytest
 
 from danqing_assets.lib.safety import (
-    DEFAULT_SENSITIVE_LEXICON,
-    DEFAULT_UNSAFE_LEXICON,
+    DEFAULT_SAFETY_LEXICON,
     Lexicon,
     LexiconClassifier,
+    SafetyClassifier,
+    SafetyScore,
     TextSafetyClassifier,
+    default_classifier,
     load_lexicon,
-    load_sensitive_lexicon,
     load_text_safety_classifier,
     normalize_for_matching,
     run_classifier,
+    skeleton,
+    fold,
+    stage_scores,
 )
 
 
@@ -87,47 +92,194 @@ def test_lexicon_agrees_with_naive_substring_search_on_a_large_random_lexicon():
             assert m in lex.terms and m in text
 
 
-def test_default_lexicon_classifier_flags_variants_and_reports_the_term():
-    clf = LexiconClassifier()
+def test_lexicon_classifier_flags_variants_and_reports_the_term(tmp_path):
+    clf = LexiconClassifier(_write(tmp_path / "t.txt", "色情\nav女优\n网络赌场\n"))
     assert clf.name == "lexicon" and isinstance(clf, TextSafetyClassifier)
-    texts = ["色 情網站大全", "ＡＶ女優合集", "网络赌场百家乐", "美丽的西湖风景", "", None, "春天的花"]
+    texts = ["色 情網站大全", "ＡＶ女優合集", "网络赌场百家乐", "美丽的西湖风景", "", None]
     assert clf.predict(texts) == [
-        (True, "色情"),
-        (True, "av女优"),
-        (True, "网络赌场"),
-        (False, None),
-        (False, None),
-        (False, None),
-        (False, None),
-    ]
+        (True, "色情"), (True, "av女优"), (True, "网络赌场"), (False, None), (False, None), (False, None)]
 
 
-def test_every_shipped_term_matches_itself_and_its_traditional_spelling():
-    import opencc
-
-    s2t = opencc.OpenCC("s2t")
-    for path in (DEFAULT_UNSAFE_LEXICON, DEFAULT_SENSITIVE_LEXICON):
-        lex = load_lexicon(path)
-        assert len(lex) >= 15
-        for term in lex.terms:
-            assert lex.matches(f"前缀{term}后缀"), term
-            assert lex.matches(s2t.convert(term).upper()), term
-
-
-def test_load_sensitive_lexicon_default_and_cache(tmp_path):
-    assert load_sensitive_lexicon().matches("性感美女写真") == ["性感美女"]
-    path = _write(tmp_path / "s.txt", "小猫\n")
-    assert load_sensitive_lexicon(path) is load_sensitive_lexicon(path)
-
-
-def test_load_text_safety_classifier_lexicon_specs(tmp_path):
-    assert isinstance(load_text_safety_classifier("lexicon"), LexiconClassifier)
-    assert load_text_safety_classifier(" lexicon ").path == DEFAULT_UNSAFE_LEXICON
+def test_load_text_safety_classifier_specs(tmp_path):
+    assert load_text_safety_classifier("safety") is default_classifier()
+    assert load_text_safety_classifier(" safety ").path == DEFAULT_SAFETY_LEXICON
     custom = _write(tmp_path / "terms.txt", "小猫\n")
     clf = load_text_safety_classifier(f"lexicon:{custom}")
     assert clf.predict(["一只小貓", "小狗"]) == [(True, "小猫"), (False, None)]
+    lex = _write(tmp_path / "lex.txt", "[categories]\npets source\n[pets]\n小猫\n")
+    own = load_text_safety_classifier(f"safety:{lex}")
+    assert isinstance(own, SafetyClassifier) and own.predict(["一只小貓"]) == [(True, "pets:小猫")]
     with pytest.raises(FileNotFoundError):
         load_text_safety_classifier(f"lexicon:{tmp_path / 'missing.txt'}")
+    with pytest.raises(FileNotFoundError):
+        load_text_safety_classifier(f"safety:{tmp_path / 'missing.txt'}")
+
+
+# --- the shipped classifier on real captions --------------------------------------------------------------------------
+
+
+def _verdict(text, stage="source"):
+    s = default_classifier().score([text], stage)[0]
+    return s.category if s.score >= 0.5 else None
+
+
+@pytest.mark.parametrize(
+    "text, category",
+    [
+        ("色情视频免费看", "sexual"),
+        ("色*情 视.频 免费看", "sexual"),  # characters inserted between the letters of a term
+        ("色 ❤ 情", "sexual"),
+        ("ＡＶ女優 合集", "sexual"),  # full-width and Traditional
+        ("約炮 同城", "sexual"),
+        ("luo聊 一对一", "sexual"),  # one character of a term in pinyin
+        ("网络赌场 注册送彩金", "gambling"),
+        ("賭場線上開戶", "gambling"),
+        ("六和彩 特码", "gambling"),  # homophone of 六合彩
+        ("百佳乐 真人 开户", "gambling"),  # homophone of 百家乐
+        ("菠菜平台 秒到账", "gambling"),  # homophone slang in common use
+        ("dubo 网站 注册就送", "gambling"),  # pinyin
+        ("冰du 出货 同城", "drugs"),
+        ("海落因 一手货源", "drugs"),  # homophone of 海洛因
+        ("仿真槍 可發射", "weapons"),
+        ("代开发票 真票", "fraud"),
+        ("斩首视频 完整版", "violence"),
+    ],
+)
+def test_stage1_categories_catch_evasions(text, category):
+    assert _verdict(text, "source") == category
+
+
+@pytest.mark.parametrize(
+    "text, category",
+    [
+        ("加薇信 mm520 欢迎咨询", "spam"),
+        ("联系电话13800138000", "spam"),
+        ("扫码进群 免费领红包", "spam"),
+        ("性感美女 大尺度 私房照", "suggestive"),
+        ("美女 湿身 诱惑", "suggestive"),
+    ],
+)
+def test_stage2_categories(text, category):
+    assert _verdict(text, "text") == category
+    assert _verdict(text, "source") is None  # a stage-2 category never rejects in stage 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "警方破获特大网络赌博案 抓获犯罪嫌疑人32名",  # news about the same words
+        "禁毒宣传海报 珍爱生命 远离毒品",  # public service
+        "扫黄打非专项行动 查处色情网站",
+        "税务局严厉打击虚开发票行为",
+        "血腥玛丽鸡尾酒的调制方法",  # allowed phrases
+        "大麻哈鱼洄游季节",
+        "金枪鱼刺身拼盘",
+        "周末带孩子去溜冰场溜冰",
+        "java av 线材",  # Latin terms only at token boundaries: no "av" inside "java"; "av" alone is weak
+        "手机壳 华为mate60pro",  # a model number is no contact handle
+        "客服热线400-800-1234",
+        "床上用品四件套 纯棉",
+    ],
+)
+def test_context_and_look_alikes_stay_safe(text):
+    assert _verdict(text, "source") is None and _verdict(text, "text") is None
+
+
+def test_context_does_not_clear_a_caption_that_solicits():
+    """Spam dressed as news: a contact handle or sales cue keeps the score."""
+    assert _verdict("警方提醒 网络赌场 注册送彩金 加微信abc123", "source") == "gambling"
+    s = default_classifier().score(["警方破获特大网络赌博案"], "source")[0]
+    assert s.category == "gambling" and s.score == pytest.approx(0.3) and "ctx:警方" in s.evidence
+
+
+def test_skeleton_and_fold():
+    assert skeleton(fold("色*情 視頻 ＡＶ")) == "色情视频av"
+    assert skeleton(fold("java av")) == "java av"  # a space stays between two Latin tokens
+    assert skeleton(fold("+v 加 v")) == "加v加v"
+    assert skeleton(fold(None)) == "" and skeleton(fold("\ud800")) == ""
+
+
+def test_score_repeats_bad_inputs_and_stage_names():
+    clf = default_classifier()
+    out = clf.score(["赌博网站", None, "", "\ud800赌博", b"\xe8\xb5\x8c\xe5\x8d\x9a", "赌博网站"], "source")
+    assert [s.category for s in out] == ["gambling", None, None, "gambling", "gambling", "gambling"]
+    assert out[1] == SafetyScore(0.0, None, "")
+    with pytest.raises(ValueError, match="stage must be one of"):
+        clf.score(["x"], "image")
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("[sexual]\n色情\n", "missing from \\[categories\\]"),
+        ("色情\n", "outside a section"),
+        ("[categories]\nsexual stage3\n", "expected 'category stage'"),
+        ("[categories]\nx source\n[x]\n色情 2.0\n", "outside \\(0, 1\\]"),
+        ("[categories]\nx source\n[x]\n色情 abc\n", "is not a number"),
+        ("[categories]\nx source\n[x]\n色\n", "fewer than two"),
+        ("[categories]\nx source\n[x]\nre:bad\t(unclosed\t0.5\n", "bad regular expression"),
+        ("[categories]\nx source\n[x]\nre:nolabel\n", "expected 're:name"),
+        ("[categories]\nx source\n[context]\n警方\n", "has no terms"),
+    ],
+)
+def test_safety_lexicon_errors_name_the_line(tmp_path, body, message):
+    with pytest.raises(ValueError, match=message):
+        SafetyClassifier(_write(tmp_path / "lex.txt", body))
+
+
+def test_safety_lexicon_missing_and_not_utf8(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        SafetyClassifier(tmp_path / "missing.txt")
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("[categories]\ncaf\xe9 source\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8"):
+        SafetyClassifier(bad)
+    with pytest.raises(ValueError, match="threshold"):
+        SafetyClassifier(threshold=0.0)
+
+
+def test_stage_scores_for_plugins_without_score():
+    class Binary:
+        name = "binary"
+
+        def predict(self, texts):
+            return [("坏" in t, "坏" if "坏" in t else None) for t in texts]
+
+    assert stage_scores(Binary(), ["好", "坏人"], "source") == [SafetyScore(0.0, None, ""),
+                                                               SafetyScore(1.0, "unsafe", "坏")]
+    assert stage_scores(Binary(), ["好", "坏人"], "text") == [SafetyScore(0.0, None, "")] * 2
+
+    class BadScore:
+        name = "bad"
+
+        def predict(self, texts):
+            return [(False, None) for _ in texts]
+
+        def score(self, texts, stage):
+            return [SafetyScore(float("nan"), None, "") for _ in texts]
+
+    with pytest.raises(ValueError, match="not a SafetyScore"):
+        stage_scores(BadScore(), ["x"], "source")
+
+
+def test_targets_on_the_independent_evaluation_set():
+    """The issue's targets, on the hand-written evaluation set (tuned and held-out cases both): unsafe recall >= 0.9
+    overall and >= 0.8 per category, false positives on safe captions (look-alikes included) <= 2 %."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_safety.py"
+    spec = importlib.util.spec_from_file_location("bench_safety", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cases = bench.load_cases()
+    assert len(cases) >= 300 and {c["split"] for c in cases} == {"tune", "heldout"}
+    for split in ("tune", "heldout"):
+        r = bench.evaluate(default_classifier(), [c for c in cases if c["split"] == split])
+        assert r["recall"] >= 0.9, (split, r["misses"])
+        assert r["fp_rate"] <= 0.02, (split, [c["caption"] for c in r["fp"]])
+        for cat, row in r["per"].items():
+            assert row["n"] == 0 or row["recall"] >= 0.8, (split, cat, row)
 
 
 def test_load_text_safety_classifier_plugin(tmp_path, monkeypatch):
@@ -171,7 +323,7 @@ def test_load_text_safety_classifier_plugin(tmp_path, monkeypatch):
         load_text_safety_classifier("my_safety_plugin:Missing")
 
 
-@pytest.mark.parametrize("spec", ["", "   ", "lexicon:", "lexicon:  ", "nonsense", ":Cls", "module:", None])
+@pytest.mark.parametrize("spec", ["", "   ", "lexicon:", "lexicon:  ", "safety:", "lexicon", "nonsense", ":Cls", "module:", None])
 def test_load_text_safety_classifier_bad_specs(spec):
     with pytest.raises(ValueError, match="expected"):
         load_text_safety_classifier(spec)
@@ -199,4 +351,4 @@ def test_run_classifier_checks_the_contract():
         run_classifier(WrongLength(), ["a", "b"])
     with pytest.raises(ValueError, match="not \\(bool, str \\| None\\)"):
         run_classifier(Malformed(), ["a"])
-    assert run_classifier(LexiconClassifier(), ["赌博", "好"]) == [(True, "赌博"), (False, None)]
+    assert run_classifier(default_classifier(), ["赌博网站", "好"]) == [(True, "gambling:赌博"), (False, None)]

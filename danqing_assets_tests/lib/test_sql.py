@@ -4,7 +4,7 @@ import pytest
 from danqing_assets.lib.sql import SQL_DIR, run_sql, sql_parameters, string_literals
 
 S1 = "s1_source_selection/source_selected_pairs.sql"
-PARAMS = {"require_chinese_page": True, "min_words": 5, "max_words": 60}
+PARAMS = {"require_chinese_page": True, "min_words": 5, "max_words": 60, "min_unsafe_score": 0.5}
 
 
 def scored(**overrides):
@@ -21,7 +21,8 @@ def scored(**overrides):
         "page_language": "zho",
         "blacklisted_by": None,
         "word_count": 10,
-        "unsafe": False,
+        "unsafe_score": 0.0,
+        "unsafe_category": None,
         "unsafe_term": None,
         "caption_norm": "一只橘猫在窗台上晒太阳",
     }
@@ -33,7 +34,7 @@ def decide(rows, **params):
     import hashlib
 
     rows = [{"caption_md5": hashlib.md5((r["caption"] or "").encode()).hexdigest(), **r} for r in rows]
-    df = pl.DataFrame(rows, schema_overrides={"caption_md5": pl.String, "word_count": pl.Int64, "unsafe": pl.Boolean, "caption_norm": pl.String, "blacklisted_by": pl.String, "unsafe_term": pl.String, "page_language": pl.String})
+    df = pl.DataFrame(rows, schema_overrides={"caption_md5": pl.String, "word_count": pl.Int64, "unsafe_score": pl.Float64, "unsafe_category": pl.String, "caption_norm": pl.String, "blacklisted_by": pl.String, "unsafe_term": pl.String, "page_language": pl.String})
     out = run_sql(S1, tables={"scored": df}, params={**PARAMS, **params})
     return dict(zip(out["pair_id"], zip(out["reason"], out["detail"])))
 
@@ -52,9 +53,13 @@ def decide(rows, **params):
         ({"word_count": 5}, None, None),
         ({"word_count": 60}, None, None),
         ({"word_count": 61}, "caption_too_long", "words=61"),
-        ({"unsafe": True, "unsafe_term": "赌博"}, "unsafe_text", "赌博"),
+        ({"unsafe_score": 1.0, "unsafe_category": "gambling", "unsafe_term": "赌博"}, "unsafe_text",
+         "gambling score=1.0 赌博"),
+        ({"unsafe_score": 0.5, "unsafe_category": "drugs", "unsafe_term": "大麻"}, "unsafe_text", "drugs score=0.5 大麻"),
+        ({"unsafe_score": 0.49, "unsafe_category": "drugs", "unsafe_term": "大麻"}, None, None),
+        ({"unsafe_score": 0.3, "unsafe_category": "gambling", "unsafe_term": "赌博|ctx:警方"}, None, None),
         # the first failing rule wins
-        ({"page_language": "eng", "word_count": 1, "unsafe": True}, "not_chinese_page", "page_language=eng"),
+        ({"page_language": "eng", "word_count": 1, "unsafe_score": 1.0}, "not_chinese_page", "page_language=eng"),
     ],
 )
 def test_each_stage1_rule_gives_its_reason(overrides, reason, detail):
@@ -63,6 +68,8 @@ def test_each_stage1_rule_gives_its_reason(overrides, reason, detail):
 
 def test_thresholds_are_parameters():
     assert decide([scored(word_count=4)], min_words=3)["p0"] == (None, None)
+    assert decide([scored(unsafe_score=0.3, unsafe_category="gambling")], min_unsafe_score=0.25)["p0"] == (
+        "unsafe_text", "gambling score=0.3 ")
     assert decide([scored(page_language="eng")], require_chinese_page=False)["p0"] == (None, None)
 
 
@@ -122,7 +129,7 @@ import hashlib  # noqa: E402
 import math  # noqa: E402
 
 S2 = "s2_text_refinement/text_refined_pairs.sql"
-S2_PARAMS = {"min_han_share": 0.1, "min_nouns": 1, "max_unk": 5, "min_entropy": 0.5}
+S2_PARAMS = {"min_han_share": 0.1, "min_nouns": 1, "max_unk": 5, "min_entropy": 0.5, "min_sensitive_score": 0.5}
 CAPTION = "一只橘猫在窗台上晒太阳"
 
 
@@ -131,6 +138,7 @@ def text_row(**overrides):
         "pair_id": "p0", "warc_file": "a", "warc_offset": 0, "img_index": 0, "caption": CAPTION,
         "caption_md5": hashlib.md5(CAPTION.encode()).hexdigest(), "language": "zho", "han_share": 1.0,
         "noun_count": 2, "unk_count": 0, "entropy": 0.9, "sensitive_hits": 0, "sensitive_terms": "",
+        "sensitive_score": 0.0, "sensitive_category": None,
     }
     row.update(overrides)
     return row
@@ -138,14 +146,15 @@ def text_row(**overrides):
 
 def decide_text(row):
     schema = {"caption_md5": pl.String, "language": pl.String, "han_share": pl.Float64, "noun_count": pl.Int64,
-              "unk_count": pl.Int64, "entropy": pl.Float64, "sensitive_hits": pl.Int64, "sensitive_terms": pl.String}
+              "unk_count": pl.Int64, "entropy": pl.Float64, "sensitive_hits": pl.Int64, "sensitive_terms": pl.String,
+              "sensitive_score": pl.Float64, "sensitive_category": pl.String}
     out = run_sql(S2, tables={"scored": pl.DataFrame([row], schema_overrides=schema)}, params=S2_PARAMS)
     assert out.columns == ["pair_id", "reason", "detail"]
     return out.row(0)[1:]
 
 
 NO_TEXT_SCORES = {k: None for k in ("caption_md5", "language", "han_share", "noun_count", "unk_count", "entropy",
-                                    "sensitive_hits", "sensitive_terms")}
+                                    "sensitive_hits", "sensitive_terms", "sensitive_score", "sensitive_category")}
 
 
 @pytest.mark.parametrize(
@@ -156,9 +165,12 @@ NO_TEXT_SCORES = {k: None for k in ("caption_md5", "language", "han_share", "nou
         ({"noun_count": 0}, "no_noun", "nouns=0"),
         ({"unk_count": 6}, "too_many_unk", "unk=6"),
         ({"entropy": 0.49}, "low_information", "entropy=0.49"),
-        ({"sensitive_hits": 1, "sensitive_terms": "x"}, "sensitive_text", "x"),
+        ({"sensitive_score": 0.86, "sensitive_category": "spam", "sensitive_terms": "加微信|mobile_number"},
+         "sensitive_text", "spam score=0.86 加微信|mobile_number"),
+        ({"sensitive_score": 0.4, "sensitive_category": "suggestive", "sensitive_terms": "诱惑"}, None, None),
+        ({"sensitive_score": math.nan}, "unscored", "missing score: sensitive_score"),
         # fail closed: no score row (left join), NaN, or scores of another caption
-        (NO_TEXT_SCORES, "unscored", "missing score: no score row,language,han_share,noun_count,unk_count,entropy,sensitive_hits"),
+        (NO_TEXT_SCORES, "unscored", "missing score: no score row,language,han_share,noun_count,unk_count,entropy,sensitive_score"),
         ({"entropy": math.nan}, "unscored", "missing score: entropy"),
         ({"han_share": math.nan, "noun_count": None}, "unscored", "missing score: han_share,noun_count"),
         ({"caption_md5": hashlib.md5(b"old caption").hexdigest()}, "unscored", "missing score: stale (caption changed)"),
@@ -229,9 +241,10 @@ def test_image_rules_check_the_blur_measure_in_use():
 
 def test_stage1_fails_closed_on_missing_scores():
     assert decide([scored(word_count=None)])["p0"] == ("unscored", "missing score: word_count")
-    assert decide([scored(unsafe=None)])["p0"] == ("unscored", "missing score: unsafe")
-    no_row = scored(caption_md5=None, word_count=None, unsafe=None, caption_norm=None, blacklisted_by=None)
-    assert decide([no_row])["p0"] == ("unscored", "missing score: no score row,word_count,unsafe,caption_norm")
+    assert decide([scored(unsafe_score=None)])["p0"] == ("unscored", "missing score: unsafe_score")
+    assert decide([scored(unsafe_score=math.nan)])["p0"] == ("unscored", "missing score: unsafe_score")
+    no_row = scored(caption_md5=None, word_count=None, unsafe_score=None, caption_norm=None, blacklisted_by=None)
+    assert decide([no_row])["p0"] == ("unscored", "missing score: no score row,word_count,unsafe_score,caption_norm")
     assert decide([scored(caption_md5="0" * 32)])["p0"] == ("unscored", "missing score: stale (caption changed)")
 
 

@@ -383,9 +383,13 @@ def test_caption_word_counts_far_from_bounds(small):
             assert 8 <= n <= 40, (n, row["caption"])
 
 
-def test_lexicon_labels(small):
+def test_unsafe_labels(small):
+    """Unsafe captions carry a planted hand-written snippet (never the filter's own lexicon terms), and only they do."""
+    from danqing_sample import vocab as V
+
     _, truth, _, _ = small
-    unsafe, sensitive = _terms("unsafe_lexicon.txt"), _terms("sensitive_lexicon.txt")
+    unsafe = [_fold(t) for t in V.UNSAFE_SNIPPETS]
+    sensitive = [_fold(t) for t in V.SENSITIVE_SNIPPETS]
     for row in truth.filter(pl.col("caption") != "").iter_rows(named=True):
         folded = _fold(row["caption"])
         has_unsafe = any(t in folded for t in unsafe)

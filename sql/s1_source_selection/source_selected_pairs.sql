@@ -1,10 +1,11 @@
 -- Stage 1 (data source selection): decide every scored raw pair of one snapshot.
 -- Input view `scored`: raw_pairs LEFT JOINed with source_scores on pair_id (a pair without a score row has NULL scores):
---   blacklisted_by (matched blacklist domain or NULL), word_count (jieba words), unsafe_term (classifier detail or
---   NULL), unsafe (bool), caption_norm (normalised caption for exact dedup), caption_md5 (of the scored caption).
+--   blacklisted_by (matched blacklist domain or NULL), word_count (jieba words), unsafe_score (text-safety score of
+--   the stage-1 categories, 0..1), unsafe_category (its top category or NULL), unsafe_term (evidence or NULL),
+--   caption_norm (normalised caption for exact dedup), caption_md5 (of the scored caption).
 -- Output, like every decision query: pair_id, reason (NULL = kept), detail; one row per input pair. The first
 -- failing rule wins, in the order of the stage's registry entry (lib/stages.py). Fails closed: a pair without a score
--- row, with a missing word count or safety verdict, or whose scores belong to another caption (stale source_scores:
+-- row, with a missing word count or safety score (NULL or NaN), or whose scores belong to another caption (stale source_scores:
 -- caption_md5 differs) is `unscored`, never kept. Exact duplicates are ranked only among pairs that pass
 -- every other rule, and the first pair in (warc_file, warc_offset, img_index) order keeps.
 WITH decided AS (
@@ -16,11 +17,11 @@ WITH decided AS (
                 THEN 'not_chinese_page'
             WHEN blacklisted_by IS NOT NULL THEN 'blacklisted_domain'
             WHEN trim(coalesce(caption, '')) = '' THEN 'caption_missing'
-            WHEN caption_md5 IS DISTINCT FROM md5(caption) OR word_count IS NULL OR unsafe IS NULL
-                 OR caption_norm IS NULL THEN 'unscored'
+            WHEN caption_md5 IS DISTINCT FROM md5(caption) OR word_count IS NULL OR unsafe_score IS NULL
+                 OR isnan(unsafe_score) OR caption_norm IS NULL THEN 'unscored'
             WHEN word_count < $min_words THEN 'caption_too_short'
             WHEN word_count > $max_words THEN 'caption_too_long'
-            WHEN unsafe THEN 'unsafe_text'
+            WHEN unsafe_score >= $min_unsafe_score THEN 'unsafe_text'
         END AS rule_reason
     FROM scored
 ),
@@ -48,10 +49,11 @@ SELECT
             || concat_ws(',', CASE WHEN caption_md5 IS NULL THEN 'no score row'
                                    WHEN caption_md5 <> md5(caption) THEN 'stale (caption changed)' END,
                               CASE WHEN word_count IS NULL THEN 'word_count' END,
-                              CASE WHEN unsafe IS NULL THEN 'unsafe' END,
+                              CASE WHEN unsafe_score IS NULL OR isnan(unsafe_score) THEN 'unsafe_score' END,
                               CASE WHEN caption_norm IS NULL THEN 'caption_norm' END)
         WHEN rule_reason IN ('caption_too_short', 'caption_too_long') THEN 'words=' || word_count
-        WHEN rule_reason = 'unsafe_text' THEN coalesce(unsafe_term, 'classifier')
+        WHEN rule_reason = 'unsafe_text' THEN coalesce(unsafe_category, 'unsafe') || ' score=' || round(unsafe_score, 3)
+            || ' ' || coalesce(unsafe_term, '')
         WHEN rule_reason IS NULL AND dup_rank > 1 THEN 'duplicate_of=' || dup_of
     END AS detail
 FROM ranked

@@ -5,6 +5,8 @@
 -- word as one unit each, so "Nike Air Max 90 男鞋" is zho) and it has at least a minimal share of Han characters.
 -- Fails closed: no score row, a NULL or NaN score, or scores of another caption (stale text_scores after raw_pairs
 -- was re-extracted: `caption_md5` differs) reject the pair as `unscored`; nothing passes unscreened.
+-- Sensitive text: the text-safety score of the stage-2 categories (suggestive, spam; lib/safety.py) at or above
+-- $min_sensitive_score.
 -- Output, like every decision query: pair_id, reason (NULL = passes every rule), detail. Near-duplicate captions are
 -- removed afterwards among the rows that pass (MinHash LSH in Python), so a rejected caption never decides which copy
 -- survives.
@@ -19,7 +21,7 @@ WITH checked AS (
             CASE WHEN noun_count IS NULL THEN 'noun_count' END,
             CASE WHEN unk_count IS NULL THEN 'unk_count' END,
             CASE WHEN entropy IS NULL OR isnan(entropy) THEN 'entropy' END,
-            CASE WHEN sensitive_hits IS NULL THEN 'sensitive_hits' END
+            CASE WHEN sensitive_score IS NULL OR isnan(sensitive_score) THEN 'sensitive_score' END
         ) AS missing
     FROM scored
 )
@@ -31,7 +33,7 @@ SELECT
         WHEN noun_count < $min_nouns THEN 'no_noun'
         WHEN unk_count > $max_unk THEN 'too_many_unk'
         WHEN entropy < $min_entropy THEN 'low_information'
-        WHEN sensitive_hits > 0 THEN 'sensitive_text'
+        WHEN sensitive_score >= $min_sensitive_score THEN 'sensitive_text'
     END AS reason,
     CASE
         WHEN missing <> '' THEN 'missing score: ' || missing
@@ -40,7 +42,8 @@ SELECT
         WHEN noun_count < $min_nouns THEN 'nouns=' || noun_count
         WHEN unk_count > $max_unk THEN 'unk=' || unk_count
         WHEN entropy < $min_entropy THEN 'entropy=' || round(entropy, 6)
-        WHEN sensitive_hits > 0 THEN sensitive_terms
+        WHEN sensitive_score >= $min_sensitive_score
+            THEN coalesce(sensitive_category, 'sensitive') || ' score=' || round(sensitive_score, 3) || ' ' || sensitive_terms
     END AS detail
 FROM checked
 ORDER BY warc_file, warc_offset, img_index

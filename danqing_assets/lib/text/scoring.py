@@ -74,9 +74,9 @@ def caption_entropy(clean: str, retention: float = 1.0) -> float:
 _CHUNK = 4096  # captions scored phase by phase: each phase's tables stay in the CPU caches (~25 % faster)
 
 
-def _score_chunk(raws: list[str], cols: dict[str, list[Any]], unk: WordPieceUnkCounter, lexicon: Any) -> None:
+def _score_chunk(raws: list[str], cols: dict[str, list[Any]], unk: WordPieceUnkCounter, safety: Any) -> None:
     """Scores of distinct, sanitised captions, appended to `cols`; one phase at a time over the whole chunk."""
-    from danqing_assets.lib.safety import normalize_simplified  # lazy: safety imports this package (normalize)
+    from danqing_assets.lib.safety import stage_scores  # lazy: safety imports this package (normalize)
 
     t2s = _opencc_t2s().convert
     lcut = _jieba().lcut
@@ -86,8 +86,7 @@ def _score_chunk(raws: list[str], cols: dict[str, list[Any]], unk: WordPieceUnkC
     cleans = [c for c, _ in cleaned]
     han, letters, kana, entropy = _chunk_stats(cleans, [r for _, r in cleaned])
     nouns = [_noun_count(lcut(c), tags) if c else 0 for c in cleans]
-    find_all = lexicon.find_all
-    terms = [find_all(normalize_simplified(c)) if c else [] for c in cleans]
+    sensitive = stage_scores(safety, cleans, "text", folded=True)
     languages = []
     for c, h, n_letters, k in zip(cleans, han, letters, kana):
         if not k and n_letters and h / n_letters >= 0.5:
@@ -101,8 +100,11 @@ def _score_chunk(raws: list[str], cols: dict[str, list[Any]], unk: WordPieceUnkC
     cols["noun_count"].extend(nouns)
     cols["unk_count"].extend(unk.count(t) for t in t2s_texts)
     cols["entropy"].extend(entropy)
-    cols["sensitive_hits"].extend(len(t) for t in terms)
-    cols["sensitive_terms"].extend("|".join(dict.fromkeys(t)) for t in terms)
+    cols["sensitive_score"].extend(s.score for s in sensitive)
+    cols["sensitive_category"].extend(s.category for s in sensitive)
+    cols["sensitive_terms"].extend(s.evidence for s in sensitive)
+    cols["sensitive_hits"].extend(sum(not e.startswith(("cue:", "ctx:")) for e in s.evidence.split("|")) if s.evidence
+                                  else 0 for s in sensitive)
 
 
 _TAB_ALPHA, _TAB_HAN, _TAB_KANA = 1, 2, 4
@@ -173,6 +175,8 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "entropy",
     "sensitive_hits",
     "sensitive_terms",
+    "sensitive_score",
+    "sensitive_category",
 )
 
 
@@ -180,7 +184,7 @@ def score_captions(
     captions: Sequence[str | None],
     *,
     vocab_path: str | Path | None = None,
-    sensitive_lexicon_path: str | Path | None = None,
+    safety_classifier: Any = "safety",
 ) -> pl.DataFrame:
     """Stage-2 text scores, one row per input caption, in input order. Decisions are left to SQL.
 
@@ -193,19 +197,21 @@ def score_captions(
     - `unk_count` (i64): BERT `[UNK]` tokens of caption_t2s, counted BEFORE cleaning so rare characters count
       (vocabulary: `vocab_path`, default cn_clip's `vocab.txt`);
     - `entropy` (f64): information density in [0, 1] (`caption_entropy`; recommended keep >= DEFAULT_MIN_ENTROPY);
-    - `sensitive_hits` (i64) / `sensitive_terms` (str): non-overlapping matches of the stage-2 lexicon
-      (default `danqing_assets/data/sensitive_lexicon.txt`) in the cleaned caption (NFKC, t2s, lower-cased, whitespace
-      removed), and the distinct matched terms "|"-joined in order of first match ("" when none).
+    - `sensitive_score` (f64, 0..1) / `sensitive_category` (str or None) / `sensitive_terms` (str, the evidence: terms,
+      "cue:" and "ctx:" entries "|"-joined, "" when none) / `sensitive_hits` (i64, matched terms in the evidence): the
+      text-safety classifier's verdict on the cleaned caption for the stage-2 categories (suggestive, spam; see
+      `lib/safety.py`). `safety_classifier` is a classifier object or a spec for `load_text_safety_classifier`.
 
     Repeated captions are scored once. Bad input never raises: empty / None / symbol-only captions get zero counts and
     entropy 0, which the thresholds reject.
     """
     import polars as pl
 
-    from danqing_assets.lib.safety import load_sensitive_lexicon  # lazy, see `_score_chunk`
+    from danqing_assets.lib.safety import load_text_safety_classifier  # lazy, see `_score_chunk`
 
     unk = _unk_counter(str(vocab_path) if vocab_path is not None else None)
-    lexicon = load_sensitive_lexicon(sensitive_lexicon_path)
+    safety = (load_text_safety_classifier(safety_classifier) if isinstance(safety_classifier, str)
+              else safety_classifier)
 
     index: dict[Any, int] = {}
     inverse: list[int] = []
@@ -220,7 +226,7 @@ def score_captions(
 
     cols: dict[str, list[Any]] = {name: [] for name in SCORE_COLUMNS}
     for start in range(0, len(uniques), _CHUNK):
-        _score_chunk(uniques[start : start + _CHUNK], cols, unk, lexicon)
+        _score_chunk(uniques[start : start + _CHUNK], cols, unk, safety)
 
     schema = {
         "caption_t2s": pl.String,
@@ -232,6 +238,8 @@ def score_captions(
         "entropy": pl.Float64,
         "sensitive_hits": pl.Int64,
         "sensitive_terms": pl.String,
+        "sensitive_score": pl.Float64,
+        "sensitive_category": pl.String,
     }
     df = pl.DataFrame(cols, schema=schema)
     if len(uniques) == len(inverse):

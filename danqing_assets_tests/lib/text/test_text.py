@@ -382,15 +382,16 @@ def test_score_captions_columns_types_and_values():
     assert df.schema == {
         "caption_t2s": pl.String, "caption_clean": pl.String, "han_share": pl.Float64, "language": pl.String,
         "noun_count": pl.Int64, "unk_count": pl.Int64, "entropy": pl.Float64, "sensitive_hits": pl.Int64,
-        "sensitive_terms": pl.String,
+        "sensitive_terms": pl.String, "sensitive_score": pl.Float64, "sensitive_category": pl.String,
     }  # fmt: skip
     r0, r1, r2, r3 = df.to_dicts()
     assert r0["caption_t2s"] == "这是一个关于台湾图书馆的测试 - 百度图片"
     assert r0["caption_clean"] == "这是一个关于台湾图书馆的测试"
     assert (r0["language"], r0["han_share"], r0["noun_count"], r0["unk_count"]) == ("zho", 1.0, 4, 0)
-    assert r0["sensitive_hits"] == 0 and r0["sensitive_terms"] == ""
-    # Traditional spelling of a lexicon term is caught after t2s; repeated term counts twice, listed once.
-    assert r1["sensitive_hits"] == 3 and r1["sensitive_terms"] == "性感美女|内衣诱惑"
+    assert (r0["sensitive_hits"], r0["sensitive_terms"], r0["sensitive_score"], r0["sensitive_category"]) == (0, "", 0.0, None)
+    # Traditional spelling of a stage-2 term is caught after t2s; the best stage-2 category wins, with its evidence.
+    assert r1["sensitive_category"] == "suggestive" and r1["sensitive_score"] >= 0.9
+    assert r1["sensitive_terms"].startswith("内衣诱惑|性感美女") and r1["sensitive_hits"] == 2  # repeats count once
     # Rare characters count as [UNK] on the text before cleaning; more than the paper's 5.
     assert r2["unk_count"] == 6 > DEFAULT_MAX_UNK
     assert r3["language"] == "jpn"
@@ -429,13 +430,14 @@ def test_score_captions_empty_input():
     assert df.height == 0 and df.columns == list(SCORE_COLUMNS)
 
 
-def test_score_captions_custom_vocab_and_lexicon(tmp_path):
+def test_score_captions_custom_vocab_and_safety_lexicon(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("[UNK]\n猫\n", encoding="utf-8")
     lex = tmp_path / "lex.txt"
-    lex.write_text("# test terms\n小猫\n", encoding="utf-8")
-    df = score_captions(["小猫 猫"], vocab_path=vocab, sensitive_lexicon_path=lex)
-    assert df["unk_count"].to_list() == [1]
-    assert df["sensitive_terms"].to_list() == ["小猫"]
+    lex.write_text("[categories]\npets text\nkids source\n[pets]\n小猫\n[kids]\n小孩\n", encoding="utf-8")
+    df = score_captions(["小猫 猫", "小孩"], vocab_path=vocab, safety_classifier=f"safety:{lex}")
+    assert df["unk_count"].to_list() == [1, 2]
+    assert df["sensitive_terms"].to_list() == ["小猫", ""]  # a stage-1 category does not score in stage 2
+    assert df["sensitive_category"].to_list() == ["pets", None]
     with pytest.raises(FileNotFoundError):
-        score_captions(["猫"], sensitive_lexicon_path=tmp_path / "missing.txt")
+        score_captions(["猫"], safety_classifier=f"safety:{tmp_path / 'missing.txt'}")
