@@ -10,7 +10,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from danqing_assets.defs.common.resources import WarehouseResource
+from danqing_assets.defs.common.resources import GPU_POOL, WarehouseResource
 from danqing_assets.defs.common.stage_end import versioned
 from danqing_assets.lib.stages import BOOTSTRAP
 
@@ -36,6 +36,7 @@ class BootstrapConfig(dg.Config):
     group_name=BOOTSTRAP.group,
     code_version=versioned("1", config=BootstrapConfig),
     tags={"danqing/device": "gpu"},
+    pool=GPU_POOL,
 )
 def bootstrap_checkpoint(
     context: dg.AssetExecutionContext, config: BootstrapConfig, warehouse: WarehouseResource

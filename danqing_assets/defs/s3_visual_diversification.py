@@ -16,7 +16,7 @@ from pydantic import Field
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
 from danqing_assets.defs.common.partitions import snapshot_partitions
-from danqing_assets.defs.common.resources import ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
+from danqing_assets.defs.common.resources import GPU_POOL, ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import schemas
 from danqing_assets.lib.clusters import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_HAMMING
 from danqing_assets.lib.image_metrics import (
@@ -76,6 +76,7 @@ def _fetched_ok(wh, snapshot: str) -> pl.DataFrame:
     group_name=IMAGE.group,
     code_version=versioned("2", config=ImageScoresConfig),  # 2: nsfw_scorer column (missing NSFW scores fail closed)
     deps=["fetched_images"],
+    pool=GPU_POOL,  # a CLIP-based NSFW scorer puts the model on the GPU
     check_specs=[table_check_spec("image_scores")],
 )
 def image_scores(
@@ -162,6 +163,7 @@ EMBEDDING_SCHEMA = {"snapshot": pl.String, "image_sha256": pl.String, "model": p
     code_version=versioned("1", config=ImageEmbeddingsConfig),
     deps=["fetched_images", "bootstrap_checkpoint"],
     tags={"danqing/device": "gpu"},
+    pool=GPU_POOL,
     check_specs=[table_check_spec("image_embeddings")],
 )
 def image_embeddings(

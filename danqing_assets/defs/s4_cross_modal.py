@@ -15,7 +15,7 @@ from pydantic import Field
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.partitions import snapshot_partitions
-from danqing_assets.defs.common.resources import ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
+from danqing_assets.defs.common.resources import GPU_POOL, ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
 from danqing_assets.lib import schemas
 from danqing_assets.lib.stages import CROSS_MODAL
@@ -41,6 +41,7 @@ class CrossModalScoresConfig(dg.Config):
     code_version=versioned("1", config=CrossModalScoresConfig),
     deps=["visually_diversified_pairs", "image_embeddings", "bootstrap_checkpoint"],
     tags={"danqing/device": "gpu"},
+    pool=GPU_POOL,
     check_specs=[table_check_spec("cross_modal_scores")],
 )
 def cross_modal_scores(

@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import Field
 
 from danqing_assets.defs.common.metadata import markdown_table
-from danqing_assets.defs.common.resources import WarehouseResource
+from danqing_assets.defs.common.resources import GPU_POOL, WarehouseResource
 from danqing_assets.defs.common.stage_end import versioned
 from danqing_assets.lib.stages import EVALUATION
 
@@ -89,6 +89,7 @@ def _rows(context, checkpoint: dict, config: EvalConfig, sets: list[str], evalua
     code_version=versioned("1", config=EvalConfig),
     ins={"checkpoint": dg.AssetIn("bootstrap_checkpoint"), "eval_sets": dg.AssetIn("demo_eval_sets")},
     tags={"danqing/device": "gpu"},
+    pool=GPU_POOL,
 )
 def zero_shot_metrics(context: dg.AssetExecutionContext, config: EvalConfig, warehouse: WarehouseResource,
                       checkpoint: dict, eval_sets: dict) -> dict:
@@ -108,6 +109,7 @@ def zero_shot_metrics(context: dg.AssetExecutionContext, config: EvalConfig, war
     code_version=versioned("1", config=EvalConfig),
     ins={"checkpoint": dg.AssetIn("bootstrap_checkpoint"), "eval_sets": dg.AssetIn("demo_eval_sets")},
     tags={"danqing/device": "gpu"},
+    pool=GPU_POOL,
 )
 def retrieval_metrics(context: dg.AssetExecutionContext, config: EvalConfig, warehouse: WarehouseResource,
                       checkpoint: dict, eval_sets: dict) -> dict:

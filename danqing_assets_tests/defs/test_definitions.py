@@ -1,5 +1,5 @@
-"""The DAG's shape is a reviewed artefact: every asset's key, deps, group, partitioning and code_version are
-snapshotted in asset_specs.json, so an accidental change shows up as a diff. After an intended change:
+"""The DAG's shape is a reviewed artefact: every asset's key, deps, group, partitioning, code_version and concurrency
+pools are snapshotted in asset_specs.json, so an accidental change shows up as a diff. After an intended change:
 `UPDATE_ASSET_SPECS=1 pytest danqing_assets_tests/defs/test_definitions.py`."""
 
 import json
@@ -24,6 +24,7 @@ def current_specs() -> dict:
             "code_version": node.code_version,
             "partitions": getattr(node.partitions_def, "name", None),
             "checks": sorted(c.name for c in node.check_keys),
+            "pools": sorted(node.pools),
         }
     return out
 

@@ -65,6 +65,11 @@ class ImageStoreResource(dg.ConfigurableResource):
         return LocalImageStore(loc or (warehouse.warehouse().home / "images"))
 
 
+GPU_POOL = "gpu"
+"""Dagster concurrency pool of every step that puts a model on the accelerator (CLIP scoring and NSFW screening,
+training, evaluation). dagster.yaml limits every pool to one step at a time across all runs of the instance, CLI runs
+included, so two runs never load models on the same GPU at once; the other steps of those runs go on meanwhile."""
+
 BOOTSTRAP_MODEL = "bootstrap"
 NO_MODEL = "none"
 
