@@ -1,5 +1,6 @@
 """Jobs, and the sensor that turns newly published crawl snapshots into partitions and runs."""
 
+import json
 
 import dagster as dg
 
@@ -31,28 +32,82 @@ models_job = dg.define_asset_job(
 )
 
 
+SENSOR_TRIGGER = "sensor:new_crawl_snapshots"
+
+
+def _first_tick_selection(ids: list[str], feed: CrawlFeedResource) -> tuple[list[str], str]:
+    """What a first tick (no cursor) registers, and how to say so."""
+    if feed.start == "newest":
+        return ids[-1:], f"start=newest: only the newest crawl, {ids[-1]} ({len(ids) - 1} older ones left out)"
+    if feed.start == "since":
+        return ids, f"start=since: every crawl from {feed.since} on ({len(ids)})"
+    return ids, f"start=all: every crawl in the feed ({len(ids)})"
+
+
 @dg.sensor(
     job=curation_job,
     minimum_interval_seconds=24 * 3600,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Daily: register crawl snapshots that appeared in the feed and run the pipeline on each.",
+    description="Daily: register crawl snapshots that appeared in the crawl feed (resource `crawl_feed`) and run the "
+    "curation job on each. The first tick registers only the newest crawl in the feed (crawl_feed.start: 'newest'; "
+    "'since' with crawl_feed.since, or 'all', registers more); later ticks register crawls published since the "
+    "previous tick. Each run is tagged danqing/trigger and danqing/crawl_selection; the cursor lists the ids seen.",
 )
 def new_crawl_snapshots(context: dg.SensorEvaluationContext, crawl_feed: CrawlFeedResource, warehouse: WarehouseResource):
     try:
         ids = crawl_feed.crawl_ids()
-    except Exception as exc:  # noqa: BLE001 - a feed outage skips this tick, it must not kill the daemon
-        return dg.SkipReason(f"crawl feed unavailable: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a feed outage or a malformed feed skips this tick, never kills the daemon
+        return dg.SkipReason(f"crawl feed {crawl_feed.feed} unavailable or malformed: {type(exc).__name__}: {exc}")
+    since = f" from {crawl_feed.since} on" if crawl_feed.since else ""
+    if not ids:
+        return dg.SkipReason(f"no crawl in the feed {crawl_feed.feed}{since}")
+    seen = _seen(context.cursor)
+    if seen is None:
+        wanted, selection = _first_tick_selection(ids, crawl_feed)
+        selection = f"first tick, {selection}"
+    else:
+        wanted = [i for i in ids if i not in seen]
+        selection = f"published since the previous tick ({len(wanted)})"
+    cursor = json.dumps({"seen": sorted(set(ids) | (seen or set()))})
     existing = set(context.instance.get_dynamic_partitions(snapshot_partitions.name))
-    new = [i for i in ids if i not in existing]
+    new = [i for i in wanted if i not in existing]
     if not new:
-        return dg.SkipReason(f"no new snapshots among {len(ids)} in the feed")
+        return dg.SensorResult(skip_reason=dg.SkipReason(
+            f"no new snapshot: {len(ids)} crawls in the feed{since}, {selection}, already registered"), cursor=cursor)
     registry = warehouse.registry()
+    registered, refused = [], []
     for crawl_id in new:
-        registry.add(crawl_id, crawl_feed.listing_template.format(id=crawl_id))
+        try:
+            registry.add(crawl_id, crawl_feed.listing_template.format(id=crawl_id))
+            registered.append(crawl_id)
+        except (ValueError, OSError) as exc:  # a malformed id or source: counted and said, the others go on
+            refused.append(f"{crawl_id!r}: {exc}")
+    message = f"{selection}: registering {', '.join(registered) or 'none'}"
+    if refused:
+        message += f"; refused {len(refused)}: " + "; ".join(refused[:5])
+    context.log.info(message)
+    if not registered:
+        return dg.SensorResult(skip_reason=dg.SkipReason(message), cursor=cursor)
     run_config = {}
     if crawl_feed.max_files_per_snapshot is not None:
         run_config = {"ops": {"warc_files": {"config": {"max_files": crawl_feed.max_files_per_snapshot}}}}
+    tags = {"danqing/trigger": SENSOR_TRIGGER,
+            "danqing/crawl_selection": f"first_tick:{crawl_feed.start}" if seen is None else "new_since_previous_tick"}
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=i, run_key=f"snapshot:{i}", run_config=run_config) for i in new],
-        dynamic_partitions_requests=[snapshot_partitions.build_add_request(new)],
+        run_requests=[dg.RunRequest(partition_key=i, run_key=f"snapshot:{i}", run_config=run_config, tags=tags)
+                      for i in registered],
+        dynamic_partitions_requests=[snapshot_partitions.build_add_request(registered)],
+        cursor=cursor,
     )
+
+
+def _seen(cursor: str | None) -> set[str] | None:
+    """Crawl ids the sensor has seen (None: no cursor yet, this is the first tick). A cursor that is not this
+    sensor's JSON counts as a first tick, so the sensor never falls back to registering everything."""
+    if not cursor:
+        return None
+    try:
+        seen = json.loads(cursor).get("seen")
+    except (ValueError, AttributeError):
+        return None
+    return {str(i) for i in seen} if isinstance(seen, list) else None

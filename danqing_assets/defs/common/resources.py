@@ -4,12 +4,12 @@
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse, urlsplit
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from danqing_assets.lib.snapshots import SnapshotRegistry
 from danqing_assets.lib.warehouse import Warehouse, default_home
@@ -153,9 +153,15 @@ def _load_clip(model_name: str, pretrained: str | None, device: str, precision: 
     return load_clip(model_name, pretrained, device=device, precision=precision, allow_random_init=allow_random_init)
 
 
+MAX_FEED_BYTES = 5_000_000
+"""Largest crawl feed read (Common Crawl's collinfo.json is ~40 kB)."""
+
+
 class CrawlFeedResource(dg.ConfigurableResource):
     """Where new crawl snapshots are announced: Common Crawl's `collinfo.json` (a JSON list of {"id": ...}),
-    or a local file in that format. Each new id becomes a partition whose source is its warc.paths.gz listing."""
+    or a local file in that format. The `new_crawl_snapshots` sensor registers each new id as a partition whose source
+    is its warc.paths.gz listing. Its first tick registers only what `start` asks for (default: the newest crawl),
+    not the whole history of Common Crawl; later ticks register the crawls that appeared since."""
 
     feed: str = Field(default="https://index.commoncrawl.org/collinfo.json", description="URL or path of the feed.")
     listing_template: str = Field(
@@ -163,21 +169,65 @@ class CrawlFeedResource(dg.ConfigurableResource):
         description="SOURCE registered for a new snapshot; `{id}` is the crawl id (use s3://commoncrawl/... on AWS).",
     )
     max_files_per_snapshot: int | None = Field(
-        default=None, description="Pass `max_files` to warc_files for scheduled runs (sample instead of all files)."
+        default=None, ge=1, description="Pass `max_files` to warc_files for scheduled runs (sample instead of all files)."
     )
-    since: str | None = Field(default=None, description="Ignore crawl ids that sort before this one, e.g. CC-MAIN-2024-10.")
+    start: Literal["newest", "since", "all"] = Field(
+        default="newest",
+        description="What the sensor's first tick registers: 'newest' (only the newest crawl in the feed), 'since' "
+        "(every crawl from `since` on) or 'all' (every crawl in the feed: a full run for each, ~100 crawls). Later "
+        "ticks register only crawls that appeared since the previous tick.",
+    )
+    since: str | None = Field(
+        default=None,
+        description="Never register crawl ids that sort before this one, e.g. CC-MAIN-2024-10 (required by "
+        "start='since').",
+    )
+
+    @field_validator("listing_template")
+    @classmethod
+    def _has_id(cls, template: str) -> str:
+        try:
+            template.format(id="CC-MAIN-2025-08")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"listing_template {template!r} is not a template with only {{id}} in it: {exc}") from None
+        if "{id}" not in template:
+            raise ValueError(f"listing_template {template!r} has no {{id}}: every crawl would get the same source")
+        return template
+
+    @field_validator("since")
+    @classmethod
+    def _since_is_a_name(cls, since: str | None) -> str | None:
+        if since is not None:
+            from danqing_assets.lib.warehouse import validate_snapshot_name
+
+            validate_snapshot_name(since)
+        return since
+
+    @model_validator(mode="after")
+    def _since_for_start(self):
+        if self.start == "since" and self.since is None:
+            raise ValueError("start='since' needs `since` (a crawl id such as CC-MAIN-2024-10)")
+        return self
 
     def crawl_ids(self) -> list[str]:
+        """Every crawl id in the feed at or after `since`, sorted; entries without an id are ignored. OSError or
+        ValueError when the feed cannot be read or is not a JSON list."""
         if urlparse(self.feed).scheme in ("http", "https"):
             import requests
 
-            resp = requests.get(self.feed, timeout=30)
-            resp.raise_for_status()
-            entries = resp.json()
+            with requests.get(self.feed, timeout=30, stream=True) as resp:
+                resp.raise_for_status()
+                body = resp.raw.read(MAX_FEED_BYTES + 1, decode_content=True)
         else:
-            with open(self.feed, encoding="utf-8") as fh:
-                entries = json.load(fh)
-        ids = sorted({str(e["id"]) for e in entries if isinstance(e, dict) and e.get("id")})
+            with open(self.feed, "rb") as fh:
+                body = fh.read(MAX_FEED_BYTES + 1)
+        if len(body) > MAX_FEED_BYTES:
+            raise ValueError(f"crawl feed {self.feed} is larger than {MAX_FEED_BYTES} bytes")
+        entries = json.loads(body.decode("utf-8"))
+        if not isinstance(entries, list):
+            raise ValueError(f"crawl feed {self.feed} is not a JSON list of {{\"id\": ...}} entries")
+        ids = sorted({str(e["id"]) for e in entries if isinstance(e, dict) and isinstance(e.get("id"), (str, int))
+                      and str(e["id"]).strip()})
         return [i for i in ids if self.since is None or i >= self.since]
 
 

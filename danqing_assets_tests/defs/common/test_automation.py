@@ -1,37 +1,132 @@
 import json
 
 import dagster as dg
+import pytest
 
 from danqing_assets.defs.common.automation import new_crawl_snapshots
-from danqing_assets.defs.common.resources import CrawlFeedResource
 from danqing_assets.defs.common.partitions import snapshot_partitions
-from danqing_assets.defs.common.resources import WarehouseResource
+from danqing_assets.defs.common.resources import MAX_FEED_BYTES, CrawlFeedResource, WarehouseResource
 from danqing_assets.lib.snapshots import SnapshotRegistry
+from danqing_assets_tests.httpserver import Resp, ScriptedServer
 
 
-def test_sensor_registers_new_crawls_and_requests_runs(tmp_path):
-    feed = tmp_path / "collinfo.json"
-    feed.write_text(json.dumps([{"id": "CC-MAIN-2025-08"}, {"id": "CC-MAIN-2024-51"}, {"id": "CC-MAIN-2023-50"}, {"x": 1}]))
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions(snapshot_partitions.name, ["CC-MAIN-2024-51"])  # already known
-    resources = {
-        "crawl_feed": CrawlFeedResource(feed=str(feed), since="CC-MAIN-2024-01", max_files_per_snapshot=3),
-        "warehouse": WarehouseResource(home=str(tmp_path / "home")),
-    }
-    with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
+def collinfo(until: tuple[int, int] = (2025, 8)) -> list[dict]:
+    """A crawl feed in the form of Common Crawl's collinfo.json (newest first), from CC-MAIN-2013-20 to `until`:
+    the weeks Common Crawl published in, four to twelve crawls a year."""
+    entries = []
+    for year in range(2013, until[0] + 1):
+        for week in (5, 8, 10, 13, 18, 22, 26, 30, 33, 38, 42, 47, 51)[: 4 if year < 2017 else 13]:
+            if (year, week) > until or (year, week) < (2013, 20):
+                continue
+            cid = f"CC-MAIN-{year}-{week:02d}"
+            entries.append({"id": cid, "name": f"Week {week} of {year} Index",
+                            "timegate": f"https://index.commoncrawl.org/{cid}/",
+                            "cdx-api": f"https://index.commoncrawl.org/{cid}-index",
+                            "from": f"{year}-01-01T00:00:00", "to": f"{year}-12-31T00:00:00"})
+    return entries[::-1]
+
+
+def tick(instance, feed: CrawlFeedResource, home, cursor=None):
+    """One sensor evaluation; applies its partition requests to the instance as the daemon does."""
+    resources = {"crawl_feed": feed, "warehouse": WarehouseResource(home=str(home))}
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
         result = new_crawl_snapshots(ctx)
+    if isinstance(result, dg.SensorResult):
+        for req in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return result
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as inst:
+        yield inst
+
+
+def test_first_tick_with_defaults_registers_only_the_newest_crawl_then_only_new_ones(tmp_path, instance):
+    """Before: switched on with its defaults, the first tick queued a full run for each of the 100-odd crawls."""
+    history = collinfo()
+    assert len(history) > 100
+    with ScriptedServer() as srv:
+        srv.route("/collinfo.json", Resp(body=json.dumps(history).encode(), content_type="application/json"))
+        feed = CrawlFeedResource(feed=srv.url("/collinfo.json"))
+        first = tick(instance, feed, tmp_path)
+        assert [r.partition_key for r in first.run_requests] == ["CC-MAIN-2025-08"]
+        assert first.run_requests[0].tags == {"danqing/trigger": "sensor:new_crawl_snapshots",
+                                              "danqing/crawl_selection": "first_tick:newest"}
+        assert first.dynamic_partitions_requests[0].partition_keys == ["CC-MAIN-2025-08"]
+        assert [s.name for s in SnapshotRegistry(tmp_path).list()] == ["CC-MAIN-2025-08"]
+        assert len(json.loads(first.cursor)["seen"]) == len(history)
+
+        same = tick(instance, feed, tmp_path, cursor=first.cursor)
+        assert not same.run_requests and "no new snapshot" in same.skip_reason.skip_message
+
+        srv.route("/collinfo.json", Resp(body=json.dumps(collinfo((2025, 13))).encode()))
+        later = tick(instance, feed, tmp_path, cursor=same.cursor)
+    assert [r.partition_key for r in later.run_requests] == ["CC-MAIN-2025-10", "CC-MAIN-2025-13"]
+    assert later.run_requests[0].tags["danqing/crawl_selection"] == "new_since_previous_tick"
+    assert set(instance.get_dynamic_partitions(snapshot_partitions.name)) == {
+        "CC-MAIN-2025-08", "CC-MAIN-2025-10", "CC-MAIN-2025-13"}
+    assert "first tick registers only the newest crawl" in new_crawl_snapshots.description
+
+
+def test_first_tick_registers_the_crawls_since_the_given_id_or_all_when_asked(tmp_path, instance):
+    feed_file = tmp_path / "collinfo.json"
+    feed_file.write_text(json.dumps(collinfo()))
+    since = tick(instance, CrawlFeedResource(feed=str(feed_file), start="since", since="CC-MAIN-2024-42",
+                                             max_files_per_snapshot=3), tmp_path / "a")
+    assert [r.partition_key for r in since.run_requests] == [
+        "CC-MAIN-2024-42", "CC-MAIN-2024-47", "CC-MAIN-2024-51", "CC-MAIN-2025-05", "CC-MAIN-2025-08"]
+    assert since.run_requests[0].run_config == {"ops": {"warc_files": {"config": {"max_files": 3}}}}
+    assert since.run_requests[0].tags["danqing/crawl_selection"] == "first_tick:since"
+    (tmp_path / "other").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "other")) as other:
+        everything = tick(other, CrawlFeedResource(feed=str(feed_file), start="all"), tmp_path / "b")
+    assert len(everything.run_requests) == len(collinfo())
+
+
+def test_crawls_already_registered_are_not_run_again(tmp_path, instance):
+    feed_file = tmp_path / "collinfo.json"
+    feed_file.write_text(json.dumps(collinfo()))
+    instance.add_dynamic_partitions(snapshot_partitions.name, ["CC-MAIN-2025-08"])  # added by hand before
+    result = tick(instance, CrawlFeedResource(feed=str(feed_file)), tmp_path)
+    assert not result.run_requests
+    assert "already registered" in result.skip_reason.skip_message and json.loads(result.cursor)["seen"]
+
+
+@pytest.mark.parametrize("body, expect", [
+    (b"<html>maintenance</html>", "JSONDecodeError"),
+    (b'{"id": "CC-MAIN-2025-08"}', "not a JSON list"),
+    (b"[" + b" " * (MAX_FEED_BYTES + 10) + b"]", "larger than"),
+    (b"[]", "no crawl in the feed"),
+])
+def test_a_malformed_feed_skips_the_tick_and_says_why(tmp_path, instance, body, expect):
+    with ScriptedServer() as srv:
+        srv.route("/collinfo.json", Resp(body=body))
+        result = tick(instance, CrawlFeedResource(feed=srv.url("/collinfo.json")), tmp_path)
+    assert isinstance(result, dg.SkipReason) and expect in result.skip_message
+
+
+def test_malformed_ids_are_refused_one_by_one(tmp_path, instance):
+    feed_file = tmp_path / "collinfo.json"
+    feed_file.write_text(json.dumps([{"id": "CC-MAIN-2025-08"}, {"id": "../../etc"}, {"id": None}, {"x": 1}, 7]))
+    result = tick(instance, CrawlFeedResource(feed=str(feed_file), start="all"), tmp_path)
     assert [r.partition_key for r in result.run_requests] == ["CC-MAIN-2025-08"]
-    assert result.run_requests[0].run_config == {"ops": {"warc_files": {"config": {"max_files": 3}}}}
-    assert result.dynamic_partitions_requests[0].partition_keys == ["CC-MAIN-2025-08"]
-    snap = SnapshotRegistry(tmp_path / "home").get("CC-MAIN-2025-08")
-    assert snap.source == "https://data.commoncrawl.org/crawl-data/CC-MAIN-2025-08/warc.paths.gz"
+    assert [s.name for s in SnapshotRegistry(tmp_path).list()] == ["CC-MAIN-2025-08"]
 
 
-def test_sensor_skips_when_the_feed_is_down(tmp_path):
-    resources = {
-        "crawl_feed": CrawlFeedResource(feed=str(tmp_path / "missing.json")),
-        "warehouse": WarehouseResource(home=str(tmp_path / "home")),
-    }
-    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), resources=resources) as ctx:
-        result = new_crawl_snapshots(ctx)
+def test_the_sensor_skips_when_the_feed_is_down(tmp_path, instance):
+    result = tick(instance, CrawlFeedResource(feed=str(tmp_path / "missing.json")), tmp_path)
     assert isinstance(result, dg.SkipReason) and "unavailable" in result.skip_message
+
+
+def test_feed_settings_that_cannot_work_are_refused():
+    with pytest.raises(ValueError, match="start='since' needs `since`"):
+        CrawlFeedResource(start="since")
+    with pytest.raises(ValueError, match="has no {id}"):
+        CrawlFeedResource(listing_template="https://data.commoncrawl.org/warc.paths.gz")
+    with pytest.raises(ValueError, match="Input should be 'newest', 'since' or 'all'"):
+        CrawlFeedResource(start="everything")
+    with pytest.raises(ValueError, match="invalid snapshot name"):
+        CrawlFeedResource(since="../x")
