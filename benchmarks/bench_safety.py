@@ -6,7 +6,8 @@
     .venv/bin/python benchmarks/bench_safety.py --classifier safety:/path/lexicon.txt
 
 The set is `danqing_assets_tests/lib/data/safety_eval.tsv` (hand-written alt-text-style captions with provenance,
-written before the lexicon; see its header). A case is held out when md5(caption) mod 3 == 0.
+written before the lexicon; see its header). A case is held out when md5(caption) mod 3 == 0. Split "fresh" is
+`safety_eval_fresh.tsv`: cases written after the lexicon was frozen, never tuned on.
 
 A caption counts as flagged when the stage its category belongs to would reject it at the stage's default threshold
 (stage 1 `unsafe_text`: score of the stage-1 categories; stage 2 `sensitive_text`: score of the stage-2 categories).
@@ -27,11 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-EVAL_SET = Path(__file__).resolve().parent.parent / "danqing_assets_tests" / "lib" / "data" / "safety_eval.tsv"
+EVAL_DIR = Path(__file__).resolve().parent.parent / "danqing_assets_tests" / "lib" / "data"
+EVAL_SET = EVAL_DIR / "safety_eval.tsv"
+FRESH_SET = EVAL_DIR / "safety_eval_fresh.tsv"
 
 
-def load_cases(path: Path = EVAL_SET) -> list[dict]:
-    """The evaluation cases: labels (a set), caption, provenance, split ("tune" / "heldout")."""
+def load_cases(path: Path = EVAL_SET, *, split: str | None = None) -> list[dict]:
+    """The evaluation cases: labels (a set), caption, provenance, split ("tune" / "heldout" by md5, or `split`)."""
     cases = []
     for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip() or line.startswith("#"):
@@ -40,9 +43,9 @@ def load_cases(path: Path = EVAL_SET) -> list[dict]:
         if len(fields) != 3:
             raise ValueError(f"{path}:{no}: expected labels<TAB>caption<TAB>provenance")
         labels, caption, provenance = fields
-        split = "heldout" if int(hashlib.md5(caption.encode("utf-8")).hexdigest(), 16) % 3 == 0 else "tune"
+        this = split or ("heldout" if int(hashlib.md5(caption.encode("utf-8")).hexdigest(), 16) % 3 == 0 else "tune")
         cases.append({"labels": frozenset(labels.split("|")), "caption": caption, "provenance": provenance,
-                      "split": split, "line": no})
+                      "split": this, "line": no})
     return cases
 
 
@@ -90,7 +93,7 @@ def _fmt(x) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=["tune", "heldout", "both"], default="both")
+    ap.add_argument("--split", choices=["tune", "heldout", "fresh", "all"], default="all")
     ap.add_argument("--classifier", default="safety")
     ap.add_argument("--errors", action="store_true", help="list misses and false positives")
     args = ap.parse_args(argv)
@@ -99,14 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     clf = load_text_safety_classifier(args.classifier)
     load_s = time.perf_counter() - t0
-    cases = load_cases()
-    splits = ["tune", "heldout"] if args.split == "both" else [args.split]
+    cases = load_cases() + load_cases(FRESH_SET, split="fresh")
+    splits = ["tune", "heldout", "fresh"] if args.split == "all" else [args.split]
     results = {}
     for split in splits:
         sub = [c for c in cases if c["split"] == split]
         results[split] = evaluate(clf, sub)
     cats = sorted({k for r in results.values() for k in r["per"]})
-    print(f"classifier {args.classifier!r} (loaded in {load_s:.2f} s); eval set {EVAL_SET.name}: {len(cases)} cases")
+    print(f"classifier {args.classifier!r} (loaded in {load_s:.2f} s); {EVAL_SET.name} + {FRESH_SET.name}: "
+          f"{len(cases)} cases")
     header = "category     " + "".join(f"| {s:^26} " for s in splits)
     print(header)
     print("             " + "".join("|   n  recall  precision    " for _ in splits))
