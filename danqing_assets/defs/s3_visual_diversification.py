@@ -74,7 +74,7 @@ def _fetched_ok(wh, snapshot: str) -> pl.DataFrame:
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=IMAGE.group,
-    code_version=versioned("2", config=ImageScoresConfig),  # 2: nsfw_scorer column (missing NSFW scores fail closed)
+    code_version=versioned("3", config=ImageScoresConfig),  # 3: a plug-in taking `clip` gets the model, not None
     deps=["fetched_images"],
     pool=GPU_POOL,  # a CLIP-based NSFW scorer puts the model on the GPU
     check_specs=[table_check_spec("image_scores")],
@@ -90,9 +90,9 @@ def image_scores(
     """Per distinct image: size, aspect, grey std, Laplacian variance (native, the paper's) and the default blur score
     (at a ~256 px working size), grey entropy (native), pHash, and an NSFW score when a scorer is configured."""
     from danqing_assets.lib.image_metrics import compute_metrics_batch
-    from danqing_assets.lib.nsfw import load_nsfw_scorer
 
     snapshot = context.partition_key
+    scorer = _nsfw_scorer(config.nsfw_scorer, clip)  # first: a scorer that cannot be built fails before any work
     wh = warehouse.warehouse()
     store = image_store.store(warehouse, s3)
     shas = _fetched_ok(wh, snapshot)["image_sha256"].unique(maintain_order=True).to_list()
@@ -116,8 +116,6 @@ def image_scores(
     elapsed = time.monotonic() - started
     scores = pl.DataFrame(rows, schema=SCORE_COLUMNS) if rows else pl.DataFrame(schema=SCORE_COLUMNS)
 
-    scorer = load_nsfw_scorer(config.nsfw_scorer, clip=clip.load() if config.nsfw_scorer == "clip-zero-shot" or
-                              config.nsfw_scorer.endswith((".npz", ".pt", ".pth")) else None)
     scorer_name = getattr(scorer, "name", type(scorer).__name__) if scorer is not None else None
     unscored = 0
     if scorer is not None and scores.height:
@@ -148,6 +146,24 @@ def image_scores(
         },
         check_results=checks,
     )
+
+
+def _nsfw_scorer(spec: str, clip: ClipModelResource):
+    """The configured NSFW scorer (None: screening OFF). A scorer that needs the CLIP model (clip-zero-shot, a probe,
+    a plug-in whose constructor takes `clip`) gets the `clip` resource's model, loaded only then; with the resource
+    set to 'none' the step fails saying so."""
+    from danqing_assets.lib.nsfw import load_nsfw_scorer
+
+    def clip_model():
+        if not clip.enabled:
+            raise dg.Failure(f"image_scores.nsfw_scorer {spec!r} needs the CLIP model, but the `clip` resource is "
+                             "'none': configure clip.model_name, or choose a scorer that needs no CLIP model")
+        return clip.load()
+
+    try:
+        return load_nsfw_scorer(spec, clip_loader=clip_model)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise dg.Failure(f"image_scores: NSFW scorer {spec!r} cannot be built: {exc}") from exc
 
 
 class ImageEmbeddingsConfig(dg.Config):

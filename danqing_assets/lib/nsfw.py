@@ -6,7 +6,9 @@ passed as safe. Specs:
 
 - ``"none"`` (or "", "off"): no screening -> None.
 - ``"clip-zero-shot"``: `ClipZeroShotNsfw` on the given CLIP wrapper (softmax over safe vs NSFW prompts).
-- ``"package.module:ClassName"``: any class implementing `NsfwScorer`; built with ``clip=`` when it accepts it.
+- ``"package.module:ClassName"``: any class implementing `NsfwScorer`. A class whose constructor takes a ``clip``
+  parameter is built with the configured CLIP model (through ``clip_loader``); with no model configured that is an
+  error, never ``clip=None``.
 - a path to a ``.npz`` / ``.pt`` / ``.pth`` file: `LinearProbeNsfw`, a logistic probe on CLIP image embeddings
   (the design of LAION's CLIP-based NSFW detector); fit one with `LinearProbeNsfw.fit` on labelled embeddings.
 
@@ -19,7 +21,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -163,24 +166,49 @@ class LinearProbeNsfw:
 
 
 _OFF = {"", "none", "off", "disabled"}
+_PROBE_SUFFIXES = (".npz", ".pt", ".pth")
+_PLUGIN = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+_SPEC_HELP = "'none', 'clip-zero-shot', a linear-probe checkpoint path (.npz/.pt/.pth) or 'package.module:Class'"
 
 
-def load_nsfw_scorer(spec: str | None, clip: Any = None, **kwargs: Any) -> NsfwScorer | None:
-    """A scorer from a spec string (see the module docstring); None means screening is OFF and must be reported."""
+def check_nsfw_spec(spec: str) -> str:
+    """`spec` if it has one of the accepted forms (the module docstring), else ValueError naming them. Only the form
+    is checked (cheap, at config validation); whether the file exists or the class imports is checked on loading."""
+    if not isinstance(spec, str):
+        raise ValueError(f"nsfw scorer must be a string: {_SPEC_HELP}")
+    text = spec.strip()
+    if (text.lower() in _OFF or text == "clip-zero-shot" or _PLUGIN.fullmatch(text)
+            or Path(text).suffix.lower() in _PROBE_SUFFIXES):
+        return text
+    raise ValueError(f"unknown nsfw scorer {spec!r}: use {_SPEC_HELP}")
+
+
+def _clip_from(spec: str, clip: Any, clip_loader: Callable[[], Any] | None) -> Any:
+    """The CLIP model for a scorer that needs one: `clip`, else `clip_loader()`; never None."""
+    if clip is None and clip_loader is not None:
+        clip = clip_loader()
+    if clip is None:
+        raise ValueError(f"nsfw scorer {spec!r} needs a CLIP model, and none is configured "
+                         "(pass clip=load_clip(...) or a clip_loader)")
+    return clip
+
+
+def load_nsfw_scorer(spec: str | None, clip: Any = None, *, clip_loader: Callable[[], Any] | None = None,
+                     **kwargs: Any) -> NsfwScorer | None:
+    """A scorer from a spec string (see the module docstring); None means screening is OFF and must be reported.
+
+    `clip` is the CLIP model, or `clip_loader` a function returning it, called only when the scorer needs a model
+    (so a scorer without one never loads it); a scorer that needs one and gets none is a ValueError."""
     if spec is None or spec.strip().lower() in _OFF:
         return None
-    spec = spec.strip()
+    spec = check_nsfw_spec(spec)
     if spec == "clip-zero-shot":
-        if clip is None:
-            raise ValueError("nsfw spec 'clip-zero-shot' needs a CLIP model (clip=load_clip(...))")
-        return ClipZeroShotNsfw(clip, **kwargs)
-    if os.path.isfile(spec) or Path(spec).suffix in (".npz", ".pt", ".pth"):
+        return ClipZeroShotNsfw(_clip_from(spec, clip, clip_loader), **kwargs)
+    if Path(spec).suffix.lower() in _PROBE_SUFFIXES:
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"nsfw checkpoint not found: {spec}")
-        if clip is None:
-            raise ValueError(f"nsfw checkpoint {spec} is a probe on CLIP embeddings: pass clip=load_clip(...)")
-        return LinearProbeNsfw.load(spec, clip)
-    if ":" in spec:
+        return LinearProbeNsfw.load(spec, _clip_from(spec, clip, clip_loader))
+    if _PLUGIN.fullmatch(spec):
         module_name, _, attr = spec.partition(":")
         try:
             factory = getattr(importlib.import_module(module_name), attr)
@@ -190,8 +218,8 @@ def load_nsfw_scorer(spec: str | None, clip: Any = None, **kwargs: Any) -> NsfwS
             params = inspect.signature(factory).parameters
         except (TypeError, ValueError):
             params = {}
-        if "clip" in params:
-            kwargs = {"clip": clip, **kwargs}
+        if "clip" in params and "clip" not in kwargs:
+            kwargs = {"clip": _clip_from(spec, clip, clip_loader), **kwargs}
         scorer = factory(**kwargs)
         if not isinstance(scorer, NsfwScorer):
             raise TypeError(f"nsfw spec {spec!r} built {type(scorer).__name__}, which has no name/score(images)")

@@ -94,7 +94,9 @@ def fetched_rows(pairs: pl.DataFrame, shas: list[str]) -> pl.DataFrame:
     )
 
 
-def materialize(home, *assets: str, run_config: dict | None = None, raise_on_error: bool = True):
+def materialize(home, *assets: str, run_config: dict | None = None, raise_on_error: bool = True,
+                clip: ClipModelResource | None = None):
+    """The assets on a fresh instance; the `clip` resource is 'none' unless given."""
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(snapshot_partitions.name, [SNAPSHOT])
     return dg.materialize(
@@ -103,7 +105,7 @@ def materialize(home, *assets: str, run_config: dict | None = None, raise_on_err
         partition_key=SNAPSHOT,
         instance=instance,
         run_config=run_config or {},
-        resources={**default_resources(str(home)), "clip": ClipModelResource(model_name="none")},
+        resources={**default_resources(str(home)), "clip": clip or ClipModelResource(model_name="none")},
         raise_on_error=raise_on_error,
     )
 

@@ -19,6 +19,21 @@ class NanForSecondImage:
         return [float("nan") if i == 1 else 0.01 for i, _ in enumerate(images)]
 
 
+class ScoresWithClip:
+    """An NSFW plug-in that asks for the CLIP model (a `clip` parameter) and scores from its image embeddings."""
+
+    name = "scores-with-clip"
+
+    def __init__(self, clip):
+        if not hasattr(clip, "embed_images"):
+            raise TypeError(f"expected a CLIP model, got {clip!r}")
+        self.clip = clip
+
+    def score(self, images):
+        emb = self.clip.embed_images(images)
+        return (emb[:, 0] + 1) / 2  # a probability in [0, 1] that depends on the model's embedding
+
+
 @pytest.fixture
 def home(tmp_path):
     wh = Warehouse(tmp_path)
@@ -104,3 +119,34 @@ def test_a_degenerate_embedding_model_stops_the_step_instead_of_merging_everythi
     ok = materialize(tmp_path, "visually_diversified_pairs", "image_clusters",
                      run_config={"ops": {"visually_diversified_pairs": {"config": {"semantic_dedup": False}}}})
     assert ok.success and wh.read("visually_diversified_pairs", SNAPSHOT).height == n
+
+
+def test_a_plugin_that_asks_for_clip_gets_the_configured_model(home):
+    """Before: a `module:Class` plug-in with a `clip` parameter was built with clip=None."""
+    from danqing_assets.defs.common.resources import ClipModelResource
+    from danqing_assets.lib.embed import TINY_MODEL_NAME
+    from danqing_assets.lib.image_store import LocalImageStore
+
+    clip = ClipModelResource(model_name=TINY_MODEL_NAME, allow_random_init=True, device="cpu")
+    spec = f"{__name__}:ScoresWithClip"
+    result = materialize(home, "image_scores", run_config={"ops": {"image_scores": {"config": {"nsfw_scorer": spec}}}},
+                         clip=clip)
+    scores = Warehouse(home).read("image_scores", SNAPSHOT)
+    assert scores["nsfw_scorer"].to_list() == ["scores-with-clip"] * 6
+    model = clip.load()  # the resource's cached model: the one the plug-in was given
+    store = LocalImageStore(Warehouse(home).home / "images")
+    want = (model.embed_images([store.get(s) for s in scores["image_sha256"]])[:, 0] + 1) / 2
+    assert np.allclose(scores["nsfw_score"].to_numpy(), want, atol=1e-5)
+    assert scores["nsfw_score"].null_count() == 0
+    md = result.asset_materializations_for_node("image_scores")[0].metadata
+    assert md["nsfw_screening"].value == "on (scores-with-clip)"
+
+
+def test_a_plugin_that_asks_for_clip_without_a_model_fails_before_scoring(home):
+    spec = f"{__name__}:ScoresWithClip"
+    result = materialize(home, "image_scores", run_config={"ops": {"image_scores": {"config": {"nsfw_scorer": spec}}}},
+                         raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "needs the CLIP model, but the `clip` resource is 'none'" in str(failure.event_specific_data.error)
+    assert not Warehouse(home).exists("image_scores", SNAPSHOT)
