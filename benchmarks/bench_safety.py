@@ -6,8 +6,10 @@
     .venv/bin/python benchmarks/bench_safety.py --classifier safety:/path/lexicon.txt
 
 The set is `danqing_assets_tests/lib/data/safety_eval.tsv` (hand-written alt-text-style captions with provenance,
-written before the lexicon; see its header). A case is held out when md5(caption) mod 3 == 0. Split "fresh" is
-`safety_eval_fresh.tsv`: cases written after the lexicon was frozen, never tuned on.
+written before the lexicon; see its header). A case is held out when md5(caption) mod 3 == 0. The same author wrote
+the lexicon knowing those cases, so split "heldout" overstates generalisation; splits "fresh1"
+(`safety_eval_fresh.tsv`, written after the first lexicon was frozen, tuned on in round 2) and "fresh2"
+(`safety_eval_fresh2.tsv`, written after round 2, never tuned on) measure it.
 
 A caption counts as flagged when the stage its category belongs to would reject it at the stage's default threshold
 (stage 1 `unsafe_text`: score of the stage-1 categories; stage 2 `sensitive_text`: score of the stage-2 categories).
@@ -30,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "danqing_assets_tests" / "lib" / "data"
 EVAL_SET = EVAL_DIR / "safety_eval.tsv"
-FRESH_SET = EVAL_DIR / "safety_eval_fresh.tsv"
+FRESH_SETS = {"fresh1": EVAL_DIR / "safety_eval_fresh.tsv", "fresh2": EVAL_DIR / "safety_eval_fresh2.tsv"}
 
 
 def load_cases(path: Path = EVAL_SET, *, split: str | None = None) -> list[dict]:
@@ -93,7 +95,7 @@ def _fmt(x) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=["tune", "heldout", "fresh", "all"], default="all")
+    ap.add_argument("--split", choices=["tune", "heldout", "fresh1", "fresh2", "all"], default="all")
     ap.add_argument("--classifier", default="safety")
     ap.add_argument("--errors", action="store_true", help="list misses and false positives")
     args = ap.parse_args(argv)
@@ -102,15 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     clf = load_text_safety_classifier(args.classifier)
     load_s = time.perf_counter() - t0
-    cases = load_cases() + load_cases(FRESH_SET, split="fresh")
-    splits = ["tune", "heldout", "fresh"] if args.split == "all" else [args.split]
+    cases = load_cases() + [c for name, path in FRESH_SETS.items() for c in load_cases(path, split=name)]
+    splits = ["tune", "heldout", *FRESH_SETS] if args.split == "all" else [args.split]
     results = {}
     for split in splits:
         sub = [c for c in cases if c["split"] == split]
         results[split] = evaluate(clf, sub)
     cats = sorted({k for r in results.values() for k in r["per"]})
-    print(f"classifier {args.classifier!r} (loaded in {load_s:.2f} s); {EVAL_SET.name} + {FRESH_SET.name}: "
-          f"{len(cases)} cases")
+    print(f"classifier {args.classifier!r} (loaded in {load_s:.2f} s); {EVAL_SET.name} + "
+          f"{' + '.join(p.name for p in FRESH_SETS.values())}: {len(cases)} cases")
     header = "category     " + "".join(f"| {s:^26} " for s in splits)
     print(header)
     print("             " + "".join("|   n  recall  precision    " for _ in splits))
