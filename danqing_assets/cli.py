@@ -100,6 +100,7 @@ def materialize(name: str, *, through: str | None = None, run_config: dict | Non
         selection = dg.AssetSelection.assets(key).upstream().required_multi_asset_neighbors()
         keys = [k for k in selection.resolve(graph) if k in partitioned]
     job = defs.resolve_job_def("curation_job")
+    _check_run_config(job, run_config, keys)
     result = job.execute_in_process(
         partition_key=name,
         instance=instance,
@@ -112,6 +113,14 @@ def materialize(name: str, *, through: str | None = None, run_config: dict | Non
         if event.event_type_value == "STEP_FAILURE":
             print(f"step failed: {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
     return result.success
+
+
+def _check_run_config(job, run_config: dict | None, keys) -> None:
+    """Refuse bad run config before anything runs (RunConfigRefused, a ValueError: `main` prints it); in-process runs
+    skip the code location's validating executor, so the CLI checks itself."""
+    from danqing_assets.defs.common.run_config import check_run_config
+
+    check_run_config(job.get_subset(asset_selection=set(keys)), run_config)
 
 
 def run_unpartitioned(job_name: str, *, run_config: dict | None = None, only_stale: bool = False) -> bool:
@@ -139,6 +148,7 @@ def run_unpartitioned(job_name: str, *, run_config: dict | None = None, only_sta
             print(f"{job_name}: every asset is up to date (code and config unchanged): skipped")
             return True
         keys = stale
+    _check_run_config(job, run_config, keys)
     result = job.execute_in_process(instance=instance, asset_selection=keys, run_config=run_config or {},
                                     raise_on_error=False, tags={"danqing/trigger": "cli"})
     for event in result.all_events:

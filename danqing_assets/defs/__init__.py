@@ -9,6 +9,7 @@ import dagster as dg
 
 from danqing_assets.defs.common import automation
 from danqing_assets.defs.common.resources import default_resources
+from danqing_assets.defs.common.run_config import validated_executor
 from danqing_assets.lib.stages import PIPELINE
 
 
@@ -25,4 +26,5 @@ def build_defs() -> dg.Definitions:
         jobs=[automation.curation_job, automation.models_job, automation.release_job],
         sensors=[automation.new_crawl_snapshots],
         resources=default_resources(),
+        executor=validated_executor,  # the whole run config is checked before the first step
     )

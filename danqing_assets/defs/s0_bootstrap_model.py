@@ -20,16 +20,16 @@ EVAL_SEED = 2_000_003
 
 
 class BootstrapConfig(dg.Config):
-    seed_crawl_seed: int = Field(default=SEED_CRAWL_SEED, description="Seed of the generated seed crawl (not a demo seed).")
+    seed_crawl_seed: int = Field(default=SEED_CRAWL_SEED, ge=0, description="Seed of the generated seed crawl (not a demo seed).")
     seed_crawl_pages: int = Field(default=300, ge=1, description="Pages of the seed crawl (about 8 pairs each, ~75 % "
                                   "usable: ~1,800 training pairs).")
     steps: int = Field(default=300, ge=1, description="Optimizer steps (300 x 64 pairs: a few CPU minutes).")
     batch_size: int = Field(default=64, ge=2, description="Pairs per optimizer step.")
-    lr: float = Field(default=1e-3, description="Peak learning rate (AdamW, warmup then cosine).")
+    lr: float = Field(default=1e-3, gt=0.0, allow_inf_nan=False, description="Peak learning rate (AdamW, warmup then cosine).")
     warmup_steps: int = Field(default=30, ge=0, description="Linear warmup steps.")
     loss: Literal["sigmoid", "infonce"] = Field(default="sigmoid", description="'sigmoid' (SigLIP) or 'infonce' (CLIP).")
-    workers: int = Field(default=1, description="Data-loading worker processes.")
-    train_seed: int = Field(default=0, description="Seed of initialisation, data order and augmentation.")
+    workers: int = Field(default=1, ge=0, description="Data-loading worker processes.")
+    train_seed: int = Field(default=0, ge=0, description="Seed of initialisation, data order and augmentation.")
 
 
 @dg.asset(
@@ -84,7 +84,7 @@ def bootstrap_checkpoint(
 
 
 class DemoEvalSetsConfig(dg.Config):
-    seed: int = Field(default=EVAL_SEED, description="Seed of the generated eval sets (disjoint from every crawl seed).")
+    seed: int = Field(default=EVAL_SEED, ge=0, description="Seed of the generated eval sets (disjoint from every crawl seed).")
 
 
 @dg.asset(group_name=BOOTSTRAP.group, code_version=versioned("1", config=DemoEvalSetsConfig))

@@ -26,7 +26,7 @@ MAX_LOGGED_ERRORS = 200
 
 class WarcFilesConfig(dg.Config):
     max_files: int | None = Field(
-        default=None, description="Use only the first N WARC files of the snapshot (sample a real crawl on a laptop)."
+        default=None, ge=1, description="Use only the first N WARC files of the snapshot (sample a real crawl on a laptop)."
     )
     source: str | None = Field(
         default=None, description="Override the registered SOURCE for this run (directory, warc.paths.gz, s3://)."
@@ -106,9 +106,10 @@ class RawPairsConfig(dg.Config):
         ),
     )
     max_page_bytes: int = Field(
-        default=2 * 1024 * 1024, description="Parse at most this many bytes of a page (larger ones are counted)."
+        default=2 * 1024 * 1024, ge=1, description="Parse at most this many bytes of a page (larger ones are counted)."
     )
-    workers: int | None = Field(default=None, description="Worker processes (default: CPU count, at most one per file).")
+    workers: int | None = Field(default=None, ge=1,
+                                description="Worker processes (default: CPU count, at most one per file).")
 
 
 @dg.multi_asset(

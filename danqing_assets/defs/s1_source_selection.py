@@ -101,8 +101,8 @@ class SourceSelectionConfig(dg.Config):
     require_chinese_page: bool = Field(
         default=True, description="Keep only pages whose Common Crawl language list contains `zho` (or detected zho)."
     )
-    min_words: int = Field(default=5, description="Fewest jieba words a caption may have (paper: 5).")
-    max_words: int = Field(default=60, description="Most jieba words a caption may have (paper: 60).")
+    min_words: int = Field(default=5, ge=0, description="Fewest jieba words a caption may have (paper: 5).")
+    max_words: int = Field(default=60, ge=1, description="Most jieba words a caption may have (paper: 60).")
     min_unsafe_score: float = Field(
         default=0.5, ge=0.0, le=1.0,
         description="Reject as unsafe_text at or above this text-safety score (stage-1 categories: sexual, gambling, "

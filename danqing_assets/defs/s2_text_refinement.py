@@ -71,14 +71,14 @@ def text_scores(
 
 class TextRefinementConfig(dg.Config):
     min_han_share: float = Field(
-        default=0.1,
+        default=0.1, ge=0.0, le=1.0, allow_inf_nan=False,
         description="Chinese check: besides language = zho, the least share of Han characters among the caption's "
         "letters (low on purpose: 'iPhone 15 Pro Max 手机壳' has 0.2).",
     )
-    min_nouns: int = Field(default=1, description="Least nouns (jieba POS) a caption must have (paper: 1).")
-    max_unk: int = Field(default=DEFAULT_MAX_UNK, description="Most [UNK] tokens under the Chinese BERT vocab (paper: 5).")
+    min_nouns: int = Field(default=1, ge=0, description="Least nouns (jieba POS) a caption must have (paper: 1).")
+    max_unk: int = Field(default=DEFAULT_MAX_UNK, ge=0, description="Most [UNK] tokens under the Chinese BERT vocab (paper: 5).")
     min_entropy: float = Field(
-        default=DEFAULT_MIN_ENTROPY,
+        default=DEFAULT_MIN_ENTROPY, ge=0.0, le=1.0, allow_inf_nan=False,
         description="Least information entropy in [0, 1] (definition and calibration: danqing_assets.lib.text, "
         "DEFAULT_MIN_ENTROPY; the paper's 6e-4 is on an unexplained scale).",
     )
@@ -88,11 +88,12 @@ class TextRefinementConfig(dg.Config):
         "spam; lib/safety.py).",
     )
     near_duplicate_threshold: float = Field(
-        default=DEFAULT_THRESHOLD, description="Caption near-duplicate Jaccard threshold on character n-grams (MinHash LSH)."
+        default=DEFAULT_THRESHOLD, gt=0.0, le=1.0, allow_inf_nan=False,
+        description="Caption near-duplicate Jaccard threshold (0..1] on character n-grams (MinHash LSH)."
     )
-    near_duplicate_ngram: int = Field(default=DEFAULT_NGRAM, description="Character n-gram size for caption near-duplicates.")
+    near_duplicate_ngram: int = Field(default=DEFAULT_NGRAM, ge=1, description="Character n-gram size for caption near-duplicates.")
     near_duplicate_one_edit_min_chars: int | None = Field(
-        default=DEFAULT_ONE_EDIT_MIN_CHARS,
+        default=DEFAULT_ONE_EDIT_MIN_CHARS, ge=3,
         description="Captions with at least this many letters / digits / Han characters are also near duplicates when "
         "one edit apart (a character or two-character word substituted, inserted or deleted, punctuation, a short "
         "word moved; lib/text_dedup.py); null disables this rule.",

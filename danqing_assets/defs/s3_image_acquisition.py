@@ -9,7 +9,7 @@ from typing import Literal
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs, versioned
@@ -50,25 +50,25 @@ class FetchImagesConfig(dg.Config):
         "cap (max_bytes, also on the decoded WARC record and its Content-Encoding) and the image checks; robots.txt is "
         "not fetched for it: the capture is the crawler's own, made under the crawler's robots.txt check.",
     )
-    concurrency: int = Field(default=64, description="Simultaneous requests over all worker processes.")
-    processes: int | None = Field(default=None, description="Worker processes (URLs sharded by host); unset: CPU count.")
-    per_host_concurrency: int = Field(default=8, description="Simultaneous requests per host.")
-    per_host_min_delay_s: float = Field(default=0.0, description="Least delay between request starts per host.")
-    connect_timeout_s: float = Field(default=5.0, description="Connect timeout per attempt.")
-    read_timeout_s: float = Field(default=10.0, description="Read timeout per socket read.")
+    concurrency: int = Field(default=64, ge=1, description="Simultaneous requests over all worker processes.")
+    processes: int | None = Field(default=None, ge=1, description="Worker processes (URLs sharded by host); unset: CPU count.")
+    per_host_concurrency: int = Field(default=8, ge=1, description="Simultaneous requests per host.")
+    per_host_min_delay_s: float = Field(default=0.0, ge=0.0, allow_inf_nan=False, description="Least delay between request starts per host.")
+    connect_timeout_s: float = Field(default=5.0, gt=0.0, allow_inf_nan=False, description="Connect timeout per attempt.")
+    read_timeout_s: float = Field(default=10.0, gt=0.0, allow_inf_nan=False, description="Read timeout per socket read.")
     total_timeout_s: float = Field(
-        default=30.0,
+        default=30.0, gt=0.0, allow_inf_nan=False,
         description="Most seconds one image URL may take from its first request to its result: connect, TLS, "
         "headers, body, redirects, every retry and every wait before one (enforced on each socket read, so a server "
         "trickling bytes cannot stretch it; a retry that would start later is not made).",
     )
-    retries: int = Field(default=3, description="Retries on connection errors, 429 and 5xx (exponential backoff, jitter).")
+    retries: int = Field(default=3, ge=0, le=20, description="Retries on connection errors, 429 and 5xx (exponential backoff, jitter).")
     max_bytes: int = Field(
-        default=20 * 2**20,
+        default=20 * 2**20, ge=1,
         description="Largest body accepted (bytes), after any Content-Encoding is undone; also caps how much of a WARC "
         "capture is read and decoded (a larger capture is fetched over the network instead, under the same cap).",
     )
-    max_pixels: int = Field(default=40_000_000, description="Decompression-bomb guard: most pixels an image may have.")
+    max_pixels: int = Field(default=40_000_000, ge=1, description="Decompression-bomb guard: most pixels an image may have.")
     user_agent: str | None = Field(default=None, description="User-Agent; unset: the project's, naming itself.")
     respect_robots: bool = Field(
         default=True,
@@ -83,7 +83,26 @@ class FetchImagesConfig(dg.Config):
     allow_networks: list[str] = Field(
         default_factory=list, description="CIDRs exempt from the private-address guard (e.g. 127.0.0.1/32 in tests)."
     )
-    progress_every: int = Field(default=1000, description="Log progress every N images.")
+    progress_every: int = Field(default=1000, ge=1, description="Log progress every N images.")
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _cidrs(cls, nets: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in nets:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a CIDR network ({exc})") from None
+        return nets
+
+    @field_validator("user_agent")
+    @classmethod
+    def _header_safe(cls, agent: str | None) -> str | None:
+        if agent is not None and (not agent.strip() or any(ord(c) < 32 or ord(c) == 127 for c in agent)):
+            raise ValueError("user_agent must be non-empty printable text (no control characters or line breaks)")
+        return agent
 
 
 def _capture_reader(wh, snapshot: str, s3: S3ClientResource, max_bytes: int):

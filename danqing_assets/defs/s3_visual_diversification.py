@@ -11,7 +11,7 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
@@ -56,15 +56,22 @@ NsfwScorer = str  # 'none' | 'clip-zero-shot' | a probe checkpoint path | 'packa
 
 
 class ImageScoresConfig(dg.Config):
-    work_size: int = Field(default=DEFAULT_WORK_SIZE, description="Working size (short side, px) of the blur measure.")
-    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, description="Images with more pixels are not decoded (bomb guard).")
+    work_size: int = Field(default=DEFAULT_WORK_SIZE, ge=8, description="Working size (short side, px) of the blur measure.")
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1, description="Images with more pixels are not decoded (bomb guard).")
     nsfw_scorer: NsfwScorer = Field(
         default="none",
         description="'none' (screening OFF: stated in this asset's metadata and carried to the release card), "
         "'clip-zero-shot' (prompts on the `clip` resource's model), a linear-probe checkpoint path (.npz/.pt, on CLIP "
         "embeddings), or 'package.module:Class'. With a scorer, an image it cannot score is rejected as `unscored`.",
     )
-    workers: int = Field(default=1, description="Processes computing image metrics.")
+    workers: int = Field(default=1, ge=1, description="Processes computing image metrics.")
+
+    @field_validator("nsfw_scorer")
+    @classmethod
+    def _known_scorer(cls, spec: str) -> str:
+        from danqing_assets.lib.nsfw import check_nsfw_spec
+
+        return check_nsfw_spec(spec)
 
 
 def _fetched_ok(wh, snapshot: str) -> pl.DataFrame:
@@ -167,7 +174,7 @@ def _nsfw_scorer(spec: str, clip: ClipModelResource):
 
 
 class ImageEmbeddingsConfig(dg.Config):
-    batch_size: int = Field(default=64, description="Images per forward pass.")
+    batch_size: int = Field(default=64, ge=1, description="Images per forward pass.")
 
 
 EMBEDDING_SCHEMA = {"snapshot": pl.String, "image_sha256": pl.String, "model": pl.String, "embedding": pl.List(pl.Float32)}
@@ -233,25 +240,29 @@ def image_embeddings(
 
 
 class VisualDiversificationConfig(dg.Config):
-    min_shortest_edge: int = Field(default=PAPER_MIN_SHORTEST_EDGE, description="Drop images whose shortest edge is <= this (paper: 100).")
-    max_aspect: float = Field(default=PAPER_MAX_ASPECT, description="Keep aspect ratios within 1:max .. max:1 (paper: 3).")
-    min_grey_std: float = Field(default=PAPER_MIN_GREY_STD, description="Least grey-level standard deviation (paper: 2).")
+    min_shortest_edge: int = Field(default=PAPER_MIN_SHORTEST_EDGE, ge=0, description="Drop images whose shortest edge is <= this (paper: 100).")
+    max_aspect: float = Field(default=PAPER_MAX_ASPECT, ge=1.0, allow_inf_nan=False, description="Keep aspect ratios within 1:max .. max:1 (paper: 3).")
+    min_grey_std: float = Field(default=PAPER_MIN_GREY_STD, ge=0.0, allow_inf_nan=False, description="Least grey-level standard deviation (paper: 2).")
     blur_measure: Literal["blur_score", "laplacian_native"] = Field(
         default="blur_score",
         description="'blur_score' (default; separates sharp photos from blurred copies) or 'laplacian_native' "
         "(the paper's literal rule, which rejects about half of sharp real photos: see lib/image_metrics.py).",
     )
-    min_blur_score: float = Field(default=DEFAULT_MIN_BLUR_SCORE, description="Least blur_score (blur_measure=blur_score).")
-    min_laplacian_var: float = Field(default=PAPER_MIN_LAPLACIAN_VAR, description="Least native Laplacian variance (paper: 1000).")
-    min_entropy_bits: float = Field(default=PAPER_MIN_ENTROPY_BITS, description="Least grey histogram entropy in bits (paper: 3).")
-    max_nsfw_score: float = Field(default=0.5, description="Drop images whose NSFW score is at least this.")
-    phash_max_hamming: int = Field(default=DEFAULT_MAX_HAMMING, description="pHash near-duplicate distance in bits (0 disables).")
+    min_blur_score: float = Field(default=DEFAULT_MIN_BLUR_SCORE, ge=0.0, allow_inf_nan=False, description="Least blur_score (blur_measure=blur_score).")
+    min_laplacian_var: float = Field(default=PAPER_MIN_LAPLACIAN_VAR, ge=0.0, allow_inf_nan=False, description="Least native Laplacian variance (paper: 1000).")
+    min_entropy_bits: float = Field(default=PAPER_MIN_ENTROPY_BITS, ge=0.0, le=8.0, allow_inf_nan=False,
+                                    description="Least grey histogram entropy in bits, 0..8 (paper: 3).")
+    max_nsfw_score: float = Field(default=0.5, ge=0.0, le=1.0, allow_inf_nan=False,
+                                  description="Drop images whose NSFW score (a probability, 0..1) is at least this.")
+    phash_max_hamming: int = Field(default=DEFAULT_MAX_HAMMING, ge=0, le=64,
+                                   description="pHash near-duplicate distance in bits, 0..64 (0 disables).")
     semantic_max_distance: float = Field(
-        default=DEFAULT_MAX_DISTANCE, description="Embedding cosine distance for union-find semantic duplicates (paper: 0.1)."
+        default=DEFAULT_MAX_DISTANCE, ge=0.0, le=2.0, allow_inf_nan=False,
+        description="Embedding cosine distance (0..2) for union-find semantic duplicates (paper: 0.1)."
     )
     semantic_dedup: bool = Field(default=True, description="Use image_embeddings (when present) for semantic dedup.")
     max_cluster_share: float = Field(
-        default=0.2, gt=0.0, le=1.0,
+        default=0.2, gt=0.0, le=1.0, allow_inf_nan=False,
         description="Stop the step when one redundancy cluster would hold more than this share of the snapshot's "
         "distinct images (checked from 50 images on): a degenerate embedding model would otherwise drop most pairs "
         "as duplicates. 1.0 disables the check.",
@@ -262,7 +273,7 @@ class VisualDiversificationConfig(dg.Config):
         "a later batch never displaces an image already kept) or 'best_quality' (highest resolution, then the "
         "caption with the highest information entropy, then crawl order).",
     )
-    balance_clusters: int = Field(default=100, description="k of the k-means behind the semantic-balance curve.")
+    balance_clusters: int = Field(default=100, ge=1, description="k of the k-means behind the semantic-balance curve.")
     truth_path: str | None = Field(
         default=None, description="Optional labelled sample (pair_id, expected_stage, expected_reason) for precision/recall."
     )

@@ -11,7 +11,7 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.partitions import snapshot_partitions
@@ -32,7 +32,7 @@ SCORE_SCHEMA = {"snapshot": pl.String, "pair_id": pl.String, "image_sha256": pl.
 
 
 class CrossModalScoresConfig(dg.Config):
-    text_batch_size: int = Field(default=256, description="Captions per text-encoder forward pass.")
+    text_batch_size: int = Field(default=256, ge=1, description="Captions per text-encoder forward pass.")
 
 
 @dg.asset(
@@ -130,18 +130,28 @@ class AlignedPairsConfig(dg.Config):
         "'absolute': min_similarity..max_similarity (cosine; calibrate on your model: the paper's [1.06, 1.24] is on "
         "an unexplained scale).",
     )
-    low_quantile: float = Field(default=0.05, ge=0.0, le=1.0, description="Drop pairs below this quantile (quantile mode).")
-    high_quantile: float = Field(default=1.0, ge=0.0, le=1.0,
+    low_quantile: float = Field(default=0.05, ge=0.0, le=1.0, allow_inf_nan=False, description="Drop pairs below this quantile (quantile mode).")
+    high_quantile: float = Field(default=1.0, ge=0.0, le=1.0, allow_inf_nan=False,
                                  description="Drop pairs above this quantile (quantile mode; 1.0: none by similarity).")
-    min_similarity: float = Field(default=0.0, description="Lowest cosine kept (absolute mode).")
-    max_similarity: float = Field(default=1.0, description="Highest cosine kept (absolute mode).")
+    min_similarity: float = Field(default=0.0, ge=-1.0, le=1.0, allow_inf_nan=False,
+                                  description="Lowest cosine kept (absolute mode), -1..1.")
+    max_similarity: float = Field(default=1.0, ge=-1.0, le=1.0, allow_inf_nan=False,
+                                  description="Highest cosine kept (absolute mode), -1..1.")
     max_text_heaviness: float = Field(
-        default=TEXT_HEAVY_BAND, ge=0.0, le=1.0,
+        default=TEXT_HEAVY_BAND, ge=0.0, le=1.0, allow_inf_nan=False,
         description="Images at least this text-heavy count as above the band (a small model cannot read them).",
     )
     truth_path: str | None = Field(
         default=None, description="Optional labelled sample (pair_id, expected_stage, expected_reason) for precision/recall."
     )
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low_quantile > self.high_quantile:
+            raise ValueError(f"low_quantile ({self.low_quantile}) is above high_quantile ({self.high_quantile})")
+        if self.min_similarity > self.max_similarity:
+            raise ValueError(f"min_similarity ({self.min_similarity}) is above max_similarity ({self.max_similarity})")
+        return self
 
 
 @dg.asset(

@@ -29,7 +29,7 @@ CRAWL_ORDER = ["warc_file", "warc_offset", "img_index"]
 class CuratedPairsConfig(dg.Config):
     phash_max_hamming: int = Field(default=DEFAULT_MAX_HAMMING, ge=0, le=32,
                                    description="pHash near-duplicate distance across partitions, in bits (0: off).")
-    max_distance: float = Field(default=DEFAULT_MAX_DISTANCE, ge=0.0, lt=2.0,
+    max_distance: float = Field(default=DEFAULT_MAX_DISTANCE, ge=0.0, lt=2.0, allow_inf_nan=False,
                                 description="Embedding cosine distance of duplicates across partitions (paper: 0.1).")
     embedding_dedup: bool = Field(default=True, description="Also compare image embeddings (off: sha256 and pHash "
                                   "only, stated in the metadata).")

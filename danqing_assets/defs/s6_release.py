@@ -63,8 +63,9 @@ def funnel_report(context: dg.AssetExecutionContext, config: FunnelReportConfig,
 
 class ReleaseConfig(dg.Config):
     root: str | None = Field(default=None, description="Directory or s3://bucket/prefix; unset: $DANQING_HOME/releases.")
-    release_name: str = Field(default="danqing",
-                              description="Prefix of the release id (<name>-<UTC time>-<pairs hash>-<run id>).")
+    release_name: str = Field(default="danqing", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                              description="Prefix of the release id (<name>-<UTC time>-<pairs hash>-<run id>): letters, "
+                              "digits, '.', '_' and '-', at most 64 (it names a directory or an S3 prefix).")
     shard_max_samples: int = Field(default=10_000, ge=1, description="Most samples per WebDataset / Parquet shard.")
     shard_max_bytes: int = Field(default=1_000_000_000, ge=1, description="Most bytes per WebDataset shard.")
     image_workers: int = Field(default=4, ge=1, description="Threads reading images from the store.")

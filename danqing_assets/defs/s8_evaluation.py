@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import Field
 
 from danqing_assets.defs.common.metadata import markdown_table
-from danqing_assets.defs.common.resources import GPU_POOL, WarehouseResource
+from danqing_assets.defs.common.resources import DEVICE_PATTERN, GPU_POOL, WarehouseResource
 from danqing_assets.defs.common.stage_end import versioned
 from danqing_assets.lib.stages import EVALUATION
 
@@ -25,8 +25,9 @@ class EvalConfig(dg.Config):
     zero_shot_sets: list[str] = Field(default_factory=list, description="More zero-shot set directories to evaluate.")
     retrieval_sets: list[str] = Field(
         default_factory=list, description="More retrieval set directories (Chinese-CLIP layout), as DIR or DIR:SPLIT.")
-    batch_size: int = Field(default=64, description="Images or texts per forward pass.")
-    device: str = Field(default="auto", description="auto (CUDA when available), cpu, cuda, ...")
+    batch_size: int = Field(default=64, ge=1, description="Images or texts per forward pass.")
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN,
+                        description="auto (CUDA when available), cpu, cuda, cuda:N or mps.")
     random_init_reference: bool = Field(
         default=True, description="Also evaluate a randomly initialised model of the same architecture (chance check).")
 

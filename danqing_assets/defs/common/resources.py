@@ -70,6 +70,9 @@ GPU_POOL = "gpu"
 training, evaluation). dagster.yaml limits every pool to one step at a time across all runs of the instance, CLI runs
 included, so two runs never load models on the same GPU at once; the other steps of those runs go on meanwhile."""
 
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
+"""Devices a model step accepts: auto (CUDA when available), cpu, mps, cuda or cuda:N."""
+
 BOOTSTRAP_MODEL = "bootstrap"
 NO_MODEL = "none"
 
@@ -92,8 +95,10 @@ class ClipModelResource(dg.ConfigurableResource):
     pretrained: str | None = Field(
         default=None, description="open_clip tag, hf-hub:org/repo, checkpoint directory (card.json) or file."
     )
-    device: str = Field(default="auto", description="auto (CUDA when available), cpu, cuda, cuda:1, ...")
-    precision: str = Field(default="auto", description="auto (fp16 on GPU, fp32 on CPU) or an open_clip precision.")
+    device: str = Field(default="auto", pattern=DEVICE_PATTERN,
+                        description="auto (CUDA when available), cpu, cuda, cuda:N or mps.")
+    precision: Literal["auto", "fp32", "fp16", "bf16", "pure_fp16", "pure_bf16"] = Field(
+        default="auto", description="auto (fp16 on GPU, fp32 on CPU) or an open_clip precision.")
     allow_random_init: bool = Field(
         default=False, description="Tests only: accept a model without weights (random embeddings)."
     )
