@@ -78,13 +78,6 @@ def normalize_for_matching(text: str | None) -> str:
     return "".join(text.lower().split())
 
 
-def normalize_simplified(text: str) -> str:
-    """`normalize_for_matching` for the stage-2 cleaned caption, which is already Simplified, free of control
-    characters and has full-width letters and digits folded: lower-case and whitespace removed only. (NFKC would cost
-    ~5 us per caption, mostly to fold full-width punctuation, which no term contains.)"""
-    return "".join(text.lower().split())
-
-
 def _trie_pattern(node: dict[str, Any]) -> str:
     """A regex for the terms of a character trie; longer matches are preferred at each position."""
     ends = "" in node
@@ -227,20 +220,6 @@ def _bigram_index(terms) -> dict[str, tuple[str, ...]]:
     for t in terms:
         index.setdefault(t[:2], []).append(t)
     return {k: tuple(sorted(v, key=len, reverse=True)) for k, v in index.items()}
-
-
-def _overlapping(rx: re.Pattern[str] | None, text: str):
-    """Every match of `rx` (the longest at each start position), overlapping ones included. A plain `search` from each
-    position after the last match start keeps re's fast first-character scan (a lookahead would disable it)."""
-    if rx is None:
-        return
-    pos = 0
-    while True:
-        m = rx.search(text, pos)
-        if m is None:
-            return
-        yield m
-        pos = m.start() + 1
 
 
 @dataclass

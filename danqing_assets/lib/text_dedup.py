@@ -265,10 +265,12 @@ def _verify_buckets(bands: Any, uniq: list[str], parent: list[int], find: Any, *
 def _deletion_keys(forms: list[str], min_chars: int) -> tuple[Any, Any]:
     """(key hashes, owner ids): per form of min_chars.._MAX_EDIT_KEY_CHARS characters, the form itself and the form
     with each character and each adjacent pair removed, hashed (Python's str hash: consistent within the process)."""
+    from array import array
+
     import numpy as np
 
-    keys: list[int] = []
-    owners: list[int] = []
+    keys = array("q")  # 8 bytes a key (a list of Python ints would cost ~36)
+    owners = array("q")
     for u, f in enumerate(forms):
         n = len(f)
         if n < min_chars - 2 or n > _MAX_EDIT_KEY_CHARS:
@@ -277,8 +279,8 @@ def _deletion_keys(forms: list[str], min_chars: int) -> tuple[Any, Any]:
         ks.update(hash(f[:i] + f[i + 1 :]) for i in range(n))
         ks.update(hash(f[:i] + f[i + 2 :]) for i in range(n - 1))
         keys.extend(ks)
-        owners.extend([u] * len(ks))
-    return np.array(keys, dtype=np.int64), np.array(owners, dtype=np.int64)
+        owners.extend(array("q", [u]) * len(ks))
+    return np.frombuffer(keys, dtype=np.int64), np.frombuffer(owners, dtype=np.int64)
 
 
 def _one_edit_pass(uniq: list[str], parent: list[int], find: Any, *, min_chars: int) -> None:
