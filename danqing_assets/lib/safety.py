@@ -23,8 +23,9 @@ written for this project; its header states source, licence and format):
    its sales / solicitation cues (`[cue:NAME]`, `[cue]`); a term's weight is 1.0 when it alone is enough, less when it
    needs company (包夜 0.6, 快餐 0.2);
 4. context clears news, public-service, educational and medical use: when a `[context]` word matches (警方, 破获,
-   禁毒, 宣传, 科普, 医生 ...) and no solicitation cue or contact handle does, every score is multiplied by
-   `context_factor` (0.3: a 1.0 term drops below the 0.5 threshold).
+   禁毒, 宣传, 科普, 医生 ...) and nothing solicits (no generic cue, no contact handle, no sales cue of weight >= 0.4
+   of a matched category: 下载, 办理, 出售 ...), every score is multiplied by `context_factor` (0.3: a 1.0 term drops
+   below the 0.5 threshold).
 
 Any other classifier plugs in through `load_text_safety_classifier("my.module:MyClassifier")`: it needs `name` and
 `predict(texts) -> [(unsafe, detail)]` (`TextSafetyClassifier`); with a `score(texts, stage)` method as well it feeds
@@ -462,6 +463,7 @@ class SafetyClassifier:
         if not any(e.kind == "term" for e in found):
             return {}  # cues and context alone score nothing
         terms: dict[str, dict[str, float]] = {}
+        terms_seen = {e.category for e in found if e.kind == "term"}
         cues: dict[str, dict[str, float]] = {}
         context: list[str] = []
         solicit = False
@@ -470,7 +472,7 @@ class SafetyClassifier:
                 context.append(e.source)
             elif e.kind == "cue":
                 cues.setdefault(e.category, {})[e.source] = max(e.weight, cues.get(e.category, {}).get(e.source, 0.0))
-                solicit = solicit or e.category == "*"
+                solicit = solicit or e.category == "*" or (e.category in terms_seen and e.weight >= 0.4)
             else:
                 bucket = terms.setdefault(e.category, {})
                 if e.source.endswith("~homophone") and e.source[: -len("~homophone")] in bucket:
