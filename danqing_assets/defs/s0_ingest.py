@@ -2,7 +2,6 @@
 
 
 import os
-import tempfile
 import time
 from collections import Counter
 
@@ -19,9 +18,12 @@ from danqing_assets.lib.extract_jobs import CAPTURE_SCHEMA, PAIR_SCHEMA, Extract
 from danqing_assets.lib.s3 import S3Config
 from danqing_assets.lib.snapshots import Snapshot, WarcRef, list_warcs
 from danqing_assets.lib.stages import INGEST
+from danqing_assets.lib.tempfiles import scratch_dir
 from danqing_assets.lib.warc import merge_stats
 
 MAX_LOGGED_ERRORS = 200
+SCRATCH_DIR = ".scratch"
+"""Folder of the warehouse home where steps keep their intermediate files while they run."""
 
 
 class WarcFilesConfig(dg.Config):
@@ -147,8 +149,9 @@ def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehou
         s3=S3Config(**s3.model_dump()) if any(r.uri.startswith("s3://") for r in refs) else None,
     )
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="raw_pairs-", dir=wh.home) as parts:
-        stats_list, retried = _extract_all(context, refs, options, config.workers, parts)
+    # the scratch folders of killed runs are removed first (lib/tempfiles.py): their parts never pile up
+    with scratch_dir(wh.home / SCRATCH_DIR, f"raw_pairs-{snapshot}") as parts:
+        stats_list, retried = _extract_all(context, refs, options, config.workers, str(parts))
         pairs = pl.read_parquet(f"{parts}/pairs-*.parquet") if refs else pl.DataFrame(schema=PAIR_SCHEMA)
         captures = pl.read_parquet(f"{parts}/captures-*.parquet") if refs else pl.DataFrame(schema=CAPTURE_SCHEMA)
     elapsed = time.monotonic() - started

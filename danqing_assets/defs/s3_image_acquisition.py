@@ -140,6 +140,8 @@ def fetched_images(
     snapshot = context.partition_key
     wh = warehouse.warehouse()
     store = image_store.store(warehouse, s3)
+    if hasattr(store, "remove_orphans"):  # half-written images of a killed run (S3 objects appear whole or not at all)
+        store.remove_orphans()
     pairs = wh.read("text_refined_pairs", snapshot, columns=["pair_id", "image_url", "domain"])
     urls = pairs["image_url"].unique(maintain_order=True).to_list()
 

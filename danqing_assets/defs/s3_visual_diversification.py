@@ -18,6 +18,7 @@ from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, s
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import GPU_POOL, ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import schemas
+from danqing_assets.lib.faults import pause_point
 from danqing_assets.lib.clusters import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_HAMMING
 from danqing_assets.lib.image_metrics import (
     DEFAULT_MAX_PIXELS,
@@ -120,6 +121,7 @@ def image_scores(
             rows.append({**{k: m.get(k) for k in SCORE_COLUMNS}, "image_sha256": sha, "snapshot": snapshot,
                          "score_error": m.get("error"), "score_error_detail": m.get("error_detail")})
         context.log.info(f"scored {min(start + chunk, len(shas))}/{len(shas)} images")
+        pause_point("image_scores_chunk")  # killed-run tests: stop after N chunks (no-op otherwise)
     elapsed = time.monotonic() - started
     scores = pl.DataFrame(rows, schema=SCORE_COLUMNS) if rows else pl.DataFrame(schema=SCORE_COLUMNS)
 

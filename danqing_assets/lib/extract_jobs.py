@@ -10,8 +10,6 @@ process, and if that worker dies too, the file is counted as an `internal_error`
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -23,6 +21,8 @@ from typing import Any
 import polars as pl
 
 from danqing_assets.lib import reasons as R
+# fault injection for the tests (lib/faults.py): CRASH_HOOK_ENV="segv:NAME" kills the worker extracting WARC file NAME
+from danqing_assets.lib.faults import CRASH_HOOK_ENV, crash_hook as _crash_hook, pause_point  # noqa: F401
 from danqing_assets.lib.s3 import S3Config
 from danqing_assets.lib.snapshots import WarcRef, open_uri
 
@@ -66,31 +66,6 @@ class ExtractOptions:
 
 
 INTERNAL_ERROR = R.INTERNAL_ERROR  # WarcError kind: the file's worker died, on the fast path and again on the slow one
-CRASH_HOOK_ENV = "DANQING_TEST_WORKER_CRASH"
-
-
-def _crash_hook(name: str) -> None:
-    """Fault injection for the containment tests: `DANQING_TEST_WORKER_CRASH="segv:NAME,exit:NAME,segv_c:NAME"`
-    makes the worker process that extracts WARC file NAME die for real (SIGSEGV, or `os._exit(137)` as the OOM killer
-    would leave it); `segv_c` only while the compiled tokenizer is in use, i.e. a crash inside `_html.c`, which the
-    pure-Python retry then survives. Unset in production: one dictionary lookup per file."""
-    spec = os.environ.get(CRASH_HOOK_ENV)
-    if not spec:
-        return
-    for item in spec.split(","):
-        how, _, target = item.partition(":")
-        if target != name:
-            continue
-        if how == "segv_c":
-            from danqing_assets.lib import html as H
-
-            if H._compiled_scan() is None:
-                continue
-            how = "segv"
-        if how == "segv":  # to this thread, at once, as a fault in compiled code is delivered
-            signal.pthread_kill(threading.get_ident(), signal.SIGSEGV)
-        elif how == "exit":
-            os._exit(137)
 
 
 def extract_ref(ref: WarcRef, options: ExtractOptions):
@@ -216,6 +191,7 @@ def extract_files(refs: list[WarcRef], options: ExtractOptions, out_dir: str, *,
                     (slow_idle if slow else idle).append(ex)
                 if on_done is not None:
                     on_done(len(results), len(refs), refs[i])
+                pause_point("raw_pairs_file")  # killed-run tests: stop after N files (no-op in production)
     finally:
         for ex in [*idle, *slow_idle, *(ex for _, _, ex in running.values())]:
             ex.shutdown(wait=True, cancel_futures=True)

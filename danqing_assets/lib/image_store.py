@@ -1,8 +1,9 @@
 """Content-addressed image storage: one object per distinct image, named by the sha256 of its bytes.
 
 Two backends share the interface `exists(sha)`, `put(sha, data)`, `get(sha) -> bytes`, `uri(sha)`:
-- `LocalImageStore(root)`: files at `root/ab/cd/<sha256>`, written to a temporary name in the same folder and renamed
-  into place, so a reader never sees a partial file and two writers of the same image cannot corrupt it.
+- `LocalImageStore(root)`: files at `root/ab/cd/<sha256>`, written to a temporary name in `root/.tmp/` and renamed
+  into place, so a reader never sees a partial file and two writers of the same image cannot corrupt it; the
+  temporaries of a writer killed mid-write are removed by `remove_orphans` (the fetch step calls it first).
 - `S3ImageStore(client, bucket, prefix)`: objects at `s3://bucket/prefix/ab/cd/<sha256>` through a boto3 S3 client
   (for example dagster-aws `S3Resource.get_client()`).
 
@@ -19,6 +20,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+from danqing_assets.lib.faults import pause_point
+from danqing_assets.lib.tempfiles import remove_orphans, temp_name
+
+TEMP_DIR = ".tmp"
+"""Where `LocalImageStore` writes before renaming into place (same file system as the images)."""
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -72,14 +79,18 @@ class LocalImageStore:
         if os.path.exists(final):
             return
         folder = str(final.parent)
-        if folder not in self._made:
-            os.makedirs(folder, exist_ok=True)
-            with self._lock:
-                self._made.add(folder)
-        tmp = f"{folder}/.{sha}.{os.getpid()}.{threading.get_ident()}.tmp"
+        for needed in (folder, str(self.root / TEMP_DIR)):
+            if needed not in self._made:
+                os.makedirs(needed, exist_ok=True)
+                with self._lock:
+                    self._made.add(needed)
+        tmp = str(self.root / TEMP_DIR / temp_name(sha))
         try:
             with open(tmp, "wb") as fh:
-                fh.write(data)
+                half = len(data) // 2
+                fh.write(memoryview(data)[:half])
+                pause_point("image_put", before=fh.flush)  # killed-run tests: stop half-written (no-op otherwise)
+                fh.write(memoryview(data)[half:])
             os.replace(tmp, final)
         except BaseException:
             try:
@@ -87,6 +98,10 @@ class LocalImageStore:
             except OSError:
                 pass
             raise
+
+    def remove_orphans(self) -> int:
+        """Remove the temporary files of writers that were killed mid-write (on this host); return how many."""
+        return remove_orphans(self.root / TEMP_DIR)
 
     def get(self, sha: str) -> bytes:
         with open(self.path(sha), "rb") as fh:

@@ -8,7 +8,8 @@ Layout under `home` (`$DANQING_HOME`, default `./.danqing`)::
 
 Why this shape: DuckDB lets one process at a time write a database file, but materializing two snapshots at once
 must work. Pipeline steps therefore never write the database: a step writes its Parquet file under a temporary name
-and renames it into place (atomic on POSIX), which replaces exactly that snapshot's rows. The DuckDB file only holds
+and renames it into place (atomic on POSIX), which replaces exactly that snapshot's rows; a temporary that a killed
+writer left is removed by the next write of the same partition (`lib/tempfiles.py`). The DuckDB file only holds
 views over glob patterns, created once per table (retrying briefly when another process holds the lock), so
 `duckdb $DANQING_HOME/warehouse.duckdb "select * from source_selected_pairs"` always sees every snapshot.
 """
@@ -19,10 +20,12 @@ import logging
 import os
 import re
 import time
-import uuid
 from pathlib import Path
 
 import polars as pl
+
+from danqing_assets.lib.faults import pause_point
+from danqing_assets.lib.tempfiles import remove_orphans, temp_name
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +90,11 @@ class Warehouse:
             df = df.with_columns(pl.lit(snapshot, dtype=pl.String).alias("snapshot"))
         path = self.partition_path(table, snapshot, stage=stage)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        remove_orphans(path.parent)  # what an earlier writer killed mid-write left (see lib/tempfiles.py)
+        tmp = path.parent / temp_name(path.name)
         try:
             df.write_parquet(tmp, compression="zstd", statistics=True)
+            pause_point(f"write_{table}")  # killed-run tests: stop before the rename (no-op otherwise)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
