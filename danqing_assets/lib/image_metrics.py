@@ -37,13 +37,16 @@ On 19 sharp real photos (scikit-image, scikit-learn, matplotlib samples; `benchm
 at native and at web size; the paper's `laplacian_var_native >= 1000` also rejects all copies but 53 % of the originals.
 
 Bad input never raises: the result then has `error` = `decode_error` or `decompression_bomb` (reason names from
-`reasons.py`) with `error_detail`, and metric fields set to None.
+`reasons.py`) with `error_detail`, and metric fields set to None; in `compute_metrics_batch` an image that kills its
+worker process (twice: in its chunk, then alone) gets `internal_error`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,12 +54,14 @@ from typing import Any
 
 import numpy as np
 
+from danqing_assets.lib.faults import CRASH_HOOK_ENV, crash_hook
 from danqing_assets.lib.reasons import (
     BLURRY_IMAGE,
     DECODE_ERROR,
     DECOMPRESSION_BOMB,
     EXTREME_ASPECT,
     FLAT_IMAGE,
+    INTERNAL_ERROR,
     LOW_ENTROPY_IMAGE,
     TOO_SMALL,
 )
@@ -314,7 +319,12 @@ def iter_metrics(
 
 
 def _metrics_chunk(args: tuple[list[Any], int, int | None, Sequence[str] | None]) -> list[dict[str, Any]]:
+    """Worker side of `compute_metrics_batch`: one chunk's metrics, in order."""
     datas, work_size, max_pixels, formats = args
+    if os.environ.get(CRASH_HOOK_ENV):  # fault injection for the tests: die on the image with this sha256
+        for data in datas:
+            if data:
+                crash_hook(hashlib.sha256(data).hexdigest())
     return list(iter_metrics(datas, work_size=work_size, max_pixels=max_pixels, formats=formats))
 
 
@@ -326,21 +336,65 @@ def compute_metrics_batch(
     formats: Sequence[str] | None = DEFAULT_FORMATS,
     workers: int = 1,
     chunk_size: int = 256,
+    mp_start_method: str = "spawn",
 ) -> list[dict[str, Any]]:
-    """`compute_metrics` for many images, in input order; `workers` > 1 spreads chunks over processes."""
-    datas = list(datas)
-    if workers <= 1 or len(datas) <= chunk_size:
-        return list(iter_metrics(datas, work_size=work_size, max_pixels=max_pixels, formats=formats))
-    from concurrent.futures import ProcessPoolExecutor
+    """`compute_metrics` for many images, in input order; `workers` > 1 spreads chunks over worker processes.
 
-    chunks = [
-        (datas[i : i + chunk_size], work_size, max_pixels, formats) for i in range(0, len(datas), chunk_size)
-    ]
-    out: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for part in pool.map(_metrics_chunk, chunks):
-            out.extend(part)
-    return out
+    Decoders are compiled code reading hostile bytes: an image can kill its worker (a segfault in a codec, the OOM
+    killer) where no `except` can catch it. Each worker process holds one chunk at a time, so a worker that dies names
+    its chunk; that chunk's images are then scored again one image per job, and the image that kills its worker then
+    too gets ``error="internal_error"`` (no metrics); the other images and chunks go on. With `workers` <= 1
+    everything runs in this process (no containment: a segfault there ends the step)."""
+    datas = list(datas)
+    if workers <= 1 or not datas:
+        return list(iter_metrics(datas, work_size=work_size, max_pixels=max_pixels, formats=formats))
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    ctx = get_context(mp_start_method)
+    size = max(1, min(chunk_size, math.ceil(len(datas) / workers)))
+    todo = [(i, min(i + size, len(datas))) for i in range(0, len(datas), size)]  # [start, end) of each job
+    todo.reverse()
+    n = min(workers, len(todo))
+    out: list[dict[str, Any] | None] = [None] * len(datas)
+    idle: list[ProcessPoolExecutor] = []
+    running: dict[Any, tuple[int, int, ProcessPoolExecutor]] = {}
+    try:
+        while todo or running:
+            while todo and len(running) < n:
+                lo, hi = todo.pop()
+                ex = idle.pop() if idle else ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+                job = (datas[lo:hi], work_size, max_pixels, formats)
+                running[ex.submit(_metrics_chunk, job)] = (lo, hi, ex)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                lo, hi, ex = running.pop(fut)
+                try:
+                    out[lo:hi] = fut.result()
+                except BrokenProcessPool:
+                    code = _exit_code(ex)
+                    ex.shutdown(wait=True, cancel_futures=True)
+                    if hi - lo > 1:  # the chunk again, one image per job (next): a worker that dies names its image
+                        todo.extend((i, i + 1) for i in reversed(range(lo, hi)))
+                        continue
+                    out[lo] = _error(_empty_result(), INTERNAL_ERROR,
+                                     f"the image scoring worker died on this image, in its chunk and alone "
+                                     f"(exit code {code})")
+                else:
+                    idle.append(ex)
+    finally:
+        for ex in [*idle, *(ex for _, _, ex in running.values())]:
+            ex.shutdown(wait=True, cancel_futures=True)
+    return out  # type: ignore[return-value]
+
+
+def _exit_code(ex: Any) -> int | None:
+    """The exit code of a broken single-worker pool's process (negative: the signal), when it can be read."""
+    for p in list((getattr(ex, "_processes", None) or {}).values()):
+        p.join(5)
+        return p.exitcode
+    return None
 
 
 def filter_reason(

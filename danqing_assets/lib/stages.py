@@ -156,6 +156,7 @@ IMAGE = Stage(
     reasons=(
         R.DECODE_ERROR,
         R.DECOMPRESSION_BOMB,
+        R.INTERNAL_ERROR,
         R.UNSCORED,
         R.TOO_SMALL,
         R.EXTREME_ASPECT,
@@ -169,7 +170,8 @@ IMAGE = Stage(
     ),
     # decode errors come from image_scores' score_error column; duplicates from the clustering in Python
     code_reasons=frozenset(
-        {R.DECODE_ERROR, R.DECOMPRESSION_BOMB, R.DUPLICATE_IMAGE, R.NEAR_DUPLICATE_IMAGE, R.SEMANTIC_DUPLICATE}
+        {R.DECODE_ERROR, R.DECOMPRESSION_BOMB, R.INTERNAL_ERROR, R.DUPLICATE_IMAGE, R.NEAR_DUPLICATE_IMAGE,
+         R.SEMANTIC_DUPLICATE}
     ),
     paper_in=397.2,
     paper_out=178.6,

@@ -310,3 +310,25 @@ def test_batch_keeps_order_across_processes() -> None:
     assert parallel == serial
     assert [m["error"] for m in serial].count(reasons.DECODE_ERROR) == 8
     assert serial[1]["phash"] == serial[4]["phash"] and serial[1]["phash"] != serial[2]["phash"]
+
+
+@pytest.mark.parametrize("how, exit_code", [("segv", -11), ("exit", 137)])
+def test_an_image_that_kills_its_worker_is_an_internal_error_and_the_batch_goes_on(monkeypatch, how, exit_code):
+    """The worker scoring one image dies for real (SIGSEGV as a codec fault delivers it; os._exit(137) as the OOM
+    killer leaves it), in its chunk and again alone: that image alone is `internal_error`, every other image of its
+    chunk and of the other chunks is scored as in one process (before: BrokenProcessPool failed the whole batch, and
+    with it image_scores)."""
+    import hashlib
+
+    from danqing_assets.lib.faults import CRASH_HOOK_ENV
+
+    photos = [_encode(Image.fromarray(_photo(n)), "JPEG", quality=85) for n in ("chelsea", "coffee", "rocket")]
+    killer = _encode(Image.fromarray(_photo("astronaut")), "PNG")
+    datas = [photos[0], photos[1], killer, photos[2], b"broken", photos[0], photos[2]]
+    monkeypatch.setenv(CRASH_HOOK_ENV, f"{how}:{hashlib.sha256(killer).hexdigest()}")
+    got = compute_metrics_batch(datas, workers=2, chunk_size=3)
+    want = list(iter_metrics(datas))
+    assert [m["error"] for m in got] == [None, None, reasons.INTERNAL_ERROR, None, reasons.DECODE_ERROR, None, None]
+    assert f"exit code {exit_code}" in got[2]["error_detail"]
+    assert got[2]["phash"] is None and filter_reason(got[2]) == reasons.INTERNAL_ERROR
+    assert got[:2] + got[3:] == want[:2] + want[3:]
