@@ -246,14 +246,28 @@ class ClipEmbedder:
         return out
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """(n, d) float32 L2-normalised text embeddings."""
+        """(n, d) float32 L2-normalised text embeddings.
+
+        Tokenising overlaps the model: one thread tokenises the next batch while the model runs on the current one
+        (the tokenizers are Python and hold the GIL, so one thread is all that helps; torch's ops release it).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
         import torch
 
+        starts = range(0, len(texts), batch_size)
+
+        def tokenize(start: int) -> Any:
+            return self.tokenizer(list(texts[start : start + batch_size]))
+
         parts = []
-        for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[start : start + batch_size])).to(self.device)
-            with torch.inference_mode():
-                parts.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+        with ThreadPoolExecutor(1, thread_name_prefix="embed-tokenize") as pool:
+            ahead = [pool.submit(tokenize, s) for s in starts[:1]]
+            for k in range(len(starts)):
+                tokens = ahead.pop().result().to(self.device)
+                ahead += [pool.submit(tokenize, s) for s in starts[k + 1 : k + 2]]
+                with torch.inference_mode():
+                    parts.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
         if not parts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
