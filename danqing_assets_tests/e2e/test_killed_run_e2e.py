@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def crawl(tmp_path_factory):
     out = tmp_path_factory.mktemp("small-crawl")
-    write_sample_crawl(out, pages=24, files=3, seed=0)
+    write_sample_crawl(out, pages=12, files=3, seed=0)
     return out
 
 
@@ -118,7 +118,7 @@ def _run_and_kill(home: Path, crawl: Path, point: str, tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("point, step", [
     ("raw_pairs_file:1", "raw_pairs"),  # one of three WARC files extracted
-    ("image_put:12", "fetched_images"),  # a fetch worker's 12th image half-written to its temporary file
+    ("image_put:8", "fetched_images"),  # a fetch worker's 8th image half-written to its temporary file
     ("write_image_scores:1", THROUGH),  # scores computed, the table's file written but not renamed into place
 ])
 def test_a_run_killed_mid_step_and_rerun_ends_like_an_uninterrupted_run(crawl, reference, tmp_path, point, step):
