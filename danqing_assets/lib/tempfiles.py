@@ -73,8 +73,8 @@ def remove_orphans(folder: str | os.PathLike[str]) -> int:
             else:
                 os.unlink(entry.path)
             removed += 1
-        except FileNotFoundError:  # removed meanwhile by another writer of the folder
-            pass
+        except OSError:  # removed meanwhile by another writer of the folder, or not ours to remove: a leftover
+            pass  # must never fail the write that came to clean it
     return removed
 
 
