@@ -214,6 +214,32 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    ok = run_unpartitioned("pretraining_job", run_config=_load_config(args.config))
+    print_ablation()
+    return 0 if ok else 1
+
+
+def print_ablation() -> None:
+    """The ablation table (start / raw baseline / curated on every eval set) and its verdict."""
+    from danqing_assets.defs.s7_pretraining import MODELS, ablation_verdict
+    from danqing_assets.lib.warehouse import Warehouse
+
+    wh = Warehouse(_home())
+    if not wh.exists("ablation_metrics", "siglip_checkpoint"):
+        return
+    df = wh.read("ablation_metrics", "siglip_checkpoint")
+    wide = df.pivot(on="model", index=["eval_set", "metric"], values="value").sort("eval_set", "metric")
+    print("\nablation (continued pretraining from the same start, same recipe and samples):")
+    print(f"  {'eval set':<16} {'metric':<28} " + " ".join(f"{m:>12}" for m in MODELS))
+    for r in wide.iter_rows(named=True):
+        print(f"  {r['eval_set']:<16} {r['metric']:<28} " + " ".join(f"{r.get(m, float('nan')):>12.4f}" for m in MODELS))
+    ok, lines = ablation_verdict(df)
+    print("verdict: " + ("curation paid off" if ok else "curation did NOT pay off on every eval set (check WARNs)"))
+    for line in lines:
+        print(f"  {line}")
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
     run_config = None
     if args.config:
@@ -336,6 +362,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     releases = sorted((home / "releases").glob("*/_SUCCESS"))
     if releases:
         print(f"\nrelease: {releases[-1].parent} (dataset card: README.md)")
+    if not getattr(args, "skip_pretraining", False):
+        ok = ok and run_unpartitioned("pretraining_job")
+        print_ablation()
     print(f"\ndemo finished in {time.monotonic() - started:.0f}s; warehouse: {home / 'warehouse.duckdb'}")
     print(f'try: duckdb {home / "warehouse.duckdb"} "select reason, count(*) from rejected_pairs group by all"')
     print("web UI on the same instance: make ui  (http://127.0.0.1:3000)")
@@ -388,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--force", action="store_true", help="train and evaluate again even when up to date")
     mo.set_defaults(fn=cmd_models)
 
+    pt = sub.add_parser("pretrain", help="continued pretraining on the newest release and on the raw pairs of the same "
+                        "snapshots (same start, recipe, samples), then the ablation report")
+    pt.add_argument("--config", default=None, help="YAML run config for pretraining_job, e.g. ops: {siglip_checkpoint: "
+                    "{config: {steps: 500}}, raw_baseline_checkpoint: {config: {steps: 500}}}")
+    pt.set_defaults(fn=cmd_pretrain)
+
     rl = sub.add_parser("release", help="write a new release of every curated snapshot (Parquet + WebDataset + card)")
     rl.add_argument("--config", default=None, help="YAML run config for release_job, e.g. ops: {danqing_dataset: "
                     "{config: {root: s3://bucket/releases}}}")
@@ -412,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--pages", type=int, default=None)
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--regenerate", action="store_true")
+    d.add_argument("--skip-pretraining", action="store_true",
+                   help="stop after the release (no continued pretraining, raw baseline or ablation)")
     d.set_defaults(fn=cmd_demo)
 
     w = sub.add_parser("warehouse", help="warehouse maintenance").add_subparsers(dest="action", required=True)

@@ -23,7 +23,7 @@ def build_defs() -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(modules),
         asset_checks=dg.load_asset_checks_from_modules(modules),
-        jobs=[automation.curation_job, automation.models_job, automation.release_job],
+        jobs=[automation.curation_job, automation.models_job, automation.release_job, automation.pretraining_job],
         sensors=[automation.new_crawl_snapshots],
         resources=default_resources(),
         executor=validated_executor,  # the whole run config is checked before the first step

@@ -8,7 +8,7 @@ stale only when its code or config changes.
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from danqing_assets.defs.common.resources import GPU_POOL, WarehouseResource
 from danqing_assets.defs.common.stage_end import versioned
@@ -30,6 +30,12 @@ class BootstrapConfig(dg.Config):
     loss: Literal["sigmoid", "infonce"] = Field(default="sigmoid", description="'sigmoid' (SigLIP) or 'infonce' (CLIP).")
     workers: int = Field(default=1, ge=0, description="Data-loading worker processes.")
     train_seed: int = Field(default=0, ge=0, description="Seed of initialisation, data order and augmentation.")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) is above steps ({self.steps})")
+        return self
 
 
 @dg.asset(

@@ -161,4 +161,4 @@ def danqing_dataset(
         "missing_images": len(manifest.missing_images),
         "card": dg.MetadataValue.path(f"{location}/README.md"),
     })
-    return {"release_id": release_id, "location": location, "pairs": pairs.height}
+    return {"release_id": release_id, "location": location, "pairs": pairs.height, "snapshots": snaps}

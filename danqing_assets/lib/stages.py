@@ -206,13 +206,20 @@ RELEASE = Stage(
     assets=("funnel_report", "danqing_dataset"),
     description="the funnel beside the paper's; the dataset as Parquet + WebDataset shards with its card",
 )
+PRETRAIN = Stage(
+    group="s7_pretraining",
+    assets=("pretrained_checkpoint", "training_decontamination", "siglip_checkpoint", "raw_baseline_checkpoint",
+            "ablation_report"),
+    description="continued pretraining on the release, the raw-data baseline trained alike, and the ablation",
+)
 EVALUATION = Stage(
     group="s8_evaluation",
     assets=("zero_shot_metrics", "retrieval_metrics"),
     description="zero-shot classification and retrieval of a checkpoint (clip_benchmark metrics)",
 )
 
-PIPELINE: tuple[Stage, ...] = (BOOTSTRAP, INGEST, SOURCE, TEXT, FETCH, IMAGE, CROSS_MODAL, CROSS_BATCH, RELEASE, EVALUATION)
+PIPELINE: tuple[Stage, ...] = (BOOTSTRAP, INGEST, SOURCE, TEXT, FETCH, IMAGE, CROSS_MODAL, CROSS_BATCH, RELEASE, PRETRAIN,
+                             EVALUATION)
 """Every step, in the order it runs here."""
 
 LEDGER_STAGES: tuple[str, ...] = tuple(s.ledger for s in PIPELINE if s.ledger)

@@ -12,7 +12,7 @@ from danqing_sample.crawl import write_sample_crawl
 
 # stages 0-3 of a snapshot (what runs without a CLIP model); stage 4 tests select their assets themselves
 THROUGH_STAGE3 = dg.AssetSelection.all() - dg.AssetSelection.groups(
-    "s0_bootstrap_model", CROSS_MODAL.group, CROSS_BATCH.group, "s6_release", "s8_evaluation")
+    "s0_bootstrap_model", CROSS_MODAL.group, CROSS_BATCH.group, "s6_release", "s7_pretraining", "s8_evaluation")
 
 SMALL_BOOTSTRAP = {"seed_crawl_pages": 120, "steps": 60, "batch_size": 64, "warmup_steps": 10, "lr": 0.002}
 """A bootstrap model small enough for the tests (about a minute): it learns a little, which is all the plumbing

@@ -108,3 +108,50 @@ def test_the_release_is_complete_and_states_what_was_off(curated):
                            instance=instance, resources=default_resources(str(home)))
     assert _md(again, "danqing_dataset")["location"] != md["location"]  # a new release, the old one untouched
     assert open_release(md["location"]).verify() == []
+
+
+PRETRAIN_CONFIG = {"steps": 6, "batch_size": 16, "warmup_steps": 1, "checkpoint_every": 3, "workers": 0}
+
+
+def test_continued_pretraining_and_the_raw_baseline_train_alike_and_are_compared(curated, small_bootstrap):
+    """pretraining_job end to end on the release of the sample crawl: the same start, recipe and samples for the
+    curated model and the raw baseline; decontamination ran; cards carry the lineage; the ablation report has every
+    model on every eval set and its check ran (WARN severity: a few steps prove nothing either way)."""
+    from danqing_assets.lib.checkpoints import read_card
+
+    home, _, _, _ = curated
+    instance = CURATED_INSTANCE["instance"]
+    resources = default_resources(str(home))
+    dg.materialize(assets=list(defs.assets), selection=dg.AssetSelection.groups("s6_release"), instance=instance,
+                   resources=resources)
+    selection = (dg.AssetSelection.groups("s7_pretraining")
+                 | dg.AssetSelection.assets("bootstrap_checkpoint", "demo_eval_sets", "danqing_dataset",
+                                            "funnel_report"))
+    from danqing_assets_tests.e2e.conftest import SMALL_BOOTSTRAP
+
+    cfg = {"ops": {"bootstrap_checkpoint": {"config": {**SMALL_BOOTSTRAP, "steps": 4, "warmup_steps": 1,
+                                                       "seed_crawl_pages": 20}},
+                   "demo_eval_sets": {"config": {}},
+                   "siglip_checkpoint": {"config": PRETRAIN_CONFIG},
+                   "raw_baseline_checkpoint": {"config": PRETRAIN_CONFIG}}}
+    result = dg.materialize(assets=list(defs.assets), selection=selection, instance=instance, resources=resources,
+                            run_config=cfg)
+    assert result.success
+    release = _md(result, "danqing_dataset")
+    dec = _md(result, "training_decontamination")
+    assert dec["eval_images"] > 300 and dec["curated_pairs"] == release["pairs"]
+    assert dec["raw_pairs"] > dec["curated_pairs"]  # stages 3 and 4 removed pairs the raw set keeps
+    cards = {a: read_card(_md(result, a)["checkpoint"]) for a in ("siglip_checkpoint", "raw_baseline_checkpoint")}
+    start = read_card(_md(result, "pretrained_checkpoint")["checkpoint"])
+    for asset, card in cards.items():
+        lin = card["lineage"]
+        assert lin["start_checkpoint"]["weights_sha256"] == start["weights"]["sha256"]
+        assert lin["samples_seen"] == 6 * 16 and lin["train_steps"] == 6
+    assert cards["siglip_checkpoint"]["lineage"]["recipe"] == cards["raw_baseline_checkpoint"]["lineage"]["recipe"]
+    assert cards["siglip_checkpoint"]["lineage"]["data"]["release_id"] == release["release_id"]
+    assert cards["raw_baseline_checkpoint"]["lineage"]["data"]["examples"] == dec["raw_pairs"] - dec["raw_removed"]
+    table = Warehouse(home).read("ablation_metrics", "siglip_checkpoint")
+    assert set(table["model"]) == {"start", "raw_baseline", "curated"}
+    assert set(table["eval_set"]) == {"zero_shot", "retrieval:test"}
+    checks = [c for c in result.get_asset_check_evaluations() if c.check_name == "curated_beats_start_and_raw_baseline"]
+    assert len(checks) == 1 and checks[0].severity == dg.AssetCheckSeverity.WARN

@@ -7,14 +7,14 @@ import dagster as dg
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import CrawlFeedResource, WarehouseResource
 
-from danqing_assets.lib.stages import BOOTSTRAP, EVALUATION, RELEASE
+from danqing_assets.lib.stages import BOOTSTRAP, EVALUATION, PRETRAIN, RELEASE
 
 MODEL_GROUPS = (BOOTSTRAP.group, EVALUATION.group)
-JOB_GROUPS = {"models_job": MODEL_GROUPS, "release_job": (RELEASE.group,)}
+JOB_GROUPS = {"models_job": MODEL_GROUPS, "release_job": (RELEASE.group,), "pretraining_job": (PRETRAIN.group,)}
 
 curation_job = dg.define_asset_job(
     "curation_job",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*MODEL_GROUPS, RELEASE.group),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*MODEL_GROUPS, RELEASE.group, PRETRAIN.group),
     partitions_def=snapshot_partitions,
     description="Materialize the whole curation chain for one snapshot partition.",
 )
@@ -23,6 +23,13 @@ release_job = dg.define_asset_job(
     "release_job",
     selection=dg.AssetSelection.groups(RELEASE.group),
     description="Write a new release of every curated snapshot, with the funnel report.",
+)
+
+pretraining_job = dg.define_asset_job(
+    "pretraining_job",
+    selection=dg.AssetSelection.groups(PRETRAIN.group),
+    description="Continued pretraining on the newest release and on the raw pairs of the same snapshots (same start, "
+    "recipe and samples), decontaminated against the eval sets; then the ablation report.",
 )
 
 models_job = dg.define_asset_job(

@@ -1,0 +1,68 @@
+"""Does curation pay off, and does it hold over seeds? Continued pretraining of the same start on the release and on
+the raw pairs of the same snapshots, for several training seeds, on a warehouse where the demo (or a real run) has
+written a release: prints the headline metrics per seed and the mean and spread of (curated - start) and
+(curated - raw baseline).
+
+    DANQING_HOME=.danqing .venv/bin/python benchmarks/ablation_seeds.py --seeds 0 1 2 [--steps 150]
+
+Each seed runs `pretraining_job`'s assets through Dagster on the home's instance (the same code path as the demo
+and `danqing pretrain`), with that seed for both trainings. Exit status 1 when the curated model does not beat its
+start on average on every eval set's headline metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the assets' default)")
+    args = p.parse_args()
+
+    import dagster as dg
+
+    from danqing_assets.cli import _home, ensure_dagster_home
+    from danqing_assets.definitions import defs
+    from danqing_assets.defs.common.resources import default_resources
+    from danqing_assets.defs.s7_pretraining import HEADLINE
+    from danqing_assets.lib.warehouse import Warehouse
+
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    wh = Warehouse(_home())
+    per_seed: dict[int, dict[tuple[str, str], dict[str, float]]] = {}
+    for seed in args.seeds:
+        train = {"seed": seed, **({"steps": args.steps} if args.steps else {})}
+        cfg = {"ops": {"siglip_checkpoint": {"config": train}, "raw_baseline_checkpoint": {"config": train}}}
+        sel = dg.AssetSelection.assets("siglip_checkpoint", "raw_baseline_checkpoint", "ablation_report")
+        res = dg.materialize(assets=list(defs.assets), selection=sel, instance=instance, run_config=cfg,
+                             resources=default_resources(), raise_on_error=False)
+        if not res.success:
+            print(f"seed {seed}: the run failed", file=sys.stderr)
+            return 2
+        df = wh.read("ablation_metrics", "siglip_checkpoint")
+        head = df.filter(df["metric"].is_in(list(HEADLINE.values())))
+        per_seed[seed] = {}
+        for r in head.iter_rows(named=True):
+            per_seed[seed].setdefault((r["eval_set"], r["metric"]), {})[r["model"]] = r["value"]
+        for (es, m), v in sorted(per_seed[seed].items()):
+            print(f"seed {seed}  {es:<16} {m:<12} start {v['start']:.4f}  raw {v['raw_baseline']:.4f}  "
+                  f"curated {v['curated']:.4f}", flush=True)
+    ok = True
+    print("\nover seeds", args.seeds)
+    for key in sorted(next(iter(per_seed.values()))):
+        d_start = [per_seed[s][key]["curated"] - per_seed[s][key]["start"] for s in per_seed]
+        d_raw = [per_seed[s][key]["curated"] - per_seed[s][key]["raw_baseline"] for s in per_seed]
+        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
+        print(f"{key[0]:<16} {key[1]:<12} curated - start {statistics.mean(d_start):+.4f} (sd {sd(d_start):.4f})   "
+              f"curated - raw {statistics.mean(d_raw):+.4f} (sd {sd(d_raw):.4f})")
+        ok &= statistics.mean(d_start) > 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
