@@ -130,7 +130,7 @@ def test_missing_weights_fail_clearly() -> None:
 def test_nsfw_spec_none_means_screening_off(clip: ClipEmbedder) -> None:
     for spec in (None, "none", "", "off"):
         assert load_nsfw_scorer(spec, clip) is None
-    with pytest.raises(ValueError, match="unknown nsfw spec"):
+    with pytest.raises(ValueError, match="unknown nsfw scorer"):
         load_nsfw_scorer("bogus", clip)
     with pytest.raises(ValueError, match="needs a CLIP"):
         load_nsfw_scorer("clip-zero-shot")
