@@ -132,6 +132,7 @@ def webui(tmp_path_factory):
                                                start_new_session=True)
         client = DagsterGraphQLClient("127.0.0.1", port_number=port, timeout=60)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        last_error = None
         while True:  # up when the code location has loaded and its repository answers
             for name, proc in procs.items():
                 assert proc.poll() is None, f"{name} exited: {(logs / f'{name}.log').read_text()[-3000:]}"
@@ -140,9 +141,9 @@ def webui(tmp_path_factory):
                     result = _gql(client, PARTITION_KEYS, {"selector": _selector(), "name": "curation_job_partition_set"})
                     if result["partitionSetOrError"]["__typename"] == "PartitionSet":
                         break
-            except Exception:  # noqa: BLE001 - not up yet (refused connection, location still loading)
-                pass
-            assert time.monotonic() < deadline, f"webserver not up in {STARTUP_TIMEOUT_S}s: " + (
+            except Exception as exc:  # noqa: BLE001 - not up yet (refused connection, location still loading)
+                last_error = exc
+            assert time.monotonic() < deadline, f"webserver not up in {STARTUP_TIMEOUT_S}s ({last_error!r}): " + (
                 logs / "webserver.log").read_text()[-3000:]
             time.sleep(0.5)
         yield client, home, logs
