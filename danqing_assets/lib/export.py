@@ -19,8 +19,9 @@ unrelated to content or source) and a shard is closed before it would pass `shar
 
 Why written this way:
 - Never overwrite. Each call writes a new `<root>/<release_id>/` and refuses when it exists. Locally the release is
-  built under a hidden `.<release_id>.incomplete-*` folder beside it and renamed into place at the end (removed on
-  error), so a reader never sees half a release and a rename onto an existing, non-empty release cannot succeed. On
+  built under a hidden temporary folder beside it (`.<release_id>.incomplete.<random>.<pid>@<host>.tmp`, the rule of
+  `lib/tempfiles.py`: the next release written to the same root removes those of processes that no longer run, so a
+  writer killed outright leaves nothing for long) and renamed into place at the end (removed on error), so a reader never sees half a release and a rename onto an existing, non-empty release cannot succeed. On
   S3, where nothing is atomic, shards are built in a local staging folder, uploaded as each one is finished, and
   `_SUCCESS` is written last with `If-None-Match: *`; `open_release` refuses a prefix without it.
 - Byte-identical re-runs. Tar headers are fixed (USTAR, mtime 0, uid/gid 0, no user names, mode 0644), members of a
@@ -52,7 +53,6 @@ import re
 import shutil
 import tarfile
 import tempfile
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -62,6 +62,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from danqing_assets.lib.tempfiles import remove_orphans, temp_name
 
 FORMAT_VERSION = 1
 SUCCESS = "_SUCCESS"
@@ -482,7 +484,8 @@ def write_release(
     if final.exists():
         raise ReleaseExistsError(f"release {final} already exists; releases are never overwritten: choose a new id")
     root_path.mkdir(parents=True, exist_ok=True)
-    tmp = root_path / f".{release_id}.incomplete-{uuid.uuid4().hex[:12]}"
+    remove_orphans(root_path)  # the folders of writers killed outright (SIGKILL, OOM) on this host
+    tmp = root_path / temp_name(f"{release_id}.incomplete")
     tmp.mkdir()
     try:
         manifest = _build(tmp, job, fsync, on_shard=None)

@@ -404,3 +404,24 @@ def test_open_clip_training_loader_reads_the_shards(tmp_path: Path) -> None:
     for i in range(n):  # and paired with its own image: the solid colour of sample i
         mean = seen[f"第{i}号图片"].mean(dim=(1, 2)).numpy() * 255
         assert np.abs(mean - np.array(_color(i))).max() < 6, (i, mean)
+
+
+def test_a_writer_killed_outright_leaves_a_folder_the_next_release_removes(tmp_path: Path) -> None:
+    """A release process killed by SIGKILL cannot remove its hidden temporary folder; the next release written to
+    the same root removes it (its owner no longer runs), and never touches one whose owner still runs."""
+    import subprocess
+    import sys
+
+    from danqing_assets.lib.tempfiles import temp_name
+
+    code = ("import os, sys; from pathlib import Path; from danqing_assets.lib.tempfiles import temp_name; "
+            "d = Path(sys.argv[1]) / temp_name('rel-0.incomplete'); d.mkdir(); (d / 'shard-00000.tar').write_bytes(b'x'); "
+            "print(d.name, flush=True); os.kill(os.getpid(), 9)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == -9
+    dead = proc.stdout.strip()
+    alive = temp_name("rel-x.incomplete")  # this process's: still running
+    (tmp_path / alive).mkdir()
+    assert {dead, alive} <= set(os.listdir(tmp_path))
+    _write(tmp_path, release_id="rel-1")
+    assert sorted(os.listdir(tmp_path)) == sorted(["rel-1", alive])
