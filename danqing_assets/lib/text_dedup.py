@@ -221,46 +221,56 @@ def _band_keys(uniq: list[str], *, threshold: float, ngram: int, num_perm: int, 
 
 def _verify_buckets(bands: Any, uniq: list[str], parent: list[int], find: Any, *, threshold: float, ngram: int) -> None:
     """Union the verified near-duplicate pairs among texts that share a bucket in some band."""
-    import numpy as np
-
     @functools.lru_cache(maxsize=1 << 16)
     def grams(u: int) -> frozenset[str]:
         return frozenset(shingles(uniq[u], ngram))
 
-    m = bands.shape[0]
-    for j in range(bands.shape[1]):
-        col = bands[:, j]
-        order = np.argsort(col, kind="stable")  # stable: members of a bucket come out in ascending id order
-        sorted_keys = col[order]
-        cut = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
-        starts = np.concatenate(([0], cut))
-        ends = np.concatenate((cut, [m]))
-        for k in np.flatnonzero(ends - starts >= 2).tolist():
-            members = order[starts[k] : ends[k]].tolist()
-            root0 = find(members[0])
-            if all(find(x) == root0 for x in members[1:]):
-                continue  # already one cluster (typical in every band after the first)
-            groups: list[list[int]] = []
-            for x in members:
-                joined: list[int] = []
-                for gi, g in enumerate(groups[:_MAX_GROUPS]):
-                    if find(g[0]) == find(x):
-                        joined.append(gi)
-                        continue
-                    gx = grams(x)
-                    for y in g[:_MAX_TRIES]:
-                        if jaccard(gx, grams(y)) >= threshold:
-                            parent[find(x)] = find(y)
-                            joined.append(gi)
-                            break
-                if not joined:
-                    groups.append([x])
-                else:
-                    merged = groups[joined[0]]
-                    for gi in reversed(joined[1:]):
-                        merged.extend(groups.pop(gi))
-                    merged.append(x)
+    def similar(x: int, y: int) -> bool:
+        return jaccard(grams(x), grams(y)) >= threshold
 
+    for j in range(bands.shape[1]):
+        for members in _buckets(bands[:, j]):
+            _union_bucket(members.tolist(), parent, find, similar)
+
+
+def _buckets(keys: Any) -> Any:
+    """The index arrays of the keys that occur at least twice, one per key value, each in ascending index order."""
+    import numpy as np
+
+    order = np.argsort(keys, kind="stable")  # stable: members of a bucket come out in ascending id order
+    sorted_keys = keys[order]
+    cut = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+    starts = np.concatenate(([0], cut))
+    ends = np.concatenate((cut, [keys.size]))
+    for k in np.flatnonzero(ends - starts >= 2).tolist():
+        yield order[starts[k] : ends[k]]
+
+
+def _union_bucket(members: list[int], parent: list[int], find: Any, same: Any) -> None:
+    """Union the members of one bucket that `same(x, y)` verifies, comparing each with at most _MAX_TRIES members of
+    at most _MAX_GROUPS groups formed so far (a bucket of one cluster is skipped)."""
+    root0 = find(members[0])
+    if all(find(x) == root0 for x in members[1:]):
+        return  # already one cluster (typical in every band after the first)
+    groups: list[list[int]] = []
+    for x in members:
+        joined: list[int] = []
+        for gi, g in enumerate(groups[:_MAX_GROUPS]):
+            if find(g[0]) == find(x):
+                joined.append(gi)
+                continue
+            for y in g[:_MAX_TRIES]:
+                if same(x, y):
+                    parent[find(x)] = find(y)
+                    joined.append(gi)
+                    break
+        if not joined:
+            groups.append([x])
+        else:
+            merged = groups[joined[0]]
+            for gi in reversed(joined[1:]):
+                merged.extend(groups.pop(gi))
+            merged.append(x)
 
 def _deletion_keys(forms: list[str], min_chars: int) -> tuple[Any, Any]:
     """(key hashes, owner ids): per form of min_chars.._MAX_EDIT_KEY_CHARS characters, the form itself and the form
@@ -285,41 +295,15 @@ def _deletion_keys(forms: list[str], min_chars: int) -> tuple[Any, Any]:
 
 def _one_edit_pass(uniq: list[str], parent: list[int], find: Any, *, min_chars: int) -> None:
     """Rule (b): union the verified one-edit pairs among texts sharing a deletion key."""
-    import numpy as np
-
     forms = [edit_form(t) for t in uniq]
     keys, owners = _deletion_keys(forms, min_chars)
     if keys.size < 2:
         return
-    order = np.argsort(keys, kind="stable")
-    keys, owners = keys[order], owners[order]
-    cut = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    starts = np.concatenate(([0], cut))
-    ends = np.concatenate((cut, [keys.size]))
-    multi = np.flatnonzero(ends - starts >= 2)
-    for k in multi.tolist():
-        members = sorted(set(owners[starts[k] : ends[k]].tolist()))
-        if len(members) < 2:
-            continue
-        root0 = find(members[0])
-        if all(find(x) == root0 for x in members[1:]):
-            continue
-        groups: list[list[int]] = []
-        for x in members:
-            joined: list[int] = []
-            for gi, g in enumerate(groups[:_MAX_GROUPS]):
-                if find(g[0]) == find(x):
-                    joined.append(gi)
-                    continue
-                for y in g[:_MAX_TRIES]:
-                    if one_edit(forms[x], forms[y], min_chars):
-                        parent[find(x)] = find(y)
-                        joined.append(gi)
-                        break
-            if not joined:
-                groups.append([x])
-            else:
-                merged = groups[joined[0]]
-                for gi in reversed(joined[1:]):
-                    merged.extend(groups.pop(gi))
-                merged.append(x)
+
+    def one_edit_apart(x: int, y: int) -> bool:
+        return one_edit(forms[x], forms[y], min_chars)
+
+    for idx in _buckets(keys):
+        members = sorted(set(owners[idx].tolist()))
+        if len(members) >= 2:
+            _union_bucket(members, parent, find, one_edit_apart)
