@@ -4,7 +4,6 @@ Scores are stored per image (by sha256, computed once even when many pairs share
 over them (`sql/s3_visual_diversification/`), so thresholds can be re-tuned without decoding images again.
 """
 
-import base64
 import time
 from typing import Literal
 
@@ -13,7 +12,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator
 
-from danqing_assets.defs.common.metadata import markdown_table
+from danqing_assets.defs.common.metadata import markdown_table, png_markdown
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import GPU_POOL, ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
@@ -400,7 +399,7 @@ def _reports(wh, snapshot, store, rejected, emb_matrix, clusters, config) -> dic
         png = contact_sheet(examples)
         (report_dir / "dropped_contact_sheet.png").write_bytes(png)
         md["dropped_contact_sheet"] = dg.MetadataValue.path(str(report_dir / "dropped_contact_sheet.png"))
-        md["dropped_examples"] = dg.MetadataValue.md(f"![dropped](data:image/png;base64,{base64.b64encode(png).decode()})")
+        md["dropped_examples"] = png_markdown("dropped", png)
     if emb_matrix is not None:
         kept_emb = emb_matrix[clusters["is_representative"].to_numpy()]
         kept_emb = kept_emb[~np.isnan(kept_emb).any(axis=1)]
@@ -409,7 +408,7 @@ def _reports(wh, snapshot, store, rejected, emb_matrix, clusters, config) -> dic
             png = balance_curve_png(csizes, title=f"semantic balance, k={len(csizes)}")
             (report_dir / "semantic_balance.png").write_bytes(png)
             md["semantic_balance_curve"] = dg.MetadataValue.path(str(report_dir / "semantic_balance.png"))
-            md["semantic_balance"] = dg.MetadataValue.md(f"![balance](data:image/png;base64,{base64.b64encode(png).decode()})")
+            md["semantic_balance"] = png_markdown("balance", png)
             md["balance_max_over_median"] = dg.MetadataValue.float(float(csizes[0] / max(1.0, np.median(csizes))))
     return md
 

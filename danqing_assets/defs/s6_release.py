@@ -5,7 +5,6 @@ Each materialization of `danqing_dataset` writes a new release directory (`$DANQ
 under `s3://...` through the `s3` resource) and never overwrites an earlier one.
 """
 
-import base64
 import hashlib
 from datetime import UTC, datetime
 
@@ -13,6 +12,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from danqing_assets.defs.common.metadata import png_markdown
 from danqing_assets.defs.common.resources import ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.defs.common.stage_end import versioned
 from danqing_assets.lib.stages import RELEASE
@@ -54,7 +54,7 @@ def funnel_report(context: dg.AssetExecutionContext, config: FunnelReportConfig,
     context.add_output_metadata({
         "snapshots": dg.MetadataValue.json(snaps),
         "funnel": dg.MetadataValue.md(md),
-        "chart": dg.MetadataValue.md(f"![funnel](data:image/png;base64,{base64.b64encode(png).decode()})" if png else "-"),
+        "chart": png_markdown("funnel", png) if png else dg.MetadataValue.md("-"),
         "removed_share": dg.MetadataValue.float(round(1 - total["kept_of_raw"][-1], 4) if total.height else 0.0),
         "report": dg.MetadataValue.path(str(out / "funnel.md")),
     })

@@ -9,7 +9,6 @@ the same recipe for the same number of samples, after the same decontamination a
 
 
 
-import base64
 import hashlib
 import shutil
 from pathlib import Path
@@ -19,7 +18,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field, model_validator
 
-from danqing_assets.defs.common.metadata import markdown_table
+from danqing_assets.defs.common.metadata import markdown_table, png_markdown
 from danqing_assets.defs.common.resources import GPU_POOL, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.defs.common.stage_end import versioned
 from danqing_assets.lib.stages import PRETRAIN
@@ -116,21 +115,31 @@ def _phash_by_sha(wh, snapshots: list[str]) -> dict[str, str]:
     return out
 
 
-def _training_sets(wh, release: dict, s3: S3ClientResource, image_store: ImageStoreResource,
-                   warehouse: WarehouseResource):
-    from danqing_assets.lib.pretrain import raw_examples, release_examples
+def _snapshots(release: dict) -> list[str]:
+    """The snapshots a release holds (from its output; older outputs did not carry them: read its Parquet)."""
+    if release.get("snapshots"):
+        return sorted(release["snapshots"])
+    return sorted(set(pl.read_parquet(f"{release['location']}/parquet/*.parquet")["snapshot"].to_list()))
+
+
+def _curated_set(wh, release: dict, s3: S3ClientResource):
+    """The release's WebDataset shards as a training set (an S3 release is cached under the warehouse home)."""
+    from danqing_assets.lib.pretrain import release_examples
 
     location = release["location"]
-    snaps = sorted(release.get("snapshots") or [])
-    client = s3.client() if location.startswith("s3://") else None
-    curated = release_examples(location, cache_dir=wh.home / "cache" / "releases", s3_client=client,
-                               phash_by_sha=_phash_by_sha(wh, snaps))
-    if not snaps:
-        snaps = sorted(set(pl.read_parquet(f"{location}/parquet/*.parquet")["snapshot"].to_list()))
-    store = image_store.store(warehouse, s3)
-    raw = raw_examples(_raw_pairs(wh, snaps), store.get)
+    return release_examples(location, cache_dir=wh.home / "cache" / "releases",
+                            s3_client=s3.client() if location.startswith("s3://") else None,
+                            phash_by_sha=_phash_by_sha(wh, _snapshots(release)))
+
+
+def _raw_set(wh, release: dict, s3: S3ClientResource, image_store: ImageStoreResource, warehouse: WarehouseResource):
+    """Every pair of the release's snapshots with a fetched image, before stages 3 and 4, as a training set."""
+    from danqing_assets.lib.pretrain import raw_examples
+
+    snaps = _snapshots(release)
+    raw = raw_examples(_raw_pairs(wh, snaps), image_store.store(warehouse, s3).get)
     raw.description.update({"snapshots": snaps, "before": "stage 3 (visual) and stage 4 (cross-modal, cross-batch)"})
-    return curated, raw
+    return raw
 
 
 @dg.asset(
@@ -149,9 +158,8 @@ def training_decontamination(context: dg.AssetExecutionContext, config: Decontam
     zero_shot = [eval_sets["zero_shot"], *config.zero_shot_sets]
     retrieval = [(eval_sets["retrieval"], "test"), *(_split(s) for s in config.retrieval_sets)]
     evals = eval_image_hashes(zero_shot, retrieval)
-    curated, raw = _training_sets(wh, release, s3, image_store, warehouse)
     out, rows, meta = {}, [], {}
-    for ts in (curated, raw):
+    for ts in (_curated_set(wh, release, s3), _raw_set(wh, release, s3, image_store, warehouse)):
         d = decontaminate(ts, evals, config.max_hamming)
         out[ts.name] = sorted(r["pair_id"] for r in d.removed)
         rows += [{"training_set": ts.name, **r} for r in d.removed]
@@ -255,7 +263,7 @@ def siglip_checkpoint(context: dg.AssetExecutionContext, config: ContinuedTraini
     """Continued pretraining of the start checkpoint on the release's WebDataset shards (sigmoid loss, AdamW, warmup
     + cosine, resumable checkpoints); its card records the release (id, shards, pairs) and the start checkpoint."""
     _check_release(release, decontamination)
-    curated, _ = _training_sets(warehouse.warehouse(), release, s3, image_store, warehouse)
+    curated = _curated_set(warehouse.warehouse(), release, s3)
     return _continue(context, config, warehouse, start, curated, decontamination["removed"]["curated"],
                      "siglip_checkpoint")
 
@@ -269,7 +277,7 @@ def raw_baseline_checkpoint(context: dg.AssetExecutionContext, config: Continued
     snapshots: every pair with a fetched image, before stages 3 and 4. The difference between the two is curation.
     (Give both assets the same run config: the ablation report refuses to compare different recipes.)"""
     _check_release(release, decontamination)
-    _, raw = _training_sets(warehouse.warehouse(), release, s3, image_store, warehouse)
+    raw = _raw_set(warehouse.warehouse(), release, s3, image_store, warehouse)
     return _continue(context, config, warehouse, start, raw, decontamination["removed"]["raw"],
                      "raw_baseline_checkpoint")
 
@@ -334,16 +342,11 @@ def ablation_verdict(df: pl.DataFrame, margin: float = 0.0) -> tuple[bool, list[
 
 def chart_png(df: pl.DataFrame) -> bytes:
     """Grouped bars: the headline metric of each eval set, one bar per model."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from danqing_assets.lib.report_images import figure_png, new_figure
 
     head = df.filter(pl.col("metric").is_in(list(HEADLINE.values())))
     groups = sorted(set(head["eval_set"].to_list()))
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    fig, ax = new_figure((7, 3.6))
     width = 0.8 / len(MODELS)
     for k, m in enumerate(MODELS):
         vals = [float(head.filter((pl.col("eval_set") == g) & (pl.col("model") == m))["value"].sum()) for g in groups]
@@ -353,11 +356,7 @@ def chart_png(df: pl.DataFrame) -> bytes:
     ax.set_ylabel("metric value")
     ax.grid(alpha=0.3, axis="y")
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 @dg.asset(
@@ -398,7 +397,7 @@ def ablation_report(context: dg.AssetExecutionContext, config: AblationConfig, w
     yield dg.Output({"ok": ok, "lines": lines}, metadata={
         "table": dg.MetadataValue.md(md), "verdict": dg.MetadataValue.md("\n".join(f"- {ln}" for ln in lines)),
         "chart": dg.MetadataValue.path(str(chart)),
-        "chart_md": dg.MetadataValue.md(f"![ablation](data:image/png;base64,{base64.b64encode(png).decode()})"),
+        "chart_md": png_markdown("ablation", png),
     })
     yield dg.AssetCheckResult(check_name="curated_beats_start_and_raw_baseline", passed=ok,
                               severity=dg.AssetCheckSeverity.WARN, metadata={"comparisons": "\n".join(lines)})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import polars as pl
 
 from danqing_assets.lib.funnel import funnel
@@ -65,12 +63,9 @@ def markdown(table: pl.DataFrame, total: pl.DataFrame) -> str:
 
 def chart_png(total: pl.DataFrame) -> bytes:
     """Share of raw pairs kept after each step, ours beside the paper's."""
-    import matplotlib
+    from danqing_assets.lib.report_images import figure_png, new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    fig, ax = new_figure((8, 3.6))
     x = list(range(total.height))
     ax.plot(x, [v * 100 for v in total["kept_of_raw"]], marker="o", label="this run")
     paper = [(i, v * 100) for i, v in enumerate(total["paper_kept_of_raw"]) if v is not None]
@@ -81,8 +76,4 @@ def chart_png(total: pl.DataFrame) -> bytes:
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

@@ -24,17 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-_log = logging.getLogger(__name__)
 
 DEFAULT_DECONTAMINATION_HAMMING = 6
 """pHash bits: the stage-3 near-duplicate distance (imagededup's default 10 is looser; 6 keeps re-encodes, resizes and
@@ -333,14 +329,3 @@ def _vocab_in(directory: str | os.PathLike[str]) -> Path | None:
     p = Path(directory) / VOCAB_NAME
     return p if p.exists() else None
 
-
-def copy_checkpoint_dir(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """Copy a checkpoint directory atomically (a new directory appears complete or not at all)."""
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
-    return dst

@@ -1,10 +1,11 @@
 """Small PNG reports for asset metadata: a contact sheet of dropped images per reason, and the semantic-balance
-curve (cluster sizes of k-means over the image embeddings, sorted, on a log scale), as the paper plots it."""
+curve (cluster sizes of k-means over the image embeddings, sorted, on a log scale), as the paper plots it; and the
+two helpers every matplotlib chart of the project goes through (`new_figure`, `figure_png`)."""
 
 from __future__ import annotations
 
 import io
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -60,17 +61,29 @@ def kmeans_cluster_sizes(embeddings: np.ndarray, k: int, *, iters: int = 20, see
 
 def balance_curve_png(sizes: np.ndarray, *, title: str = "semantic balance") -> bytes:
     """Sorted cluster sizes on a log scale (flatter = more balanced)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
+    fig, ax = new_figure((5, 3))
     ax.plot(np.arange(1, len(sizes) + 1), np.maximum(sizes, 1), marker=".", linewidth=1)
     ax.set_yscale("log")
     ax.set_xlabel("cluster rank")
     ax.set_ylabel("pairs in cluster")
     ax.set_title(title)
+    return figure_png(fig)
+
+
+def new_figure(figsize: tuple[float, float], dpi: int = 100) -> tuple[Any, Any]:
+    """(fig, ax) of a new matplotlib figure drawn off-screen (the Agg backend: no display on a worker)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize, dpi=dpi)
+
+
+def figure_png(fig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed (pyplot keeps every open figure alive otherwise)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png")

@@ -9,6 +9,13 @@ import polars as pl
 from danqing_assets.lib import stages
 
 
+def png_markdown(alt: str, png: bytes) -> dg.MetadataValue:
+    """A PNG shown inline in the UI's metadata (markdown with a data: URL)."""
+    import base64
+
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
 def markdown_table(df: pl.DataFrame, columns: Iterable[str], *, limit: int = 8, width: int = 60) -> str:
     cols = [c for c in columns if c in df.columns]
     if df.is_empty() or not cols:
