@@ -51,68 +51,126 @@ def cmd_sample_crawl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry():
+    from danqing_assets.lib.snapshots import SnapshotRegistry
+
+    return SnapshotRegistry(_home())
+
+
 def cmd_snapshot_add(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from danqing_assets.defs.common.partitions import snapshot_partitions
-    from danqing_assets.lib.snapshots import SnapshotRegistry
+    from danqing_assets.defs.common.resources import S3ClientResource
 
-    snap = SnapshotRegistry(_home()).add(args.name, args.source, base_url=args.base_url,
-                                         allow_foreign_paths=getattr(args, "allow_foreign_paths", False))
+    registry = _registry()
+    try:
+        before = registry.get(args.name).keys
+    except KeyError:
+        before = ()
+    try:
+        snap = registry.add(args.name, args.source, base_url=args.base_url,
+                            allow_foreign_paths=getattr(args, "allow_foreign_paths", False),
+                            batch_size=getattr(args, "batch_size", None), replace=getattr(args, "replace", False),
+                            s3_client_factory=S3ClientResource().client)
+    except OSError as exc:  # a listing that cannot be read (network, S3 permissions): a message, not a trace
+        raise ValueError(f"cannot list the WARC files of {args.source!r}: {exc}") from exc
     ensure_dagster_home()
     instance = DagsterInstance.get()
-    if not instance.has_dynamic_partition(snapshot_partitions.name, args.name):
-        instance.add_dynamic_partitions(snapshot_partitions.name, [args.name])
+    existing = set(instance.get_dynamic_partitions(snapshot_partitions.name))
+    new = [k for k in snap.keys if k not in existing]
+    if new:
+        instance.add_dynamic_partitions(snapshot_partitions.name, new)
+    for key in before:  # batches a --replace cut away (their tables stay in the warehouse until overwritten)
+        if key not in snap.keys and key in existing:
+            instance.delete_dynamic_partition(snapshot_partitions.name, key)
     print(f"snapshot {snap.name!r} -> {snap.source}")
+    if len(snap.keys) > 1:
+        print(f"  {snap.files} WARC files in {len(snap.keys)} batches of {snap.batch_size}: "
+              f"{snap.keys[0]} ... {snap.keys[-1]} (one partition each)")
     return 0
 
 
 def cmd_snapshot_list(args: argparse.Namespace) -> int:
-    from danqing_assets.lib.snapshots import SnapshotRegistry
-
-    for snap in SnapshotRegistry(_home()).list():
+    for snap in _registry().list():
         print(f"{snap.name}\t{snap.source}")
+        if getattr(args, "batches", False) or len(snap.keys) > 1:
+            files = f"{snap.files} WARC files" if snap.files is not None else "files listed when materialized"
+            print(f"  {files}, {len(snap.keys)} batch(es) of {snap.batch_size or '-'}: " + (
+                " ".join(snap.keys) if getattr(args, "batches", False) else f"{snap.keys[0]} ... {snap.keys[-1]}"))
     return 0
 
 
-def materialize(name: str, *, through: str | None = None, run_config: dict | None = None) -> bool:
-    """Run the curation job for partition `name` (up to and including asset `through`). True on success."""
+PARTS = ("all", "before_merge", "merge")
+"""Which assets of the chain a materialization runs: everything, everything before stage 4's cross-batch merge,
+or the merge and what follows it (a parallel backfill runs the merges one batch at a time, in batch order)."""
+
+
+def _selection(graph, through: str | None, part: str = "all") -> list:
     import dagster as dg
 
-    from danqing_assets.definitions import defs
-    from danqing_assets.defs.common.partitions import snapshot_partitions
-    from danqing_assets.lib.snapshots import SnapshotRegistry
+    from danqing_assets.lib.stages import CROSS_BATCH
 
-    SnapshotRegistry(_home()).get(name)  # a clear error for an unregistered snapshot
-    ensure_dagster_home()
-    instance = dg.DagsterInstance.get()
-    if not instance.has_dynamic_partition(snapshot_partitions.name, name):
-        instance.add_dynamic_partitions(snapshot_partitions.name, [name])
-    graph = defs.resolve_asset_graph()
     partitioned = {k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is not None}
     if through is None:
-        keys = list(partitioned)
+        keys = set(partitioned)
     else:
         key = dg.AssetKey.from_user_string(through)
         if key not in graph.get_all_asset_keys():
             known = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
             raise SystemExit(f"unknown asset {through!r}; known assets: {known}")
         selection = dg.AssetSelection.assets(key).upstream().required_multi_asset_neighbors()
-        keys = [k for k in selection.resolve(graph) if k in partitioned]
+        keys = {k for k in selection.resolve(graph) if k in partitioned}
+    if part != "all":
+        merge = dg.AssetSelection.groups(CROSS_BATCH.group).downstream().resolve(graph)
+        keys = keys & merge if part == "merge" else keys - merge
+    return sorted(keys)
+
+
+def materialize(name: str, *, through: str | None = None, run_config: dict | None = None,
+                batches: list[str] | None = None, part: str = "all") -> bool:
+    """Run the curation job for every batch of snapshot `name` in order, one run per batch (or only `batches` of it;
+    `name` may also be one batch's key), up to and including asset `through`. True when every run succeeded."""
+    import dagster as dg
+
+    from danqing_assets.definitions import defs
+    from danqing_assets.defs.common.partitions import snapshot_partitions
+
+    keys = _registry().resolve(name, batches)  # a clear error for an unregistered snapshot or batch
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    existing = set(instance.get_dynamic_partitions(snapshot_partitions.name))
+    missing = [k for k in keys if k not in existing]
+    if missing:
+        instance.add_dynamic_partitions(snapshot_partitions.name, missing)
+    graph = defs.resolve_asset_graph()
+    assets = _selection(graph, through, part)
+    if not assets:
+        return True
     job = defs.resolve_job_def("curation_job")
-    _check_run_config(job, run_config, keys)
-    result = job.execute_in_process(
-        partition_key=name,
-        instance=instance,
-        asset_selection=keys,
-        run_config=run_config or {},
-        raise_on_error=False,
-        tags={"danqing/trigger": "cli"},
-    )
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            print(f"step failed: {event.step_key}: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
-    return result.success
+    _check_run_config(job, run_config, assets)
+    failed = []
+    for i, key in enumerate(keys):
+        if len(keys) > 1:
+            print(f"materialize: batch {key} ({i + 1} of {len(keys)})", flush=True)
+        result = job.execute_in_process(
+            partition_key=key,
+            instance=instance,
+            asset_selection=assets,
+            run_config=run_config or {},
+            raise_on_error=False,
+            tags={"danqing/trigger": "cli"},
+        )
+        for event in result.all_events:
+            if event.event_type_value == "STEP_FAILURE":
+                print(f"step failed: {event.step_key} ({key}): {event.event_specific_data.error.message.strip()}",
+                      file=sys.stderr)
+        if not result.success:
+            failed.append(key)
+    if len(keys) > 1:
+        print(f"materialize: {len(keys) - len(failed)} of {len(keys)} batches of {name} succeeded"
+              + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return not failed
 
 
 def _check_run_config(job, run_config: dict | None, keys) -> None:
@@ -246,16 +304,41 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         import yaml
 
         run_config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-    ok = materialize(args.name, through=args.through, run_config=run_config)
-    print_funnel(args.name)
+    batches = getattr(args, "batch", None) or None
+    ok = materialize(args.name, through=args.through, run_config=run_config, batches=batches,
+                     part=getattr(args, "part", "all"))
+    if getattr(args, "part", "all") == "all":
+        print_funnel(args.name, batches)
     return 0 if ok else 1
 
 
-def print_funnel(name: str) -> None:
-    from danqing_assets.lib.funnel import format_funnel, funnel
+def _funnel_keys(name: str, batches: list[str] | None = None) -> list[str]:
+    """The partition keys a funnel of NAME covers: its batches (or the given ones); an unregistered NAME is read as a
+    partition key (what was materialized under it)."""
+    try:
+        return _registry().resolve(name, batches)
+    except KeyError:
+        if batches:
+            raise
+        return [name]
+
+
+def print_funnel(name: str, batches: list[str] | None = None, steps_of=None) -> None:
+    from danqing_assets.lib.funnel import combine_funnels, format_funnel, funnel
     from danqing_assets.lib.warehouse import Warehouse
 
-    print(format_funnel(funnel(Warehouse(_home()), name), name))
+    wh = Warehouse(_home())
+    keys = _funnel_keys(name, batches)
+    steps_of = steps_of or (lambda key: funnel(wh, key))
+    if len(keys) == 1:
+        label = keys[0] if keys[0] == name else f"{name}, batch {keys[0]}"
+        print(format_funnel(steps_of(keys[0]), label))
+        return
+    steps, reached = combine_funnels([steps_of(k) for k in keys])
+    print(format_funnel(steps, f"{name}, {len(keys)} batches"))
+    if reached and min(reached.values()) < len(keys):
+        print("batches materialized per step (a step sums only these): "
+              + ", ".join(f"{t} {n}/{len(keys)}" for t, n in reached.items()))
 
 
 def whatif_params(settings: list[str]) -> dict[str, dict]:
@@ -293,47 +376,85 @@ def whatif_params(settings: list[str]) -> dict[str, dict]:
 
 
 def cmd_funnel(args: argparse.Namespace) -> int:
+    batches = getattr(args, "batch", None) or None
     if not args.set:
-        print_funnel(args.name)
+        print_funnel(args.name, batches)
         return 0
-    from danqing_assets.lib.funnel import format_funnel
     from danqing_assets.lib.warehouse import Warehouse
     from danqing_assets.lib.whatif import what_if
 
     started = time.monotonic()
     params = whatif_params(args.set)
-    steps = what_if(Warehouse(_home()), args.name, params)
-    print(format_funnel(steps, args.name).replace("Funnel for", "What-if funnel (" + ", ".join(args.set) + ") for", 1))
+    wh = Warehouse(_home())
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print_funnel(args.name, batches, steps_of=lambda key: what_if(wh, key, params))
+    print(buf.getvalue().rstrip("\n").replace("Funnel for", "What-if funnel (" + ", ".join(args.set) + ") for", 1))
     print(f"(decided again from the stored scores in {time.monotonic() - started:.1f}s; nothing was written. "
           "not_scored_yet / not_fetched_yet: pairs the new thresholds let further than the last run, decided only "
           "by materializing)")
     return 0
 
 
-def cmd_backfill(args: argparse.Namespace) -> int:
-    """Materialize several snapshots: in this process one after another, or in `--parallel` child processes
-    (each its own Dagster run on the shared instance; the warehouse takes concurrent snapshots)."""
-    import subprocess
-
-    from danqing_assets.lib.snapshots import SnapshotRegistry
-
-    names = [s.name for s in SnapshotRegistry(_home()).list()] if args.all else args.names
+def _backfill_keys(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(snapshot or NAME as given, batch key) for every batch to backfill, in order: snapshots as named (with --all:
+    as registered, sorted by name), each snapshot's batches in listing order."""
+    registry = _registry()
+    names = [s.name for s in registry.list()] if args.all else args.names
     if not names:
         raise ValueError("name snapshots to backfill, or pass --all")
+    batches = getattr(args, "batch", None) or None
+    if batches and len(names) != 1:
+        raise ValueError("--batch picks batches of one snapshot: name exactly one snapshot with it")
+    out: list[tuple[str, str]] = []
+    for name in names:
+        for key in registry.resolve(name, batches):
+            if key not in {k for _, k in out}:
+                out.append((name, key))
+    return out
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Materialize several snapshots (every batch of each) or batches: in this process one after another, or in
+    `--parallel` child processes (each batch its own Dagster run on the shared instance; the warehouse takes
+    concurrent partitions). With --parallel, stage 4's cross-batch merges then run one batch at a time in batch order,
+    so which of two duplicates in different batches is kept does not depend on which run finished first."""
+    import subprocess
+
+    if args.parallel < 1:
+        raise ValueError(f"--parallel must be at least 1, got {args.parallel}")
+    keys = _backfill_keys(args)
     base = [sys.executable, "-m", "danqing_assets.cli", "materialize"]
     extra = (["--through", args.through] if args.through else []) + (["--config", args.config] if args.config else [])
-    failed: list[str] = []
-    pending = list(names)
-    running: list[tuple[str, subprocess.Popen]] = []
-    while pending or running:
-        while pending and len(running) < max(1, args.parallel):
-            name = pending.pop(0)
-            print(f"backfill: starting {name}", flush=True)
-            running.append((name, subprocess.Popen([*base, name, *extra])))
-        name, proc = running.pop(0)
-        if proc.wait() != 0:
-            failed.append(name)
-    print(f"backfill: {len(names) - len(failed)} of {len(names)} snapshots succeeded" + (f"; failed: {failed}" if failed else ""))
+
+    def run_all(part: str, parallel: int, todo: list[tuple[str, str]]) -> list[str]:
+        failed: list[str] = []
+        pending = list(todo)
+        running: list[tuple[str, subprocess.Popen]] = []
+        while pending or running:
+            while pending and len(running) < max(1, parallel):
+                name, key = pending.pop(0)
+                print(f"backfill: starting {key}" + (f" ({part.replace('_', ' ')})" if part != "all" else ""), flush=True)
+                cmd = [*base, name, *(["--batch", key] if key != name else []), *extra, "--part", part]
+                running.append((key, subprocess.Popen(cmd)))
+            key, proc = running.pop(0)
+            if proc.wait() != 0:
+                failed.append(key)
+        return failed
+
+    if args.parallel <= 1:
+        failed = run_all("all", 1, keys)
+    else:
+        from danqing_assets.definitions import defs
+
+        failed = run_all("before_merge", args.parallel, keys)
+        if _selection(defs.resolve_asset_graph(), args.through, "merge"):
+            failed += run_all("merge", 1, [(n, k) for n, k in keys if k not in failed])
+    what = "batches" if any(k != n for n, k in keys) else "snapshots"
+    print(f"backfill: {len(keys) - len(failed)} of {len(keys)} {what} succeeded" + (f"; failed: {failed}" if failed else ""))
     return 1 if failed else 0
 
 
@@ -397,19 +518,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_sample_crawl)
 
     snap = sub.add_parser("snapshot", help="register and list crawl snapshots").add_subparsers(dest="action", required=True)
-    a = snap.add_parser("add", help="register NAME with a SOURCE: directory, warc.paths.gz (file or URL), or s3://")
+    a = snap.add_parser("add", help="register NAME with a SOURCE: directory, warc.paths.gz (file or URL), or s3://; "
+                        "its WARC files are listed now and cut into batches (one partition each)")
     a.add_argument("name")
     a.add_argument("source")
     a.add_argument("--base-url", default=None, help="base that a listing's relative paths are joined to")
     a.add_argument("--allow-foreign-paths", action="store_true",
                    help="use listing lines that are absolute paths or URLs outside the base (default: skipped, counted)")
+    a.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="WARC files per batch (default 500, or as registered before); a snapshot that fits in one "
+                   "batch is one partition named NAME, a bigger one gets NAME.b00000, NAME.b00001, ...")
+    a.add_argument("--replace", action="store_true",
+                   help="cut a snapshot of several batches again although its files or batch size changed")
     a.set_defaults(fn=cmd_snapshot_add)
-    snap.add_parser("list").set_defaults(fn=cmd_snapshot_list)
+    ls = snap.add_parser("list", help="registered snapshots (and their batches)")
+    ls.add_argument("--batches", action="store_true", help="print every batch key")
+    ls.set_defaults(fn=cmd_snapshot_list)
 
-    m = sub.add_parser("materialize", help="materialize the chain for snapshot NAME")
-    m.add_argument("name")
+    m = sub.add_parser("materialize", help="materialize the chain for snapshot NAME (every batch, one run each)")
+    m.add_argument("name", help="a snapshot (all its batches) or one batch's key")
+    m.add_argument("--batch", action="append", default=[], metavar="KEY",
+                   help="only this batch of NAME (repeatable); keys: `danqing snapshot list --batches`")
     m.add_argument("--through", default=None, help="stop after this asset (it and everything upstream)")
     m.add_argument("--config", default=None, help="YAML run config, e.g. {ops: {warc_files: {config: {max_files: 2}}}}")
+    m.add_argument("--part", choices=PARTS, default="all", help=argparse.SUPPRESS)  # backfill's two phases
     m.set_defaults(fn=cmd_materialize)
 
     mo = sub.add_parser("models", help="train the bootstrap model (when its code or config changed) and evaluate it")
@@ -428,19 +560,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "{config: {root: s3://bucket/releases}}}")
     rl.set_defaults(fn=cmd_release)
 
-    f = sub.add_parser("funnel", help="print rows in/out and drops by reason for snapshot NAME")
+    f = sub.add_parser("funnel", help="print rows in/out and drops by reason for snapshot NAME (summed over its batches)")
     f.add_argument("name")
+    f.add_argument("--batch", action="append", default=[], metavar="KEY", help="only this batch of NAME (repeatable)")
     f.add_argument("--set", action="append", default=[], metavar="ASSET.FIELD=VALUE",
                    help="what-if: decide again from the stored scores with this threshold (repeatable; the other "
                    "thresholds are the Config defaults), e.g. --set visually_diversified_pairs.min_blur_score=0.4")
     f.set_defaults(fn=cmd_funnel)
 
-    b = sub.add_parser("backfill", help="materialize several snapshots (or --all registered ones)")
-    b.add_argument("names", nargs="*")
+    b = sub.add_parser("backfill", help="materialize several snapshots, every batch of each (or --all registered ones)")
+    b.add_argument("names", nargs="*", help="snapshots (all their batches) or batch keys")
+    b.add_argument("--batch", action="append", default=[], metavar="KEY", help="only this batch of the one snapshot "
+                   "named (repeatable)")
     b.add_argument("--all", action="store_true")
     b.add_argument("--through", default=None)
     b.add_argument("--config", default=None)
-    b.add_argument("--parallel", type=int, default=1, help="snapshots materialized at once, each in its own process")
+    b.add_argument("--parallel", type=int, default=1, help="batches materialized at once, each in its own process "
+                   "(the cross-batch merges then run one at a time, in batch order)")
     b.set_defaults(fn=cmd_backfill)
 
     d = sub.add_parser("demo", help="sample crawl -> snapshot 'sample' -> every asset -> funnel")

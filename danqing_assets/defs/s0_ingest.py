@@ -1,4 +1,7 @@
-"""Ingest: a snapshot's WARC files -> every image-text pair on its HTML pages (+ an index of captured images)."""
+"""Ingest: a batch's WARC files -> every image-text pair on its HTML pages (+ an index of captured images).
+
+The partition key is a batch of a snapshot (`lib/snapshots.py`): the snapshot's name when it is one batch, else
+`<snapshot>.bNNNNN`; its WARC files were fixed when the snapshot was registered."""
 
 
 import os
@@ -28,42 +31,48 @@ SCRATCH_DIR = ".scratch"
 
 class WarcFilesConfig(dg.Config):
     max_files: int | None = Field(
-        default=None, ge=1, description="Use only the first N WARC files of the snapshot (sample a real crawl on a laptop)."
+        default=None, ge=1, description="Use only the first N WARC files of the batch (sample a real crawl on a laptop)."
     )
     source: str | None = Field(
-        default=None, description="Override the registered SOURCE for this run (directory, warc.paths.gz, s3://)."
+        default=None, description="List the files of this SOURCE instead (directory, warc.paths.gz, s3://): only for a "
+        "snapshot of one batch or a partition no snapshot has; a batch of a bigger snapshot keeps its registered files.",
     )
-    base_url: str | None = Field(default=None, description="Base URL that a listing's relative paths are joined to.")
+    base_url: str | None = Field(default=None, description="Base URL that a listing's relative paths are joined to "
+                                 "(lists the source again, as `source` does).")
     allow_foreign_paths: bool | None = Field(
         default=None,
-        description="Use warc.paths lines that are absolute paths, URLs or climb out of the base with `..`; unset: as "
-        "registered (default no: they are counted and skipped).",
+        description="Use warc.paths lines that are absolute paths, URLs or climb out of the base with `..` (lists the "
+        "source again, as `source` does); unset: as registered (default no: they are counted and skipped).",
     )
 
 
-@dg.asset(
-    partitions_def=snapshot_partitions,
-    group_name=INGEST.group,
-    code_version=versioned("1", config=WarcFilesConfig),
-    check_specs=[table_check_spec("warc_files")],
-)
-def warc_files(
-    context: dg.AssetExecutionContext, config: WarcFilesConfig, warehouse: WarehouseResource, s3: S3ClientResource
-) -> dg.MaterializeResult:
-    """The WARC files of the snapshot (uri, name, bytes), listed from its registered source."""
-    snapshot = context.partition_key
-    wh = warehouse.warehouse()
+def _batch_refs(key: str, config: WarcFilesConfig, registry, s3: S3ClientResource) -> tuple[list[WarcRef], dict]:
+    """The WARC files of partition `key`: the batch's files as registered, or listed now from a source (a snapshot
+    registered before batches, a config override, a partition no snapshot has)."""
     try:
-        registered = warehouse.registry().get(snapshot)
+        batch = registry.batch(key)
     except KeyError:
-        if config.source is None:
-            raise dg.Failure(
-                f"snapshot {snapshot!r} has no registered source: run `danqing snapshot add {snapshot} SOURCE` "
-                "or set `source` in this asset's config"
-            )
-        registered = Snapshot(name=snapshot, source=config.source)
+        batch = None
+    relist = config.source is not None or config.base_url is not None or config.allow_foreign_paths is not None
+    if batch is not None and batch.count > 1 and relist:
+        raise dg.Failure(f"{key!r} is batch {batch.index + 1} of {batch.count} of snapshot {batch.snapshot!r}: its "
+                         "WARC files were fixed when the snapshot was registered, so `source`, `base_url` and "
+                         "`allow_foreign_paths` cannot change them; register the snapshot again instead")
+    if batch is not None and not relist:
+        refs = registry.warcs(key)
+        if refs is not None:
+            registered = registry.get(batch.snapshot)
+            return refs, {"source": registered.source, "snapshot": batch.snapshot,
+                          "batch": f"{batch.index + 1} of {batch.count}", "files_listed": len(refs),
+                          "listing_lines_rejected": 0}
+    if batch is None and config.source is None:
+        raise dg.Failure(
+            f"{key!r} is neither a registered snapshot nor a batch of one: run `danqing snapshot add {key} SOURCE` "
+            "or set `source` in this asset's config"
+        )
+    registered = registry.get(batch.snapshot) if batch is not None else Snapshot(name=key, source=config.source)
     snap = Snapshot(
-        name=snapshot,
+        name=key,
         source=config.source or registered.source,
         base_url=config.base_url or registered.base_url,
         allow_foreign_paths=registered.allow_foreign_paths if config.allow_foreign_paths is None
@@ -71,25 +80,49 @@ def warc_files(
     )
     rejected: list[str] = []
     refs = list_warcs(snap, s3_client_factory=s3.client, rejected=rejected)
-    listed = len(refs)
+    return refs, {"source": snap.source, "snapshot": batch.snapshot if batch is not None else key,
+                  "batch": "1 of 1, listed now", "files_listed": len(refs), "listing_lines_rejected": len(rejected)}
+
+
+def _local_size(ref: WarcRef) -> int | None:
+    """A local file's size now (it may have been rewritten since registration); the registered size otherwise."""
+    if "://" in ref.uri:
+        return ref.bytes
+    try:
+        return os.stat(ref.uri).st_size
+    except OSError:
+        return ref.bytes
+
+
+@dg.asset(
+    partitions_def=snapshot_partitions,
+    group_name=INGEST.group,
+    code_version=versioned("2", config=WarcFilesConfig),  # 2: a batch's files as fixed at registration
+    check_specs=[table_check_spec("warc_files")],
+)
+def warc_files(
+    context: dg.AssetExecutionContext, config: WarcFilesConfig, warehouse: WarehouseResource, s3: S3ClientResource
+) -> dg.MaterializeResult:
+    """The WARC files of the batch (uri, name, bytes), as fixed when its snapshot was registered."""
+    key = context.partition_key
+    wh = warehouse.warehouse()
+    refs, info = _batch_refs(key, config, warehouse.registry(), s3)
     if config.max_files is not None:
         refs = refs[: config.max_files]
     df = pl.DataFrame(
         {
-            "snapshot": [snapshot] * len(refs),
+            "snapshot": [key] * len(refs),
             "uri": [r.uri for r in refs],
             "name": [r.name for r in refs],
-            "bytes": [r.bytes for r in refs],
+            "bytes": [_local_size(r) for r in refs],
         },
         schema={"snapshot": pl.String, "uri": pl.String, "name": pl.String, "bytes": pl.Int64},
     )
-    checks = publish(wh, snapshot, [Table("warc_files", df, schemas.WarcFiles)], step=f"warc_files ({snapshot})")
+    checks = publish(wh, key, [Table("warc_files", df, schemas.WarcFiles)], step=f"warc_files ({key})")
     known = df["bytes"].drop_nulls()
     return dg.MaterializeResult(
         metadata={
-            "source": snap.source,
-            "files_listed": listed,
-            "listing_lines_rejected": len(rejected),
+            **info,
             "files": df.height,
             "bytes_known": int(known.sum()) if known.len() else 0,
             "preview": dg.MetadataValue.md(markdown_table(df, ["name", "bytes"])),

@@ -37,6 +37,23 @@ def funnel(wh: Warehouse, snapshot: str) -> list[FunnelStep]:
     return steps
 
 
+def combine_funnels(funnels: list[list[FunnelStep]]) -> tuple[list[FunnelStep], dict[str, int]]:
+    """The funnels of several batches as one: rows and drops per reason summed per step, in pipeline order, and how
+    many batches reached each step (a step's sums cover only those)."""
+    order = {s.table: i for i, s in enumerate(PIPELINE) if s.table}
+    rows: dict[str, int] = {}
+    dropped: dict[str, dict[str, int]] = {}
+    reached: dict[str, int] = {}
+    for steps in funnels:
+        for step in steps:
+            rows[step.table] = rows.get(step.table, 0) + step.rows
+            reached[step.table] = reached.get(step.table, 0) + 1
+            for reason, n in step.dropped.items():
+                dropped.setdefault(step.table, {})[reason] = dropped.get(step.table, {}).get(reason, 0) + n
+    tables = sorted(rows, key=lambda t: order.get(t, 99))
+    return [FunnelStep(t, rows[t], dropped.get(t, {})) for t in tables], {t: reached[t] for t in tables}
+
+
 def format_funnel(steps: list[FunnelStep], snapshot: str) -> str:
     if not steps:
         return f"snapshot {snapshot!r}: nothing materialized yet"

@@ -16,6 +16,19 @@ logged as a warning and handed to the caller (`list_warcs(..., rejected=[])`), a
 
 The registry is one small JSON file per snapshot under `$DANQING_HOME/snapshots/`, so registering never contends
 with a running materialization.
+
+Batches. A Common Crawl snapshot has 90,000-100,000 WARC files (~52 M raw pairs), far too much for one partition, so
+registering a snapshot lists its WARC files once and cuts them, in listing order, into *batches* of `batch_size` files
+(default `DEFAULT_BATCH_SIZE`). A batch is the unit every per-pair asset runs on: its key is the Dagster partition key
+and the warehouse partition. A snapshot whose files fit in one batch keeps one key equal to its name (the demo, small
+samples: nothing changes for them); a bigger one gets keys `<name>.b00000`, `<name>.b00001`, ... Which snapshot a key
+belongs to is looked up in the registry (`SnapshotRegistry.batch`), never parsed out of the key. The file list is
+fixed at registration (`<name>.warcs.parquet` beside the JSON: batch, uri, name, bytes), so a batch's content never
+changes under its tables; registering the same snapshot again with the same files is a no-op, with other files it is
+refused unless `replace=True` (a snapshot of one batch is replaced, as before batches existed).
+
+An entry written before batches existed (no `batch_size`) is one batch keyed by its name whose files are listed when it
+is materialized, as they were then.
 """
 
 from __future__ import annotations
@@ -24,19 +37,30 @@ import gzip
 import io
 import json
 import logging
+import math
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace as dc_replace
 from pathlib import Path
 from typing import IO, Any, Callable
 from urllib.parse import unquote, urljoin, urlparse
 from urllib.request import url2pathname
 
+import polars as pl
+
 from danqing_assets.lib.warehouse import validate_snapshot_name
 
 COMMON_CRAWL_HTTPS = "https://data.commoncrawl.org/"
 WARC_SUFFIXES = (".warc", ".warc.gz")
+
+DEFAULT_BATCH_SIZE = 500
+"""WARC files per batch: ~550 raw pairs per file makes ~276 k pairs per batch, 190 batches for a 95,000-file
+snapshot and 3,800 partitions for the paper's 20 snapshots (docs/scaling.md section 5 gives the reasoning)."""
+MAX_BATCHES_PER_SNAPSHOT = 10_000
+"""More batches than this is refused (choose a larger batch size): thousands of partitions per snapshot at most, so
+20 snapshots stay far below the partition counts Dagster handles well."""
+BATCH_KEY_FORMAT = "{name}.b{index:05d}"
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +76,56 @@ class Snapshot:
     base_url: str | None = None
     added_at: float = 0.0
     allow_foreign_paths: bool = False  # use listing lines that are absolute paths / URLs / climb out of the base
+    batch_size: int | None = None  # None: registered before batches (one batch, its files listed when materialized)
+    files: int | None = None  # WARC files listed at registration
+    batches: tuple[str, ...] = ()  # the batch keys (partition keys), in listing order
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Its partition keys: its batches, or its name alone (one batch)."""
+        return self.batches or (self.name,)
+
+    @property
+    def listed(self) -> bool:
+        """Whether its files were listed (and cut into batches) at registration."""
+        return self.batch_size is not None
+
+
+@dataclass(frozen=True)
+class Batch:
+    key: str  # the partition key
+    snapshot: str  # the snapshot it belongs to
+    index: int  # its position among the snapshot's batches
+    count: int  # how many batches the snapshot has
+
+
+class RegistryError(ValueError):
+    """A registration that would break the registry (a changed batch, a key taken by another snapshot)."""
+
+
+def validate_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be a whole number of WARC files >= 1, got {batch_size!r}")
+    return batch_size
+
+
+def batch_keys(name: str, files: int, batch_size: int) -> tuple[str, ...]:
+    """The batch keys of a snapshot of `files` WARC files: its name alone when they fit in one batch."""
+    validate_batch_size(batch_size)
+    if files <= batch_size:
+        return (name,)
+    count = math.ceil(files / batch_size)
+    if count > MAX_BATCHES_PER_SNAPSHOT:
+        raise ValueError(f"{files} WARC files in batches of {batch_size} make {count} batches, more than "
+                         f"{MAX_BATCHES_PER_SNAPSHOT}: choose a batch size of at least "
+                         f"{math.ceil(files / MAX_BATCHES_PER_SNAPSHOT)}")
+    keys = tuple(BATCH_KEY_FORMAT.format(name=name, index=i) for i in range(count))
+    try:
+        validate_snapshot_name(keys[-1])
+    except ValueError:
+        raise ValueError(f"snapshot name {name!r} is too long to name its batches ({keys[-1]!r} is over 128 "
+                         "characters): use a shorter name") from None
+    return keys
 
 
 @dataclass(frozen=True)
@@ -85,38 +159,148 @@ def _is_listing(source: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- registry
+_FILES_SCHEMA = {"batch": pl.String, "uri": pl.String, "name": pl.String, "bytes": pl.Int64}
+
+
 class SnapshotRegistry:
     def __init__(self, home: str | os.PathLike):
         self.dir = Path(home).expanduser().resolve() / "snapshots"
 
     def add(
-        self, name: str, source: str, *, base_url: str | None = None, allow_foreign_paths: bool = False
+        self, name: str, source: str, *, base_url: str | None = None, allow_foreign_paths: bool = False,
+        batch_size: int | None = None, replace: bool = False, s3_client_factory: Callable[[], Any] | None = None,
     ) -> Snapshot:
+        """Register `name`: validate the source, list its WARC files and cut them into batches of `batch_size` (unset:
+        as registered before, else `DEFAULT_BATCH_SIZE`). Registering it again with the same files is a no-op."""
         validate_snapshot_name(name)
+        if batch_size is not None:
+            validate_batch_size(batch_size)
         kind = source_kind(source)  # validates the source now, not at materialization time
         if kind == "directory":
             source = str(Path(source).expanduser().resolve())
         elif kind == "listing" and "://" not in source:
             source = str(Path(source).expanduser().resolve())
+        previous = self._load(name)
+        if batch_size is None:
+            batch_size = previous.batch_size if previous is not None and previous.batch_size else DEFAULT_BATCH_SIZE
         snap = Snapshot(name=name, source=source, base_url=base_url, added_at=time.time(),
-                        allow_foreign_paths=allow_foreign_paths)
+                        allow_foreign_paths=allow_foreign_paths, batch_size=batch_size)
+        refs = list_warcs(snap, s3_client_factory=s3_client_factory)
+        keys = batch_keys(name, len(refs), batch_size)
+        snap = dc_replace(snap, files=len(refs), batches=keys)
+        files = pl.DataFrame(
+            {"batch": [keys[i // batch_size] for i in range(len(refs))], "uri": [r.uri for r in refs],
+             "name": [r.name for r in refs], "bytes": [r.bytes for r in refs]}, schema=_FILES_SCHEMA)
+        if previous is not None and previous.listed:
+            same = (previous.source, previous.base_url, previous.allow_foreign_paths, previous.batches) == (
+                source, base_url, allow_foreign_paths, keys) and self._files(name).select("batch", "uri", "name").equals(
+                files.select("batch", "uri", "name"))
+            if same:
+                return previous
+            if not replace and (len(previous.keys) > 1 or len(keys) > 1):
+                raise RegistryError(
+                    f"snapshot {name!r} is already registered as {len(previous.keys)} batch(es) of "
+                    f"{previous.batch_size} WARC files from {previous.source}; registering it with other files or "
+                    "batches would change what its materialized batches hold: pass replace (--replace) to cut it "
+                    "again, or register the new files under another name")
+        self._check_keys_free(name, keys)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # the file list first, then the JSON (the commit point: `list` and `get` only read JSON files)
+        tmp = self.dir / f".{name}.warcs.parquet.tmp"
+        files.write_parquet(tmp, compression="zstd")
+        os.replace(tmp, self._files_path(name))
         tmp = self.dir / f".{name}.json.tmp"
         tmp.write_text(json.dumps(asdict(snap), indent=2), encoding="utf-8")
         os.replace(tmp, self.dir / f"{name}.json")
         return snap
 
-    def get(self, name: str) -> Snapshot:
-        validate_snapshot_name(name)
+    def _check_keys_free(self, name: str, keys: tuple[str, ...]) -> None:
+        """No other snapshot may have a name or batch key equal to one of `name`'s keys (or to `name`)."""
+        mine = set(keys) | {name}
+        for other in self.list():
+            if other.name == name:
+                continue
+            taken = mine & (set(other.keys) | {other.name})
+            if taken:
+                raise RegistryError(f"snapshot {name!r}: {sorted(taken)[0]!r} is already a name or batch of snapshot "
+                                    f"{other.name!r}; choose another name")
+
+    def _load(self, name: str) -> Snapshot | None:
         path = self.dir / f"{name}.json"
         if not path.exists():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["batches"] = tuple(data.get("batches") or ())
+        return Snapshot(**data)
+
+    def _files_path(self, name: str) -> Path:
+        return self.dir / f"{name}.warcs.parquet"
+
+    def _files(self, name: str) -> pl.DataFrame:
+        path = self._files_path(name)
+        return pl.read_parquet(path) if path.exists() else pl.DataFrame(schema=_FILES_SCHEMA)
+
+    def get(self, name: str) -> Snapshot:
+        validate_snapshot_name(name)
+        snap = self._load(name)
+        if snap is None:
             raise KeyError(f"snapshot {name!r} is not registered: run `danqing snapshot add {name} SOURCE`")
-        return Snapshot(**json.loads(path.read_text(encoding="utf-8")))
+        return snap
 
     def list(self) -> list[Snapshot]:
         if not self.dir.exists():
             return []
-        return [Snapshot(**json.loads(p.read_text(encoding="utf-8"))) for p in sorted(self.dir.glob("*.json"))]
+        return [s for p in sorted(self.dir.glob("*.json")) if (s := self._load(p.stem)) is not None]
+
+    def batch(self, key: str) -> Batch:
+        """The batch with partition key `key` (a snapshot of one batch: its name). KeyError when no registered
+        snapshot has it. Looked up, never parsed: the snapshot named like the key's prefix is tried first."""
+        validate_snapshot_name(key)
+        guesses = [key] + ([key.rsplit(".b", 1)[0]] if ".b" in key else [])
+        tried = set()
+        for snap in [s for g in guesses if (s := self._load(g)) is not None] + self.list():
+            if snap.name in tried:
+                continue
+            tried.add(snap.name)
+            if key in snap.keys:
+                return Batch(key=key, snapshot=snap.name, index=snap.keys.index(key), count=len(snap.keys))
+        raise KeyError(f"{key!r} is not registered, neither as a snapshot nor as a batch of one: run `danqing snapshot "
+                       f"add {key} SOURCE` (`danqing snapshot list --batches` lists the batch keys)")
+
+    def snapshot_of(self, key: str) -> str:
+        """The snapshot a partition key belongs to (a key no snapshot has: the key itself, e.g. a partition run with
+        a `source` in its config)."""
+        try:
+            return self.batch(key).snapshot
+        except (KeyError, ValueError):
+            return key
+
+    def resolve(self, name: str, batches: list[str] | None = None) -> list[str]:
+        """Partition keys for a user's NAME: every batch of snapshot NAME in order (or only `batches` of it, each a
+        key of NAME); NAME may also be one batch's key. KeyError with a clear message otherwise."""
+        try:
+            snap = self.get(name)
+        except KeyError:
+            if batches:
+                raise
+            return [self.batch(name).key]
+        if not batches:
+            return list(snap.keys)
+        unknown = [b for b in batches if b not in snap.keys]
+        if unknown:
+            shown = ", ".join(snap.keys[:3]) + (f", ... ({len(snap.keys)} in all)" if len(snap.keys) > 3 else "")
+            raise KeyError(f"{unknown[0]!r} is not a batch of snapshot {name!r}; its batches: {shown}")
+        return [k for k in snap.keys if k in set(batches)]
+
+    def warcs(self, key: str) -> list[WarcRef] | None:
+        """The WARC files of batch `key`, as fixed at registration; None for a snapshot registered before batches
+        (its files are listed when it is materialized)."""
+        batch = self.batch(key)
+        snap = self.get(batch.snapshot)
+        if not snap.listed:
+            return None
+        files = self._files(snap.name).filter(pl.col("batch") == key)
+        return [WarcRef(uri=r["uri"], name=r["name"], bytes=r["bytes"]) for r in files.iter_rows(named=True)]
 
 
 # ------------------------------------------------------------------------------------------------- listing

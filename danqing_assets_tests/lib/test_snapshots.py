@@ -219,3 +219,110 @@ def test_allow_foreign_paths_opts_in(tmp_path, crawl_dir):
     # a registry entry written before the flag existed still loads (and does not allow foreign paths)
     (reg.dir / "old.json").write_text('{"name": "old", "source": "%s", "base_url": null, "added_at": 0}' % listing)
     assert reg.get("old").allow_foreign_paths is False
+
+
+# ------------------------------------------------------------------------------------------------------- batches
+def five_warcs(root):
+    root.mkdir(parents=True, exist_ok=True)
+    for k in range(5):
+        (root / f"f{k}.warc.gz").write_bytes(b"x" * (k + 1))
+    return root
+
+
+def test_a_snapshot_is_cut_into_batches_of_its_warc_files_in_listing_order(tmp_path):
+    from danqing_assets.lib.snapshots import Batch
+
+    reg = SnapshotRegistry(tmp_path / "home")
+    snap = reg.add("CC-MAIN-2025-08", str(five_warcs(tmp_path / "crawl")), batch_size=2)
+    keys = ("CC-MAIN-2025-08.b00000", "CC-MAIN-2025-08.b00001", "CC-MAIN-2025-08.b00002")
+    assert (snap.files, snap.batch_size, snap.batches, snap.keys) == (5, 2, keys, keys)
+    assert reg.get("CC-MAIN-2025-08") == snap  # the JSON round trip keeps the batches
+    assert [[r.name for r in reg.warcs(k)] for k in keys] == [["f0.warc.gz", "f1.warc.gz"],
+                                                              ["f2.warc.gz", "f3.warc.gz"], ["f4.warc.gz"]]
+    assert reg.warcs(keys[2])[0].bytes == 5
+    assert reg.batch(keys[1]) == Batch(key=keys[1], snapshot="CC-MAIN-2025-08", index=1, count=3)
+    assert reg.resolve("CC-MAIN-2025-08") == list(keys)
+    assert reg.resolve("CC-MAIN-2025-08", [keys[2], keys[0]]) == [keys[0], keys[2]]  # in batch order
+    assert reg.resolve(keys[1]) == [keys[1]]  # a batch key names that batch
+    assert reg.snapshot_of(keys[2]) == "CC-MAIN-2025-08" and reg.snapshot_of("unregistered") == "unregistered"
+    assert [s.name for s in reg.list()] == ["CC-MAIN-2025-08"]  # the file lists are not snapshots
+
+
+def test_a_snapshot_that_fits_in_one_batch_keeps_its_name_as_its_only_key(tmp_path):
+    reg = SnapshotRegistry(tmp_path / "home")
+    snap = reg.add("sample", str(five_warcs(tmp_path / "crawl")))  # default batch size: 500 files
+    assert snap.keys == ("sample",) and snap.batch_size == 500 and snap.files == 5
+    assert len(reg.warcs("sample")) == 5 and reg.batch("sample").count == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert reg.add("nothing", str(empty)).keys == ("nothing",) and reg.warcs("nothing") == []
+
+
+def test_batch_lookup_is_by_registry_not_by_parsing_the_key(tmp_path):
+    """A snapshot may itself be named like `x.b00001`: keys are looked up, and no two snapshots share a key."""
+    from danqing_assets.lib.snapshots import RegistryError
+
+    reg = SnapshotRegistry(tmp_path / "home")
+    crawl = five_warcs(tmp_path / "crawl")
+    reg.add("x.b00001", str(crawl))  # one batch: its key is its name
+    assert reg.batch("x.b00001").snapshot == "x.b00001"
+    with pytest.raises(RegistryError, match="already a name or batch of snapshot 'x.b00001'"):
+        reg.add("x", str(crawl), batch_size=2)  # x's second batch would be x.b00001
+    reg.add("y", str(crawl), batch_size=2)
+    with pytest.raises(RegistryError, match="already a name or batch of snapshot 'y'"):
+        reg.add("y.b00000", str(crawl))
+    with pytest.raises(KeyError, match="not registered"):
+        reg.batch("y.b00007")
+    with pytest.raises(KeyError, match="not a batch of snapshot 'y'"):
+        reg.resolve("y", ["y.b00009"])
+
+
+def test_registering_again_keeps_the_batches_and_refuses_to_change_them_without_replace(tmp_path):
+    from danqing_assets.lib.snapshots import RegistryError
+
+    reg = SnapshotRegistry(tmp_path / "home")
+    crawl = five_warcs(tmp_path / "crawl")
+    first = reg.add("s", str(crawl), batch_size=2)
+    assert reg.add("s", str(crawl)) == first  # same files, batch size as registered: a no-op
+    (crawl / "f5.warc.gz").write_bytes(b"new")
+    with pytest.raises(RegistryError, match="--replace"):
+        reg.add("s", str(crawl))
+    with pytest.raises(RegistryError, match="--replace"):
+        reg.add("s", str(crawl), batch_size=3)
+    assert reg.get("s") == first and len(reg.warcs("s.b00002")) == 1  # unchanged by the refusals
+    again = reg.add("s", str(crawl), batch_size=3, replace=True)
+    assert again.keys == ("s.b00000", "s.b00001") and [len(reg.warcs(k)) for k in again.keys] == [3, 3]
+    # a snapshot of one batch is replaced as before batches existed
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "a.warc").write_bytes(b"A")
+    reg.add("one", str(small))
+    assert [r.name for r in reg.warcs(reg.add("one", str(crawl)).keys[0])] == sorted(p.name for p in crawl.iterdir())
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.5, True, "3"])
+def test_a_bad_batch_size_is_a_clear_error(tmp_path, size):
+    with pytest.raises(ValueError, match="batch size must be a whole number"):
+        SnapshotRegistry(tmp_path / "home").add("s", str(five_warcs(tmp_path / "crawl")), batch_size=size)
+    assert SnapshotRegistry(tmp_path / "home").list() == []
+
+
+def test_too_many_batches_or_too_long_a_name_is_refused(tmp_path):
+    from danqing_assets.lib.snapshots import batch_keys
+
+    assert len(batch_keys("CC", 95_000, 500)) == 190
+    assert batch_keys("CC", 95_000, 500)[-1] == "CC.b00189"
+    with pytest.raises(ValueError, match="choose a batch size of at least 10"):
+        batch_keys("CC", 95_000, 2)
+    with pytest.raises(ValueError, match="too long to name its batches"):
+        SnapshotRegistry(tmp_path / "home").add("n" * 125, str(five_warcs(tmp_path / "crawl")), batch_size=2)
+
+
+def test_an_entry_written_before_batches_is_one_batch_listed_when_materialized(tmp_path, crawl_dir):
+    reg = SnapshotRegistry(tmp_path / "home")
+    reg.dir.mkdir(parents=True)
+    (reg.dir / "old.json").write_text('{"name": "old", "source": "%s", "base_url": null, "added_at": 0}' % crawl_dir)
+    old = reg.get("old")
+    assert old.keys == ("old",) and not old.listed and reg.warcs("old") is None
+    upgraded = reg.add("old", str(crawl_dir))  # registering it again lists it (no --replace needed)
+    assert upgraded.listed and [r.name for r in reg.warcs("old")] == ["a.warc", "seg/warc/b.warc.gz"]

@@ -1,11 +1,11 @@
-"""Jobs, and the sensor that turns newly published crawl snapshots into partitions and runs."""
+"""Jobs, and the sensor that turns newly published crawl snapshots into batches (partitions) and runs."""
 
 import json
 
 import dagster as dg
 
 from danqing_assets.defs.common.partitions import snapshot_partitions
-from danqing_assets.defs.common.resources import CrawlFeedResource, WarehouseResource
+from danqing_assets.defs.common.resources import CrawlFeedResource, S3ClientResource, WarehouseResource
 
 from danqing_assets.lib.stages import BOOTSTRAP, EVALUATION, PRETRAIN, RELEASE
 
@@ -16,7 +16,8 @@ curation_job = dg.define_asset_job(
     "curation_job",
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*MODEL_GROUPS, RELEASE.group, PRETRAIN.group),
     partitions_def=snapshot_partitions,
-    description="Materialize the whole curation chain for one snapshot partition.",
+    description="Materialize the whole curation chain for one batch of a snapshot (a partition; a snapshot of one batch: "
+    "the snapshot itself).",
 )
 
 release_job = dg.define_asset_job(
@@ -51,16 +52,34 @@ def _first_tick_selection(ids: list[str], feed: CrawlFeedResource) -> tuple[list
     return ids, f"start=all: every crawl in the feed ({len(ids)})"
 
 
+def _runs_for(snap, max_files: int | None) -> list[tuple[str, dict]]:
+    """(batch key, run config) of the runs a newly registered snapshot gets: every batch, or with `max_files` only
+    the batches that hold its first `max_files` WARC files (the last of them cut with warc_files' max_files)."""
+    if max_files is None:
+        return [(k, {}) for k in snap.keys]
+    runs, left = [], max_files
+    per_batch = snap.batch_size or max_files
+    for key in snap.keys:
+        if left <= 0:
+            break
+        runs.append((key, {"ops": {"warc_files": {"config": {"max_files": min(left, per_batch)}}}}))
+        left -= per_batch
+    return runs
+
+
 @dg.sensor(
     job=curation_job,
     minimum_interval_seconds=24 * 3600,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Daily: register crawl snapshots that appeared in the crawl feed (resource `crawl_feed`) and run the "
-    "curation job on each. The first tick registers only the newest crawl in the feed (crawl_feed.start: 'newest'; "
-    "'since' with crawl_feed.since, or 'all', registers more); later ticks register crawls published since the "
-    "previous tick. Each run is tagged danqing/trigger and danqing/crawl_selection; the cursor lists the ids seen.",
+    description="Daily: register crawl snapshots that appeared in the crawl feed (resource `crawl_feed`), with their "
+    "batches of WARC files (crawl_feed.batch_size), and run the curation job on each batch. The first tick registers "
+    "only the newest crawl in the feed (crawl_feed.start: 'newest'; 'since' with crawl_feed.since, or 'all', registers "
+    "more); later ticks register crawls published since the previous tick. A crawl whose listing cannot be read is "
+    "tried again on the next tick. Each run is tagged danqing/trigger, danqing/crawl_selection and danqing/snapshot; "
+    "the cursor lists the ids seen.",
 )
-def new_crawl_snapshots(context: dg.SensorEvaluationContext, crawl_feed: CrawlFeedResource, warehouse: WarehouseResource):
+def new_crawl_snapshots(context: dg.SensorEvaluationContext, crawl_feed: CrawlFeedResource,
+                        warehouse: WarehouseResource, s3: S3ClientResource):
     try:
         ids = crawl_feed.crawl_ids()
     except Exception as exc:  # noqa: BLE001 - a feed outage or a malformed feed skips this tick, never kills the daemon
@@ -75,35 +94,52 @@ def new_crawl_snapshots(context: dg.SensorEvaluationContext, crawl_feed: CrawlFe
     else:
         wanted = [i for i in ids if i not in seen]
         selection = f"published since the previous tick ({len(wanted)})"
-    cursor = json.dumps({"seen": sorted(set(ids) | (seen or set()))})
     existing = set(context.instance.get_dynamic_partitions(snapshot_partitions.name))
-    new = [i for i in wanted if i not in existing]
+    registry = warehouse.registry()
+
+    def registered_before(crawl_id: str) -> bool:
+        if crawl_id in existing:  # a snapshot of one batch, or a partition added by hand
+            return True
+        try:
+            return all(k in existing for k in registry.get(crawl_id).keys)
+        except (KeyError, ValueError):
+            return False
+
+    new = [i for i in wanted if not registered_before(i)]
     if not new:
+        cursor = json.dumps({"seen": sorted(set(ids) | (seen or set()))})
         return dg.SensorResult(skip_reason=dg.SkipReason(
             f"no new snapshot: {len(ids)} crawls in the feed{since}, {selection}, already registered"), cursor=cursor)
-    registry = warehouse.registry()
-    registered, refused = [], []
+    registered, refused, retry = [], [], set()
     for crawl_id in new:
         try:
-            registry.add(crawl_id, crawl_feed.listing_template.format(id=crawl_id))
-            registered.append(crawl_id)
-        except (ValueError, OSError) as exc:  # a malformed id or source: counted and said, the others go on
+            registered.append(registry.add(crawl_id, crawl_feed.listing_template.format(id=crawl_id),
+                                           batch_size=crawl_feed.batch_size, s3_client_factory=s3.client))
+        except OSError as exc:  # the listing cannot be read now (network, S3): not marked seen, tried next tick
+            retry.add(crawl_id)
+            refused.append(f"{crawl_id!r} (tried again next tick): {exc}")
+        except ValueError as exc:  # a malformed id or listing, a name taken: counted and said, the others go on
             refused.append(f"{crawl_id!r}: {exc}")
-    message = f"{selection}: registering {', '.join(registered) or 'none'}"
+    # crawls the cursor lists are never registered by a later tick
+    cursor = json.dumps({"seen": sorted((set(ids) | (seen or set())) - retry)})
+    batches = sum(len(s.keys) for s in registered)
+    message = f"{selection}: registering {', '.join(s.name for s in registered) or 'none'}"
+    if registered:
+        message += f" ({batches} batch{'es' if batches != 1 else ''} of at most {crawl_feed.batch_size} WARC files)"
     if refused:
         message += f"; refused {len(refused)}: " + "; ".join(refused[:5])
     context.log.info(message)
     if not registered:
         return dg.SensorResult(skip_reason=dg.SkipReason(message), cursor=cursor)
-    run_config = {}
-    if crawl_feed.max_files_per_snapshot is not None:
-        run_config = {"ops": {"warc_files": {"config": {"max_files": crawl_feed.max_files_per_snapshot}}}}
     tags = {"danqing/trigger": SENSOR_TRIGGER,
             "danqing/crawl_selection": f"first_tick:{crawl_feed.start}" if seen is None else "new_since_previous_tick"}
+    requests = [dg.RunRequest(partition_key=key, run_key=f"snapshot:{key}", run_config=run_config,
+                              tags={**tags, "danqing/snapshot": snap.name})
+                for snap in registered for key, run_config in _runs_for(snap, crawl_feed.max_files_per_snapshot)]
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=i, run_key=f"snapshot:{i}", run_config=run_config, tags=tags)
-                      for i in registered],
-        dynamic_partitions_requests=[snapshot_partitions.build_add_request(registered)],
+        run_requests=requests,
+        dynamic_partitions_requests=[snapshot_partitions.build_add_request(
+            [k for snap in registered for k in snap.keys if k not in existing])],
         cursor=cursor,
     )
 

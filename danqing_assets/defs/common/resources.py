@@ -174,7 +174,12 @@ class CrawlFeedResource(dg.ConfigurableResource):
         description="SOURCE registered for a new snapshot; `{id}` is the crawl id (use s3://commoncrawl/... on AWS).",
     )
     max_files_per_snapshot: int | None = Field(
-        default=None, ge=1, description="Pass `max_files` to warc_files for scheduled runs (sample instead of all files)."
+        default=None, ge=1, description="Run only the batches holding a snapshot's first N WARC files, with `max_files` "
+        "for the last of them (sample a crawl instead of all its files)."
+    )
+    batch_size: int = Field(
+        default=500, ge=1, description="WARC files per batch of a registered snapshot (one partition and one run each; "
+        "~95,000 files make 190 batches at 500).",
     )
     start: Literal["newest", "since", "all"] = Field(
         default="newest",

@@ -5,7 +5,7 @@ import pytest
 
 from danqing_assets.defs.common.automation import new_crawl_snapshots
 from danqing_assets.defs.common.partitions import snapshot_partitions
-from danqing_assets.defs.common.resources import MAX_FEED_BYTES, CrawlFeedResource, WarehouseResource
+from danqing_assets.defs.common.resources import MAX_FEED_BYTES, CrawlFeedResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib.snapshots import SnapshotRegistry
 from danqing_assets_tests.httpserver import Resp, ScriptedServer
 
@@ -26,9 +26,23 @@ def collinfo(until: tuple[int, int] = (2025, 8)) -> list[dict]:
     return entries[::-1]
 
 
+def listings(root, ids, files: int = 3) -> str:
+    """A warc.paths listing of `files` WARC files per crawl id under `root`, laid out like Common Crawl's; returns the
+    `listing_template` that points at them (registering a snapshot lists its files)."""
+    for cid in ids:
+        path = root / "crawl-data" / cid / "warc.paths"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"crawl-data/{cid}/segments/{k}/warc/f{k}.warc.gz\n" for k in range(files)))
+    return str(root / "crawl-data" / "{id}" / "warc.paths")
+
+
+def ids_of(entries) -> list[str]:
+    return [e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
+
+
 def tick(instance, feed: CrawlFeedResource, home, cursor=None):
     """One sensor evaluation; applies its partition requests to the instance as the daemon does."""
-    resources = {"crawl_feed": feed, "warehouse": WarehouseResource(home=str(home))}
+    resources = {"crawl_feed": feed, "warehouse": WarehouseResource(home=str(home)), "s3": S3ClientResource()}
     with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as ctx:
         result = new_crawl_snapshots(ctx)
     if isinstance(result, dg.SensorResult):
@@ -50,11 +64,13 @@ def test_first_tick_with_defaults_registers_only_the_newest_crawl_then_only_new_
     assert len(history) > 100
     with ScriptedServer() as srv:
         srv.route("/collinfo.json", Resp(body=json.dumps(history).encode(), content_type="application/json"))
-        feed = CrawlFeedResource(feed=srv.url("/collinfo.json"))
+        feed = CrawlFeedResource(feed=srv.url("/collinfo.json"),
+                                 listing_template=listings(tmp_path / "cc", ids_of(collinfo((2025, 13)))))
         first = tick(instance, feed, tmp_path)
         assert [r.partition_key for r in first.run_requests] == ["CC-MAIN-2025-08"]
         assert first.run_requests[0].tags == {"danqing/trigger": "sensor:new_crawl_snapshots",
-                                              "danqing/crawl_selection": "first_tick:newest"}
+                                              "danqing/crawl_selection": "first_tick:newest",
+                                              "danqing/snapshot": "CC-MAIN-2025-08"}
         assert first.dynamic_partitions_requests[0].partition_keys == ["CC-MAIN-2025-08"]
         assert [s.name for s in SnapshotRegistry(tmp_path).list()] == ["CC-MAIN-2025-08"]
         assert len(json.loads(first.cursor)["seen"]) == len(history)
@@ -74,15 +90,17 @@ def test_first_tick_with_defaults_registers_only_the_newest_crawl_then_only_new_
 def test_first_tick_registers_the_crawls_since_the_given_id_or_all_when_asked(tmp_path, instance):
     feed_file = tmp_path / "collinfo.json"
     feed_file.write_text(json.dumps(collinfo()))
+    template = listings(tmp_path / "cc", ids_of(collinfo()))
     since = tick(instance, CrawlFeedResource(feed=str(feed_file), start="since", since="CC-MAIN-2024-42",
-                                             max_files_per_snapshot=3), tmp_path / "a")
+                                             max_files_per_snapshot=3, listing_template=template), tmp_path / "a")
     assert [r.partition_key for r in since.run_requests] == [
         "CC-MAIN-2024-42", "CC-MAIN-2024-47", "CC-MAIN-2024-51", "CC-MAIN-2025-05", "CC-MAIN-2025-08"]
     assert since.run_requests[0].run_config == {"ops": {"warc_files": {"config": {"max_files": 3}}}}
     assert since.run_requests[0].tags["danqing/crawl_selection"] == "first_tick:since"
     (tmp_path / "other").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "other")) as other:
-        everything = tick(other, CrawlFeedResource(feed=str(feed_file), start="all"), tmp_path / "b")
+        everything = tick(other, CrawlFeedResource(feed=str(feed_file), start="all", listing_template=template),
+                          tmp_path / "b")
     assert len(everything.run_requests) == len(collinfo())
 
 
@@ -111,7 +129,8 @@ def test_a_malformed_feed_skips_the_tick_and_says_why(tmp_path, instance, body, 
 def test_malformed_ids_are_refused_one_by_one(tmp_path, instance):
     feed_file = tmp_path / "collinfo.json"
     feed_file.write_text(json.dumps([{"id": "CC-MAIN-2025-08"}, {"id": "../../etc"}, {"id": None}, {"x": 1}, 7]))
-    result = tick(instance, CrawlFeedResource(feed=str(feed_file), start="all"), tmp_path)
+    template = listings(tmp_path / "cc", ["CC-MAIN-2025-08"])
+    result = tick(instance, CrawlFeedResource(feed=str(feed_file), start="all", listing_template=template), tmp_path)
     assert [r.partition_key for r in result.run_requests] == ["CC-MAIN-2025-08"]
     assert [s.name for s in SnapshotRegistry(tmp_path).list()] == ["CC-MAIN-2025-08"]
 
@@ -130,3 +149,46 @@ def test_feed_settings_that_cannot_work_are_refused():
         CrawlFeedResource(start="everything")
     with pytest.raises(ValueError, match="invalid snapshot name"):
         CrawlFeedResource(since="../x")
+
+
+def test_a_new_crawl_is_registered_with_its_batches_and_each_batch_gets_a_run(tmp_path, instance):
+    """5 WARC files in batches of 2: three partitions (CC-MAIN-2025-08.b00000 .. b00002), a run for each, and the
+    registry maps every key back to the crawl."""
+    feed_file = tmp_path / "collinfo.json"
+    feed_file.write_text(json.dumps([{"id": "CC-MAIN-2025-08"}]))
+    settings = {"feed": str(feed_file), "batch_size": 2,
+                "listing_template": listings(tmp_path / "cc", ["CC-MAIN-2025-08"], files=5)}
+    feed = CrawlFeedResource(**settings)
+    result = tick(instance, feed, tmp_path)
+    keys = [f"CC-MAIN-2025-08.b0000{i}" for i in range(3)]
+    assert [r.partition_key for r in result.run_requests] == keys
+    assert {r.run_key for r in result.run_requests} == {f"snapshot:{k}" for k in keys}
+    assert all(r.tags["danqing/snapshot"] == "CC-MAIN-2025-08" for r in result.run_requests)
+    assert sorted(instance.get_dynamic_partitions(snapshot_partitions.name)) == keys
+    registry = SnapshotRegistry(tmp_path)
+    assert [len(registry.warcs(k)) for k in keys] == [2, 2, 1]
+    assert {registry.batch(k).snapshot for k in keys} == {"CC-MAIN-2025-08"}
+    again = tick(instance, feed, tmp_path)  # a new cursor-less tick: already registered, nothing queued
+    assert not again.run_requests and "already registered" in again.skip_reason.skip_message
+    # a sample of the first 3 files: the first two batches run, the second cut to 1 file
+    (tmp_path / "other").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "other")) as other:
+        sample = tick(other, CrawlFeedResource(**settings, max_files_per_snapshot=3), tmp_path / "b")
+    assert [(r.partition_key, r.run_config) for r in sample.run_requests] == [
+        (keys[0], {"ops": {"warc_files": {"config": {"max_files": 2}}}}),
+        (keys[1], {"ops": {"warc_files": {"config": {"max_files": 1}}}})]
+
+
+def test_a_crawl_whose_listing_cannot_be_read_is_tried_again_next_tick(tmp_path, instance):
+    feed_file = tmp_path / "collinfo.json"
+    feed_file.write_text(json.dumps([{"id": "CC-MAIN-2025-08"}]))
+    with ScriptedServer() as srv:
+        listing = b"crawl-data/CC-MAIN-2025-08/segments/0/warc/a.warc.gz\n"
+        srv.route("/crawl-data/CC-MAIN-2025-08/warc.paths", [Resp(status=503, body=b"slow down"), Resp(body=listing)])
+        feed = CrawlFeedResource(feed=str(feed_file), listing_template=srv.url("/crawl-data/{id}/warc.paths"))
+        first = tick(instance, feed, tmp_path)
+        assert not first.run_requests and "tried again next tick" in first.skip_reason.skip_message
+        assert "CC-MAIN-2025-08" not in json.loads(first.cursor)["seen"]
+        second = tick(instance, feed, tmp_path, cursor=first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["CC-MAIN-2025-08"]
+    assert "CC-MAIN-2025-08" in json.loads(second.cursor)["seen"]
