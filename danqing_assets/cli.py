@@ -7,6 +7,7 @@ project's dagster.yaml), the same instance `make ui` / `dagster dev` shows.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import sys
@@ -136,7 +137,21 @@ def materialize(name: str, *, through: str | None = None, run_config: dict | Non
     from danqing_assets.definitions import defs
     from danqing_assets.defs.common.partitions import snapshot_partitions
 
-    keys = _registry().resolve(name, batches)  # a clear error for an unregistered snapshot or batch
+    registry = _registry()
+    keys = registry.resolve(name, batches)  # a clear error for an unregistered snapshot or batch
+    configs = {k: run_config for k in keys}
+    max_files = (((run_config or {}).get("ops") or {}).get("warc_files") or {}).get("config", {}).get("max_files")
+    if not batches and len(keys) > 1 and isinstance(max_files, int) and not isinstance(max_files, bool) and max_files >= 1:
+        # a sample of the snapshot's first N files: only the batches that hold them (the README's sample10.yaml)
+        from danqing_assets.lib.snapshots import first_files
+
+        configs = {}
+        for key, n in first_files(registry.get(name), max_files):
+            cfg = copy.deepcopy(run_config)
+            cfg["ops"]["warc_files"]["config"]["max_files"] = n
+            configs[key] = cfg
+        keys = list(configs)
+        print(f"materialize: max_files={max_files}: the first {len(keys)} batch(es) of {name}", flush=True)
     ensure_dagster_home()
     instance = dg.DagsterInstance.get()
     existing = set(instance.get_dynamic_partitions(snapshot_partitions.name))
@@ -157,7 +172,7 @@ def materialize(name: str, *, through: str | None = None, run_config: dict | Non
             partition_key=key,
             instance=instance,
             asset_selection=assets,
-            run_config=run_config or {},
+            run_config=configs[key] or {},
             raise_on_error=False,
             tags={"danqing/trigger": "cli"},
         )

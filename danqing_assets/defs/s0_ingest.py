@@ -31,7 +31,9 @@ SCRATCH_DIR = ".scratch"
 
 class WarcFilesConfig(dg.Config):
     max_files: int | None = Field(
-        default=None, ge=1, description="Use only the first N WARC files of the batch (sample a real crawl on a laptop)."
+        default=None, ge=1, description="Use only the first N WARC files of the batch (sample a real crawl on a "
+        "laptop). `danqing materialize SNAPSHOT` and the sensor read it as the snapshot's first N files: they run only "
+        "the batches that hold them."
     )
     source: str | None = Field(
         default=None, description="List the files of this SOURCE instead (directory, warc.paths.gz, s3://): only for a "

@@ -158,6 +158,19 @@ def _is_listing(source: str) -> bool:
     return name.endswith((".paths", ".paths.gz", ".txt", ".txt.gz"))
 
 
+def first_files(snap: Snapshot, max_files: int) -> list[tuple[str, int]]:
+    """(batch key, files to use) for a sample of a snapshot's first `max_files` WARC files: only the batches that hold
+    them, the last one cut short (warc_files' `max_files`)."""
+    out, left = [], max_files
+    per_batch = snap.batch_size or max_files
+    for key in snap.keys:
+        if left <= 0:
+            break
+        out.append((key, min(left, per_batch)))
+        left -= per_batch
+    return out
+
+
 # ------------------------------------------------------------------------------------------------- registry
 _FILES_SCHEMA = {"batch": pl.String, "uri": pl.String, "name": pl.String, "bytes": pl.Int64}
 
@@ -212,7 +225,25 @@ class SnapshotRegistry:
         tmp = self.dir / f".{name}.json.tmp"
         tmp.write_text(json.dumps(asdict(snap), indent=2), encoding="utf-8")
         os.replace(tmp, self.dir / f"{name}.json")
+        self._publish_batches(snap, files)
         return snap
+
+    def _publish_batches(self, snap: Snapshot, files: pl.DataFrame) -> None:
+        """The warehouse table `snapshot_batches` (batch, snapshot, batch_index, warc_files, first_warc, last_warc):
+        the per-pair tables' `snapshot` column holds the partition key, so SQL joins it on `batch` to get the
+        snapshot of a batch. Best effort: the registry JSON is what the pipeline reads."""
+        from danqing_assets.lib.warehouse import Warehouse
+
+        per = files.group_by("batch", maintain_order=True).agg(
+            warc_files=pl.len(), first_warc=pl.col("name").first(), last_warc=pl.col("name").last())
+        df = pl.DataFrame({"batch": list(snap.keys)}).join(per, on="batch", how="left").with_columns(
+            snapshot=pl.lit(snap.name), batch_index=pl.int_range(pl.len(), dtype=pl.Int64),
+            warc_files=pl.col("warc_files").fill_null(0).cast(pl.Int64))
+        df = df.select("batch", "snapshot", "batch_index", "warc_files", "first_warc", "last_warc")
+        try:
+            Warehouse(self.dir.parent).write("snapshot_batches", snap.name, df)
+        except Exception as exc:  # noqa: BLE001 - a locked or read-only warehouse: the registration stands
+            log.warning("could not write table snapshot_batches for %s: %s", snap.name, exc)
 
     def _check_keys_free(self, name: str, keys: tuple[str, ...]) -> None:
         """No other snapshot may have a name or batch key equal to one of `name`'s keys (or to `name`)."""
@@ -362,9 +393,17 @@ def _read_listing(fh: IO[bytes], source: str) -> list[str]:
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # also a Windows drive ("C:")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
+"""A relative key of plain segments, none starting with '.' (Common Crawl's listing lines): below any base, and
+joined to it by concatenation. Registering a 95,000-line listing checks and joins most lines by this alone."""
+
+
 def foreign_path(line: str) -> str | None:
     """Why a listing line is not a key below the listing's base (None when it is one)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in line):
+    if _PLAIN_KEY.fullmatch(line):
+        return None
+    if _CONTROL.search(line):
         return "control character"
     if line.startswith(("/", "\\")):
         return "absolute path"
@@ -378,7 +417,13 @@ def foreign_path(line: str) -> str | None:
 
 def _listing_refs(lines: list[str], base: str, snapshot: Snapshot, rejected: list[str] | None) -> list[WarcRef]:
     refs, foreign = [], []
+    scheme = urlparse(base).scheme.lower()
+    prefix = base.rstrip("/") + "/" if scheme in ("http", "https", "s3") else (
+        str(Path(base).expanduser().resolve()).rstrip("/") + "/")
     for line in lines:
+        if _PLAIN_KEY.fullmatch(line):  # the common case: what _join would give, without parsing URLs per line
+            refs.append(WarcRef(uri=prefix + line, name=line, bytes=None))
+            continue
         if not snapshot.allow_foreign_paths and foreign_path(line) is not None:
             foreign.append(line)
             continue

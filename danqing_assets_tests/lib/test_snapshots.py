@@ -326,3 +326,16 @@ def test_an_entry_written_before_batches_is_one_batch_listed_when_materialized(t
     assert old.keys == ("old",) and not old.listed and reg.warcs("old") is None
     upgraded = reg.add("old", str(crawl_dir))  # registering it again lists it (no --replace needed)
     assert upgraded.listed and [r.name for r in reg.warcs("old")] == ["a.warc", "seg/warc/b.warc.gz"]
+
+
+@pytest.mark.parametrize("base", ["https://data.commoncrawl.org/", "https://h.example/sub/dir", "s3://cc/", "LOCAL"])
+def test_plain_listing_lines_join_as_the_general_rule_joins_them(tmp_path, base):
+    """Plain keys take a fast path when a listing is registered; it must give what `_join` gives."""
+    from danqing_assets.lib.snapshots import _join
+
+    base = str(tmp_path / "base") if base == "LOCAL" else base
+    lines = ["crawl-data/CC-MAIN-2025-08/segments/1738.12/warc/CC-MAIN-2025-00001.warc.gz", "a.warc", "x_y/-z.warc.gz"]
+    listing = tmp_path / "warc.paths"
+    listing.write_text("\n".join(lines) + "\n")
+    refs = list_warcs(Snapshot("s", str(listing), base_url=base))
+    assert [r.uri for r in refs] == [_join(base, ln) for ln in lines]

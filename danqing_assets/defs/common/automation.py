@@ -7,6 +7,7 @@ import dagster as dg
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import CrawlFeedResource, S3ClientResource, WarehouseResource
 
+from danqing_assets.lib.snapshots import first_files
 from danqing_assets.lib.stages import BOOTSTRAP, EVALUATION, PRETRAIN, RELEASE
 
 MODEL_GROUPS = (BOOTSTRAP.group, EVALUATION.group)
@@ -57,14 +58,7 @@ def _runs_for(snap, max_files: int | None) -> list[tuple[str, dict]]:
     the batches that hold its first `max_files` WARC files (the last of them cut with warc_files' max_files)."""
     if max_files is None:
         return [(k, {}) for k in snap.keys]
-    runs, left = [], max_files
-    per_batch = snap.batch_size or max_files
-    for key in snap.keys:
-        if left <= 0:
-            break
-        runs.append((key, {"ops": {"warc_files": {"config": {"max_files": min(left, per_batch)}}}}))
-        left -= per_batch
-    return runs
+    return [(key, {"ops": {"warc_files": {"config": {"max_files": n}}}}) for key, n in first_files(snap, max_files)]
 
 
 @dg.sensor(
