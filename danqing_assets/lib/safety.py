@@ -408,18 +408,18 @@ class SafetyClassifier:
                 homo.setdefault(sk, []).append(_Entry(entry.category, "term", entry.weight * 0.9, f"{entry.source}~homophone"))
         self._homo = homo
         self._homo_by_bigram = _bigram_index(homo)
-        # a caption can hold a homophone only where two adjacent characters sound like a term's first two
-        inverse: dict[str, list[str]] = {}
-        for cp, syl in table.items():
-            inverse.setdefault(syl, []).append(chr(cp))
-        self._homo_pairs = frozenset(a + b for k in homo for a in inverse.get(k[0], ()) for b in inverse.get(k[1], ()))
+        # a caption can hold a homophone only where two adjacent characters sound like a term's first two: checked in
+        # syllable space (the caption translated by `table`, one character per character), which holds one entry per
+        # term instead of every pair of characters that sound like it (4 M strings, 0.5 GB per process)
+        self._homo_syl_pairs = frozenset(k[:2] for k in homo)
 
     # -- scoring -----------------------------------------------------------------------------------------------------
     def _matches(self, sk: str) -> list[_Entry]:
         found: list[_Entry] = []
         by_bigram, entries, edges = self._by_bigram, self._entries, self._latin_edge
         homo_at = -1
-        pairs = self._homo_pairs
+        pairs = self._homo_syl_pairs
+        syl_sk = sk.translate(self._syl_table)  # same length: the table maps a character to one character
         n = len(sk)
         covered = 0  # end of the furthest-reaching match so far: a term inside it is part of it, not another hit
         for i in range(n - 1):
@@ -437,13 +437,13 @@ class SafetyClassifier:
                         found.extend(entries[term])
                         covered = end
                         break
-            if homo_at < 0 and bg in pairs:
+            if homo_at < 0 and syl_sk[i : i + 2] in pairs:
                 homo_at = i
         for rx, entry in self._patterns:
             if rx.search(sk):
                 found.append(entry)
         if homo_at >= 0:
-            syl = sk[homo_at:].translate(self._syl_table)
+            syl = syl_sk[homo_at:]
             for i in range(len(syl) - 1):
                 for key in self._homo_by_bigram.get(syl[i : i + 2], ()):
                     if syl.startswith(key, i):
