@@ -13,7 +13,9 @@ imported lazily on first use, so importing this module is cheap.
 
 Modules: `normalize` (sanitation, t2s, the dedup key; shared with `lib/safety.py`), `language` (`han_share`,
 `detect_language`, also used for unlabelled pages by `lib/html.py`), `clean` (`clean_caption`), `tokens` (jieba words
-and nouns, BERT `[UNK]` counting), `scoring` (`score_captions`, `caption_entropy`, the recommended thresholds).
+and nouns, BERT `[UNK]` counting), `segment` (jieba with its blocks cached: a caption is segmented once for both
+stages), `scoring` (`score_captions`, `caption_entropy`, the recommended thresholds), `batch` (the per-chunk scores of
+`source_scores` and `text_scores` and the worker pool that runs them on every core).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from danqing_assets.lib.text.scoring import (
     DEFAULT_MIN_ENTROPY,
     SCORE_COLUMNS,
     caption_entropy,
+    clean_noun_counts,
     score_captions,
 )
 from danqing_assets.lib.text.tokens import (
@@ -44,6 +47,7 @@ __all__ = [
     "WordPieceUnkCounter",
     "as_text",
     "caption_entropy",
+    "clean_noun_counts",
     "clean_caption",
     "count_nouns",
     "count_unk",

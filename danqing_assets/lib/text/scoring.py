@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from danqing_assets.lib.text.clean import _clean_with_retention
 from danqing_assets.lib.text.language import _HAN_RE, _KANA_RE, _detect_language, _han_share
 from danqing_assets.lib.text.normalize import _class_ranges, _opencc_t2s, as_text
-from danqing_assets.lib.text.tokens import WordPieceUnkCounter, _jieba, _noun_count, _unk_counter, _word_tag_tab
+from danqing_assets.lib.text.tokens import WordPieceUnkCounter, _noun_count, _unk_counter, _word_tag_tab
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -74,18 +74,45 @@ def caption_entropy(clean: str, retention: float = 1.0) -> float:
 _CHUNK = 4096  # captions scored phase by phase: each phase's tables stay in the CPU caches (~25 % faster)
 
 
-def _score_chunk(raws: list[str], cols: dict[str, list[Any]], unk: WordPieceUnkCounter, safety: Any) -> None:
-    """Scores of distinct, sanitised captions, appended to `cols`; one phase at a time over the whole chunk."""
+def _t2s_many(raws: list[str]) -> list[str]:
+    """OpenCC Traditional -> Simplified of sanitised captions (ASCII ones unchanged): `caption_t2s`."""
+    t2s = _opencc_t2s().convert
+    return [t2s(r) if not r.isascii() else r for r in raws]
+
+
+def clean_noun_counts(captions: Sequence[str | None]) -> list[int]:
+    """The `noun_count` that `score_captions` gives each caption: nouns of its cleaned Simplified form.
+
+    `source_scores` computes it while the caption's jieba blocks are in the segmentation cache (`lib/text/segment`)
+    from counting its words, and `text_scores` takes it from there instead of segmenting the caption again."""
+    cleans = [_clean_with_retention(t)[0] for t in _t2s_many([as_text(c) for c in captions])]
+    return _noun_counts(cleans)
+
+
+def _noun_counts(cleans: list[str]) -> list[int]:
+    from danqing_assets.lib.text.segment import cut
+
+    tags = _word_tag_tab()
+    return [_noun_count(cut(c), tags) if c else 0 for c in cleans]
+
+
+def _score_chunk(raws: list[str], cols: dict[str, list[Any]], unk: WordPieceUnkCounter, safety: Any,
+                 known_nouns: list[int | None] | None = None) -> None:
+    """Scores of distinct, sanitised captions, appended to `cols`; one phase at a time over the whole chunk.
+    `known_nouns`: per caption, its `clean_noun_counts` value when already known (None: segment it here)."""
     from danqing_assets.lib.safety import stage_scores  # lazy: safety imports this package (normalize)
 
-    t2s = _opencc_t2s().convert
-    lcut = _jieba().lcut
-    tags = _word_tag_tab()
-    t2s_texts = [t2s(r) if not r.isascii() else r for r in raws]
+    t2s_texts = _t2s_many(raws)
     cleaned = [_clean_with_retention(t) for t in t2s_texts]
     cleans = [c for c, _ in cleaned]
     han, letters, kana, entropy = _chunk_stats(cleans, [r for _, r in cleaned])
-    nouns = [_noun_count(lcut(c), tags) if c else 0 for c in cleans]
+    if known_nouns is None:
+        nouns = _noun_counts(cleans)
+    else:
+        missing = [i for i, n in enumerate(known_nouns) if n is None]
+        nouns = list(known_nouns)
+        for i, n in zip(missing, _noun_counts([cleans[i] for i in missing])):
+            nouns[i] = n
     sensitive = stage_scores(safety, cleans, "text", folded=True)
     languages = []
     for c, h, n_letters, k in zip(cleans, han, letters, kana):
@@ -185,6 +212,7 @@ def score_captions(
     *,
     vocab_path: str | Path | None = None,
     safety_classifier: Any = "safety",
+    nouns: Sequence[int | None] | None = None,
 ) -> pl.DataFrame:
     """Stage-2 text scores, one row per input caption, in input order. Decisions are left to SQL.
 
@@ -202,6 +230,9 @@ def score_captions(
       text-safety classifier's verdict on the cleaned caption for the stage-2 categories (suggestive, spam; see
       `lib/safety.py`). `safety_classifier` is a classifier object or a spec for `load_text_safety_classifier`.
 
+    `nouns`: per caption, its noun count when already known (`clean_noun_counts`, stored by stage 1), or None; those
+    captions are not segmented again.
+
     Repeated captions are scored once. Bad input never raises: empty / None / symbol-only captions get zero counts and
     entropy 0, which the thresholds reject.
     """
@@ -213,20 +244,27 @@ def score_captions(
     safety = (load_text_safety_classifier(safety_classifier) if isinstance(safety_classifier, str)
               else safety_classifier)
 
+    if nouns is not None and len(nouns) != len(captions):
+        raise ValueError(f"{len(nouns)} noun counts for {len(captions)} captions")
     index: dict[Any, int] = {}
     inverse: list[int] = []
     uniques: list[str] = []
-    for c in captions:
+    known: list[int | None] = []
+    for j, c in enumerate(captions):
         key = c if isinstance(c, str) else as_text(c)
         i = index.get(key)
         if i is None:
             i = index[key] = len(uniques)
             uniques.append(as_text(key))
+            known.append(None)
+        if nouns is not None and known[i] is None and nouns[j] is not None:
+            known[i] = int(nouns[j])
         inverse.append(i)
 
     cols: dict[str, list[Any]] = {name: [] for name in SCORE_COLUMNS}
     for start in range(0, len(uniques), _CHUNK):
-        _score_chunk(uniques[start : start + _CHUNK], cols, unk, safety)
+        _score_chunk(uniques[start : start + _CHUNK], cols, unk, safety,
+                     known[start : start + _CHUNK] if nouns is not None else None)
 
     schema = {
         "caption_t2s": pl.String,

@@ -55,13 +55,15 @@ def count_words(s: str | None) -> int:
 
     The caption is sanitised, NFKC-normalised and converted Traditional -> Simplified (jieba's dictionary is
     Simplified; Traditional text would split into single characters), then cut by `jieba.lcut` (accurate mode, HMM on,
-    so unknown names are kept whole). A token counts when it contains at least one letter, digit or Han character:
+    so unknown names are kept whole; `segment.cut`, which caches jieba's blocks). A token counts when it contains at least one letter, digit or Han character:
     whitespace, punctuation and emoji tokens do not count. Empty / None -> 0.
     """
     text = _fold_nfkc_t2s(s)
     if not text.strip():
         return 0
-    return _count_wordlike(_jieba().lcut(text))
+    from danqing_assets.lib.text.segment import cut
+
+    return _count_wordlike(cut(text))
 
 
 def count_words_many(texts: Sequence[str | None]) -> list[int]:
@@ -236,4 +238,6 @@ def count_nouns(text: str | None) -> int:
     text = as_text(text)
     if not text.strip():
         return 0
-    return _noun_count(_jieba().lcut(text), _word_tag_tab())
+    from danqing_assets.lib.text.segment import cut
+
+    return _noun_count(cut(text), _word_tag_tab())
