@@ -48,18 +48,43 @@ def sql_parameters(text: str) -> set[str]:
     return set(_PARAM.findall(strip_literals(text)))
 
 
-def run_sql(name: str, *, tables: dict[str, pl.DataFrame], params: dict[str, Any] | None = None) -> pl.DataFrame:
-    """Run `sql/<name>` on an in-memory DuckDB with `tables` registered under their keys; return a polars frame.
-
-    Exactly the parameters the query names must be given: a missing or unused one is a programming error, raised
-    before the query runs.
-    """
+def checked_sql(name: str, params: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The text of `sql/<name>` and its parameters, after checking that exactly the parameters it names are given (a
+    missing or unused one is a programming error, raised before the query runs)."""
     text = load_sql(name)
     params = dict(params or {})
     wanted = sql_parameters(text)
     missing, unused = wanted - params.keys(), params.keys() - wanted
     if missing or unused:
         raise ValueError(f"{name}: missing parameters {sorted(missing)}, unused parameters {sorted(unused)}")
+    return text, params
+
+
+def out_of_core(*, memory_limit_mb: int, temp_directory: str | Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that works on Parquet files larger than `memory_limit_mb`: joins, sorts and windows spill
+    to `temp_directory` (it must exist). Queries that need an order say so (ORDER BY): insertion order is not kept."""
+    config: dict[str, Any] = {
+        "memory_limit": f"{int(memory_limit_mb)}MB",
+        "temp_directory": str(temp_directory),
+        "preserve_insertion_order": False,
+    }
+    if threads:
+        config["threads"] = int(threads)
+    return duckdb.connect(":memory:", config=config)
+
+
+def parquet_literal(path: str | Path) -> str:
+    """`path` as a quoted SQL string literal, for `read_parquet(...)` and `COPY ... TO` (which take no parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def run_sql(name: str, *, tables: dict[str, pl.DataFrame], params: dict[str, Any] | None = None) -> pl.DataFrame:
+    """Run `sql/<name>` on an in-memory DuckDB with `tables` registered under their keys; return a polars frame.
+
+    Exactly the parameters the query names must be given: a missing or unused one is a programming error, raised
+    before the query runs.
+    """
+    text, params = checked_sql(name, params)
     con = duckdb.connect(":memory:")
     try:
         for key, frame in tables.items():

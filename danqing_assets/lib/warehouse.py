@@ -12,6 +12,11 @@ and renames it into place (atomic on POSIX), which replaces exactly that snapsho
 writer left is removed by the next write of the same partition (`lib/tempfiles.py`). The DuckDB file only holds
 views over glob patterns, created once per table (retrying briefly when another process holds the lock), so
 `duckdb $DANQING_HOME/warehouse.duckdb "select * from source_selected_pairs"` always sees every snapshot.
+
+Partitions larger than memory: `iter_batches` reads a partition in bounded record batches, `writer` appends frames to
+one Parquet file chunk by chunk, and `staged` hands a temporary path to any other streaming writer (a DuckDB `COPY`);
+all three end the same way as `write`: nothing is visible until `commit()` renames the temporary into place, and a
+writer that fails (or never commits) leaves the previous partition as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -88,19 +95,36 @@ class Warehouse:
         """Replace `table`'s rows for `snapshot` with `df` (atomically), and make sure the view exists."""
         if "snapshot" not in df.columns:
             df = df.with_columns(pl.lit(snapshot, dtype=pl.String).alias("snapshot"))
+        with self.staged(table, snapshot, stage=stage) as out:
+            df.write_parquet(out.path, compression="zstd", statistics=True)
+            return out.commit()
+
+    @contextmanager
+    def staged(self, table: str, snapshot: str, *, stage: str | None = None) -> Iterator[StagedPartition]:
+        """A temporary file beside `table`'s partition for `snapshot`, for any writer that streams into a path (a
+        DuckDB `COPY ... TO`, a Parquet writer): `commit()` renames it into place and makes sure the view exists;
+        leaving the block without committing, or with an exception, removes it and keeps the previous partition."""
         path = self.partition_path(table, snapshot, stage=stage)
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_orphans(path.parent)  # what an earlier writer killed mid-write left (see lib/tempfiles.py)
-        tmp = path.parent / temp_name(path.name)
+        staged = StagedPartition(self, table, path, path.parent / temp_name(path.name), stage)
         try:
-            df.write_parquet(tmp, compression="zstd", statistics=True)
-            pause_point(f"write_{table}")  # killed-run tests: stop before the rename (no-op otherwise)
-            os.replace(tmp, path)
+            yield staged
         finally:
-            if tmp.exists():
-                tmp.unlink()
-        self.ensure_view(LEDGER if stage is not None else table)
-        return path
+            staged.path.unlink(missing_ok=True)
+
+    @contextmanager
+    def writer(self, table: str, snapshot: str, schema: Mapping[str, pl.DataType], *,
+               stage: str | None = None) -> Iterator[PartitionWriter]:
+        """Write `table`'s partition for `snapshot` chunk by chunk (`PartitionWriter.write`), with the columns and
+        types of `schema` (a `snapshot` column is added when a chunk lacks it); nothing is visible before `commit()`.
+        A partition with no chunk is an empty file with `schema`'s columns."""
+        with self.staged(table, snapshot, stage=stage) as out:
+            w = PartitionWriter(out, snapshot, schema)
+            try:
+                yield w
+            finally:
+                w.close()
 
     def write_rejections(self, stage: str, snapshot: str, df: pl.DataFrame) -> Path:
         """Replace this stage's part of the `rejected_pairs` ledger for `snapshot`."""
@@ -120,6 +144,29 @@ class Warehouse:
                 f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first"
             )
         return pl.read_parquet(path, columns=columns)
+
+    def iter_batches(self, table: str, snapshot: str, *, columns: list[str] | None = None, batch_rows: int = 65_536,
+                     stage: str | None = None) -> Iterator[pl.DataFrame]:
+        """`table`'s rows for `snapshot` as frames of at most `batch_rows` rows, in file order, read one Parquet row
+        group at a time (memory bounded by the row group, not the partition)."""
+        import pyarrow.parquet as pq
+
+        path = self.partition_path(table, snapshot, stage=stage)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first"
+            )
+        pf = pq.ParquetFile(path)
+        try:
+            empty = True
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
+                empty = False
+                yield pl.from_arrow(batch)  # type: ignore[misc]
+            if empty:
+                yield pl.from_arrow(pf.schema_arrow.empty_table().select(columns) if columns
+                                    else pf.schema_arrow.empty_table())  # type: ignore[misc]
+        finally:
+            pf.close()
 
     def read_rejections(self, snapshot: str, *, stages: list[str] | None = None) -> pl.DataFrame:
         """The ledger rows of `snapshot`, from the given stages (default: all that have written)."""
@@ -205,3 +252,58 @@ class Warehouse:
             (self.home / ".views").mkdir(parents=True, exist_ok=True)
             (self.home / ".views" / name).touch()
         return names
+
+
+class StagedPartition:
+    """A partition being written under a temporary name (`Warehouse.staged`)."""
+
+    def __init__(self, wh: Warehouse, table: str, final: Path, path: Path, stage: str | None) -> None:
+        self.wh, self.table, self.final, self.path, self.stage = wh, table, final, path, stage
+        self.committed = False
+
+    def commit(self) -> Path:
+        """Rename the temporary into place (atomic) and make sure the table's view exists."""
+        pause_point(f"write_{self.table}")  # killed-run tests: stop before the rename (no-op otherwise)
+        os.replace(self.path, self.final)
+        self.committed = True
+        self.wh.ensure_view(LEDGER if self.stage is not None else self.table)
+        return self.final
+
+
+class PartitionWriter:
+    """Appends frames to a staged partition (one Parquet file, one row group per chunk or more); `commit()` publishes."""
+
+    def __init__(self, staged: StagedPartition, snapshot: str, schema: Mapping[str, pl.DataType]) -> None:
+        self.staged, self.snapshot, self.schema = staged, snapshot, dict(schema)
+        self.rows = 0
+        self._writer = None
+        self._opened = False
+
+    @property
+    def path(self) -> Path:
+        return self.staged.path
+
+    def write(self, df: pl.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        if "snapshot" in self.schema and "snapshot" not in df.columns:
+            df = df.with_columns(pl.lit(self.snapshot, dtype=pl.String).alias("snapshot"))
+        table = df.select([pl.col(c).cast(t) for c, t in self.schema.items()]).to_arrow()
+        if self._writer is None:
+            if self._opened:
+                raise RuntimeError(f"{self.staged.table}: write after close")
+            self._writer = pq.ParquetWriter(self.staged.path, table.schema, compression="zstd")
+            self._opened = True
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self.rows += df.height
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def commit(self) -> Path:
+        if not self._opened:  # no chunk: an empty partition with the table's columns
+            self.write(pl.DataFrame(schema=self.schema))
+        self.close()
+        return self.staged.commit()

@@ -94,3 +94,44 @@ def _hold_lock(path, seconds, ready):
     ready.set()
     time.sleep(seconds)
     con.close()
+
+
+def test_writer_streams_chunks_into_one_partition_published_on_commit(tmp_path):
+    wh = Warehouse(tmp_path)
+    wh.write("source_scores", "a", frame("a", 2))
+    schema = {"pair_id": pl.String, "snapshot": pl.String, "n": pl.Int64}
+    with wh.writer("source_scores", "a", schema) as out:
+        for start in (0, 10, 20):
+            out.write(pl.DataFrame({"pair_id": [f"{i:016x}" for i in range(start, start + 10)], "n": list(range(10))}))
+            assert wh.read("source_scores", "a").height == 2  # the previous partition until commit
+        out.commit()
+    got = wh.read("source_scores", "a")
+    assert got.height == 30 and got.columns == ["pair_id", "snapshot", "n"] and set(got["snapshot"]) == {"a"}
+    batches = list(wh.iter_batches("source_scores", "a", columns=["pair_id"], batch_rows=7))
+    assert all(b.height <= 7 for b in batches) and pl.concat(batches)["pair_id"].equals(got["pair_id"])
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
+def test_a_writer_that_fails_or_never_commits_leaves_the_previous_partition(tmp_path):
+    wh = Warehouse(tmp_path)
+    wh.write("source_scores", "a", frame("a", 2))
+    schema = {"pair_id": pl.String, "snapshot": pl.String}
+    with pytest.raises(RuntimeError):
+        with wh.writer("source_scores", "a", schema) as out:
+            out.write(frame("a", 5, start=10))
+            raise RuntimeError("a chunk failed its check")
+    with wh.writer("source_scores", "a", schema) as out:
+        out.write(frame("a", 5, start=10))  # no commit
+    with wh.staged("source_scores", "a") as staged:
+        frame("a", 9).write_parquet(staged.path)  # e.g. a DuckDB COPY; no commit
+    assert wh.read("source_scores", "a").equals(frame("a", 2))
+    assert [p.name for p in wh.partition_path("source_scores", "a").parent.iterdir()] == ["part-0.parquet"]
+
+
+def test_an_empty_stream_is_an_empty_partition_with_the_columns(tmp_path):
+    wh = Warehouse(tmp_path)
+    with wh.writer("text_scores", "a", {"pair_id": pl.String, "snapshot": pl.String, "x": pl.Float64}) as out:
+        out.commit()
+    got = wh.read("text_scores", "a")
+    assert got.height == 0 and got.schema == {"pair_id": pl.String, "snapshot": pl.String, "x": pl.Float64}
+    assert [b.height for b in wh.iter_batches("text_scores", "a")] == [0]
