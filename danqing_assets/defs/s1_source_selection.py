@@ -5,12 +5,26 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
+from danqing_assets.defs.common.stage_end import (
+    finish_stage_out_of_core,
+    publish_chunks,
+    stage_check_specs,
+    table_check_spec,
+    versioned,
+)
+from danqing_assets.defs.common.out_of_core import (
+    SCRATCH_DIR,
+    chunk_rows_field,
+    memory_limit_field,
+    temp_directory_field,
+    workers_field,
+)
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.lib import schemas
-from danqing_assets.lib.domains import blacklist_match, load_domain_list
+from danqing_assets.lib.domains import load_domain_list
 from danqing_assets.lib.stages import SOURCE
+from danqing_assets.lib.text.batch import SOURCE_SCORE_SCHEMA
 
 
 class SourceSelectionConfig(dg.Config):
@@ -40,17 +54,17 @@ class SourceScoresConfig(dg.Config):
         "'safety:/path/lexicon.txt', 'lexicon:/path/terms.txt' (flat list), or 'package.module:ClassName' "
         "implementing predict(texts) -> [(unsafe, detail)] and optionally score(texts, stage).",
     )
+    workers: int | None = workers_field()
+    chunk_rows: int = chunk_rows_field()
 
 
-SCORE_SCHEMA = {"snapshot": pl.String, "pair_id": pl.String, "caption_md5": pl.String, "blacklisted_by": pl.String,
-                "word_count": pl.Int64, "unsafe_score": pl.Float64, "unsafe_category": pl.String,
-                "unsafe_term": pl.String, "caption_norm": pl.String}
+SCORE_SCHEMA = SOURCE_SCORE_SCHEMA
 
 
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=SOURCE.group,
-    code_version=versioned("2", config=SourceScoresConfig),  # 2: safety score + category (one classifier, 2 stages)
+    code_version=versioned("3", config=SourceScoresConfig),  # 3: chunks on every core, noun_count for stage 2
     deps=["raw_pairs"],
     check_specs=[table_check_spec("source_scores")],
 )
@@ -58,42 +72,42 @@ def source_scores(
     context: dg.AssetExecutionContext, config: SourceScoresConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     """Per raw pair, every score stage 1 decides on: the blacklist entry its domain matches, the caption's jieba word
-    count, the text-safety score, category and evidence (stage-1 categories), the normalised caption (exact dedup), and the caption's md5 (stale scores
-    are detected). Stored so thresholds are re-tunable without recomputing."""
-    from danqing_assets.lib.decide import caption_md5
-    from danqing_assets.lib.safety import load_text_safety_classifier, stage_scores
-    from danqing_assets.lib.text import count_words_many, normalize_caption
+    count, the text-safety score, category and evidence (stage-1 categories), the normalised caption (exact dedup), and
+    the caption's md5 (stale scores are detected); and the noun count of the stage-2 cleaned caption, computed while
+    its jieba segmentation is at hand (text_scores reuses it: a caption is segmented once). Stored so thresholds are
+    re-tunable without recomputing. Scored in chunks on every core; never holds the partition."""
+    from danqing_assets.lib.safety import load_text_safety_classifier
+    from danqing_assets.lib.sql import out_of_core
+    from danqing_assets.lib.tempfiles import scratch_dir
+    from danqing_assets.lib.text.batch import PoolReport, SourceChunk, default_workers, map_chunks
 
     snapshot = context.partition_key
     wh = warehouse.warehouse()
-    raw = wh.read("raw_pairs", snapshot, columns=["pair_id", "domain", "caption"])
-    blacklist = load_domain_list(config.domain_blacklist_path)
-    classifier = load_text_safety_classifier(config.text_safety_classifier)
-    captions = raw["caption"].fill_null("").to_list()
-    domains = raw["domain"].to_list()
-    matches = {d: blacklist_match(d, blacklist) for d in set(domains)}
-    verdicts = stage_scores(classifier, captions, "source") if captions else []
-    norm_of = {c: normalize_caption(c) for c in set(captions)}
-    scores = pl.DataFrame(
-        {
-            "snapshot": [snapshot] * raw.height,
-            "pair_id": raw["pair_id"],
-            "caption_md5": caption_md5(raw["caption"].to_list()),
-            "blacklisted_by": [matches[d] for d in domains],
-            "word_count": count_words_many(captions) if captions else [],
-            "unsafe_score": [float(v.score) for v in verdicts],
-            "unsafe_category": [v.category for v in verdicts],
-            "unsafe_term": [v.evidence or None for v in verdicts],
-            "caption_norm": [norm_of[c] for c in captions],
-        },
-        schema=SCORE_SCHEMA,
-    )
-    checks = publish(wh, snapshot, [Table("source_scores", scores, schemas.SourceScores)], step=f"source_scores ({snapshot})")
+    load_domain_list(config.domain_blacklist_path)  # a bad path fails here, before any worker starts
+    load_text_safety_classifier(config.text_safety_classifier)
+    job = SourceChunk(snapshot, config.text_safety_classifier, config.domain_blacklist_path)
+    chunks = wh.iter_batches("raw_pairs", snapshot, columns=["pair_id", "domain", "caption"], batch_rows=config.chunk_rows)
+    report = PoolReport()
+    counts = {"unsafe": 0, "blacklisted": 0}
+
+    def tally(chunk: pl.DataFrame) -> None:
+        counts["unsafe"] += int((chunk["unsafe_score"] >= 0.5).sum())
+        counts["blacklisted"] += int(chunk["blacklisted_by"].is_not_null().sum())
+
+    with scratch_dir(wh.home / SCRATCH_DIR, f"source_scores-{snapshot}") as scratch:
+        con = out_of_core(memory_limit_mb=512, temp_directory=scratch)
+        try:
+            check, rows = publish_chunks(
+                wh, snapshot, "source_scores", schemas.SourceScores, SCORE_SCHEMA,
+                map_chunks(job, chunks, workers=config.workers or default_workers(), report=report), con,
+                step=f"source_scores ({snapshot})", on_chunk=tally)
+        finally:
+            con.close()
     return dg.MaterializeResult(
-        metadata={"rows_out": scores.height, "unsafe_at_0.5": int((scores["unsafe_score"] >= 0.5).sum()),
-                  "blacklisted": int(scores["blacklisted_by"].is_not_null().sum()),
-                  "text_safety_classifier": config.text_safety_classifier},
-        check_results=checks,
+        metadata={"rows_out": rows, "unsafe_at_0.5": counts["unsafe"], "blacklisted": counts["blacklisted"],
+                  "text_safety_classifier": config.text_safety_classifier, "workers": report.workers,
+                  "chunks": report.chunks, "workers_died": report.workers_died},
+        check_results=[check],
     )
 
 
@@ -108,12 +122,18 @@ class SourceSelectionConfig(dg.Config):
         description="Reject as unsafe_text at or above this text-safety score (stage-1 categories: sexual, gambling, "
         "drugs, weapons, fraud, violence; lib/safety.py).",
     )
+    memory_limit_mb: int = memory_limit_field()
+    temp_directory: str | None = temp_directory_field()
+
+
+DROP_COLUMNS = ("blacklisted_by", "unsafe_score", "unsafe_category", "unsafe_term", "caption_md5", "noun_count")
+"""Score columns of source_scores not carried into source_selected_pairs (`noun_count` is read by text_scores)."""
 
 
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=SOURCE.group,
-    code_version=versioned("3", sql=SOURCE.sql, config=SourceSelectionConfig),  # 3: unsafe_score threshold
+    code_version=versioned("4", sql=SOURCE.sql, config=SourceSelectionConfig),  # 4: out of core (DuckDB on Parquet)
     deps=["raw_pairs", "source_scores"],
     check_specs=stage_check_specs(SOURCE),
 )
@@ -123,19 +143,33 @@ def source_selected_pairs(
     """Pairs from Chinese pages on non-blacklisted domains whose caption has 5-60 words, is safe, and is not an
     exact duplicate of an earlier (image_url, caption). Drops go to `rejected_pairs` with stage `source`; a pair
     without current scores is rejected as `unscored`."""
-    from danqing_assets.lib.decide import decide_source
+    from danqing_assets.lib.decide import parquet_columns, source_decided_view
+    from danqing_assets.lib.sql import out_of_core, parquet_literal
+    from danqing_assets.lib.tempfiles import scratch_dir
 
     snapshot = context.partition_key
     wh = warehouse.warehouse()
-    raw = wh.read("raw_pairs", snapshot)
-    decided = decide_source(raw, wh.read("source_scores", snapshot), config.model_dump())
-    return finish_stage(
-        stage=SOURCE,
-        snapshot=snapshot,
-        wh=wh,
-        entering=raw["pair_id"],
-        decided=decided,
-        kept_schema=schemas.SourceSelectedPairs,
-        drop_columns=["blacklisted_by", "unsafe_score", "unsafe_category", "unsafe_term", "caption_md5"],
-        preview_columns=["domain", "page_language", "caption"],
-    )
+    raw_path, scores_path = wh.partition_path("raw_pairs", snapshot), wh.partition_path("source_scores", snapshot)
+    for table, path in (("raw_pairs", raw_path), ("source_scores", scores_path)):
+        if not path.exists():
+            raise FileNotFoundError(f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first")
+    dropped = {"snapshot", "pair_id", *DROP_COLUMNS}
+    kept_columns = [*parquet_columns(raw_path), *[c for c in parquet_columns(scores_path) if c not in dropped]]
+    with scratch_dir(config.temp_directory or wh.home / SCRATCH_DIR, f"source_selected_pairs-{snapshot}") as scratch:
+        con = out_of_core(memory_limit_mb=config.memory_limit_mb, temp_directory=scratch)
+        try:
+            decided = source_decided_view(con, raw_path, scores_path, config.model_dump(), scratch)
+            return finish_stage_out_of_core(
+                stage=SOURCE,
+                snapshot=snapshot,
+                wh=wh,
+                con=con,
+                entering=f"read_parquet({parquet_literal(raw_path)})",
+                decided=decided,
+                kept_columns=kept_columns,
+                order_by="_row",
+                kept_schema=schemas.SourceSelectedPairs,
+                preview_columns=["domain", "page_language", "caption"],
+            )
+        finally:
+            con.close()

@@ -4,12 +4,27 @@ The paper downloaded images before refining text; we refine first, so the fetche
 stage 2 (downloads are the expensive step). The funnel metadata shows the paper's rate beside ours.
 """
 
+from pathlib import Path
+
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
 from danqing_assets.defs.common.metadata import markdown_table
-from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
+from danqing_assets.defs.common.out_of_core import (
+    SCRATCH_DIR,
+    chunk_rows_field,
+    memory_limit_field,
+    temp_directory_field,
+    workers_field,
+)
+from danqing_assets.defs.common.stage_end import (
+    finish_stage_out_of_core,
+    publish_chunks,
+    stage_check_specs,
+    table_check_spec,
+    versioned,
+)
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.lib import schemas
@@ -29,13 +44,17 @@ class TextScoresConfig(dg.Config):
         "(shipped), 'safety:/path/lexicon.txt', or 'package.module:ClassName' with score(texts, stage) "
         "(a classifier without it scores 0 here). Use the same one as stage 1.",
     )
+    workers: int | None = workers_field()
+    chunk_rows: int = chunk_rows_field()
+    memory_limit_mb: int = memory_limit_field()
+    temp_directory: str | None = temp_directory_field()
 
 
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=TEXT.group,
-    code_version=versioned("4", config=TextScoresConfig),  # 3: one language detector (kana rule); 4: safety score
-    deps=["source_selected_pairs"],
+    code_version=versioned("5", config=TextScoresConfig),  # 4: safety score; 5: chunks on every core, stage-1 nouns
+    deps=["source_selected_pairs", "source_scores"],
     check_specs=[table_check_spec("text_scores")],
 )
 def text_scores(
@@ -43,30 +62,72 @@ def text_scores(
 ) -> dg.MaterializeResult:
     """Per pair, every score stage 2 decides on: Traditional->Simplified and cleaned caption, Han share, language,
     noun count, [UNK] count, information entropy, sensitive score / category / evidence, and the md5 of the caption they were computed
-    from (so scores of a since-changed caption are detected as stale). Repeated captions are scored once."""
-    from danqing_assets.lib.decide import caption_md5
-    from danqing_assets.lib.text import score_captions
+    from (so scores of a since-changed caption are detected as stale). Scored in chunks on every core; the noun count
+    stage 1 stored for the same caption is reused (a caption is segmented by jieba once)."""
+    from danqing_assets.lib.safety import load_text_safety_classifier
+    from danqing_assets.lib.sql import out_of_core, parquet_literal
+    from danqing_assets.lib.tempfiles import scratch_dir
+    from danqing_assets.lib.text import default_vocab_path
+    from danqing_assets.lib.text.batch import TEXT_SCORE_SCHEMA, PoolReport, TextChunk, default_workers, map_chunks
 
     snapshot = context.partition_key
     wh = warehouse.warehouse()
-    pairs = wh.read("source_selected_pairs", snapshot, columns=["pair_id", "caption"])
-    scores = score_captions(
-        pairs["caption"].to_list(), vocab_path=config.vocab_path, safety_classifier=config.text_safety_classifier
-    )
-    md5 = caption_md5(pairs["caption"].to_list())
-    out = pl.concat([pairs.select("pair_id"), scores], how="horizontal").with_columns(
-        pl.lit(snapshot, dtype=pl.String).alias("snapshot"), pl.Series("caption_md5", md5, dtype=pl.String)
-    )
-    checks = publish(wh, snapshot, [Table("text_scores", out, schemas.TextScores)], step=f"text_scores ({snapshot})")
-    described = out.select("han_share", "noun_count", "unk_count", "entropy", "sensitive_score").describe()
+    pairs_path, s1_path = wh.partition_path("source_selected_pairs", snapshot), wh.partition_path("source_scores", snapshot)
+    if not pairs_path.exists():
+        raise FileNotFoundError(f"table 'source_selected_pairs' has no rows for snapshot {snapshot!r} yet ({pairs_path}): "
+                                "materialize it first")
+    load_text_safety_classifier(config.text_safety_classifier)  # bad specs and paths fail before any worker starts
+    if config.vocab_path is None:
+        default_vocab_path()
+    elif not Path(config.vocab_path).is_file():
+        raise FileNotFoundError(f"vocab_path {config.vocab_path!r} is not a file")
+    job = TextChunk(snapshot, config.text_safety_classifier, config.vocab_path)
+    report = PoolReport()
+    with scratch_dir(config.temp_directory or wh.home / SCRATCH_DIR, f"text_scores-{snapshot}") as scratch:
+        con = out_of_core(memory_limit_mb=config.memory_limit_mb, temp_directory=scratch)
+        try:
+            from danqing_assets.lib.decide import parquet_columns
+
+            pairs = f"read_parquet({parquet_literal(pairs_path)}, file_row_number = true)"
+            if s1_path.exists() and "noun_count" in parquet_columns(s1_path):  # stage 1 stored the noun count
+                query = (f"SELECT p.pair_id, p.caption, s.noun_count AS stage1_nouns FROM {pairs} p "
+                         f"LEFT JOIN read_parquet({parquet_literal(s1_path)}) s "
+                         "ON p.pair_id = s.pair_id AND s.caption_md5 = md5(p.caption) ORDER BY p.file_row_number")
+            else:
+                query = f"SELECT pair_id, caption FROM {pairs} ORDER BY file_row_number"
+            reader = con.execute(query).fetch_record_batch(config.chunk_rows)
+            chunks = (pl.from_arrow(batch) for batch in reader)
+            check, rows = publish_chunks(
+                wh, snapshot, "text_scores", schemas.TextScores, TEXT_SCORE_SCHEMA,
+                map_chunks(job, chunks, workers=config.workers or default_workers(), report=report), con,
+                step=f"text_scores ({snapshot})")
+            scores = f"read_parquet({parquet_literal(wh.partition_path('text_scores', snapshot))})"
+            described = con.execute(_DESCRIBE.format(scores=scores)).pl()
+            distinct = con.execute(f"SELECT count(DISTINCT caption) FROM read_parquet({parquet_literal(pairs_path)})").fetchone()[0]
+        finally:
+            con.close()
     return dg.MaterializeResult(
         metadata={
-            "rows_out": out.height,
-            "distinct_captions": pairs["caption"].n_unique(),
+            "rows_out": rows,
+            "distinct_captions": int(distinct),
             "score_summary": dg.MetadataValue.md(markdown_table(described, described.columns, limit=9)),
+            "workers": report.workers,
+            "chunks": report.chunks,
+            "workers_died": report.workers_died,
         },
-        check_results=checks,
+        check_results=[check],
     )
+
+
+_SUMMARY_COLUMNS = ("han_share", "noun_count", "unk_count", "entropy", "sensitive_score")
+_DESCRIBE = " UNION ALL ".join(
+    f"SELECT '{name}' AS statistic, " + ", ".join(f"CAST({expr.format(c=c)} AS DOUBLE) AS {c}" for c in _SUMMARY_COLUMNS)
+    + " FROM {scores}"
+    for name, expr in (("count", "count({c})"), ("null_count", "count(*) - count({c})"), ("mean", "avg({c})"),
+                       ("std", "stddev_samp({c})"), ("min", "min({c})"), ("25%", "quantile_disc({c}, 0.25)"),
+                       ("50%", "quantile_disc({c}, 0.5)"), ("75%", "quantile_disc({c}, 0.75)"), ("max", "max({c})"))
+)
+"""The `describe()` table of the score summary, computed by DuckDB on the written file."""
 
 
 class TextRefinementConfig(dg.Config):
@@ -104,12 +165,14 @@ class TextRefinementConfig(dg.Config):
         description="Optional labelled sample (parquet: pair_id, expected_stage, expected_reason): per-reason "
         "precision and recall go into the metadata, to calibrate thresholds.",
     )
+    memory_limit_mb: int = memory_limit_field()
+    temp_directory: str | None = temp_directory_field()
 
 
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=TEXT.group,
-    code_version=versioned("3", sql=TEXT.sql, config=TextRefinementConfig),  # 3: sensitive score; one-edit dedup
+    code_version=versioned("4", sql=TEXT.sql, config=TextRefinementConfig),  # 4: out of core (DuckDB on Parquet)
     deps=["source_selected_pairs", "text_scores"],
     check_specs=stage_check_specs(TEXT),
 )
@@ -119,29 +182,46 @@ def text_refined_pairs(
     """Chinese captions with at least one noun, at most 5 [UNK] tokens, enough information and no sensitive terms;
     of near-duplicate captions, the first in crawl order (warc file, offset, img index) is kept. A pair without
     current scores is rejected as `unscored`."""
-    from danqing_assets.lib.decide import decide_text
+    from danqing_assets.lib.decide import parquet_columns, text_decided_view
+    from danqing_assets.lib.sql import out_of_core, parquet_literal
+    from danqing_assets.lib.tempfiles import scratch_dir
 
     snapshot = context.partition_key
     wh = warehouse.warehouse()
-    pairs = wh.read("source_selected_pairs", snapshot)
-    decided = decide_text(pairs, wh.read("text_scores", snapshot), config.model_dump())
-    kept_rows = decided.filter(pl.col("reason").is_null()).height
-    return finish_stage(
-        stage=TEXT,
-        snapshot=snapshot,
-        wh=wh,
-        entering=pairs["pair_id"],
-        decided=decided,
-        kept_schema=schemas.TextRefinedPairs,
-        preview_columns=["caption", "caption_clean"],
-        truth_path=config.truth_path,
-        extra_metadata={
-            "order_vs_paper": dg.MetadataValue.md(
-                "| order | step before stage 2 | pairs in | after stage 2 | kept |\n|---|---|---|---|---|\n"
-                f"| paper: download, then text | downloaded images | 475.1 M | 397.2 M | {397.2 / 475.1:.1%} |\n"
-                f"| here: text, then download | stage-1 survivors | {pairs.height} | {kept_rows} | "
-                f"{(kept_rows / pairs.height if pairs.height else 0):.1%} |\n\n"
-                "Refining text first means images are fetched only for pairs whose text survives."
-            ),
-        },
-    )
+    pairs_path, scores_path = wh.partition_path("source_selected_pairs", snapshot), wh.partition_path("text_scores", snapshot)
+    for table, path in (("source_selected_pairs", pairs_path), ("text_scores", scores_path)):
+        if not path.exists():
+            raise FileNotFoundError(f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first")
+    kept_columns = [*parquet_columns(pairs_path),
+                    *[c for c in parquet_columns(scores_path) if c not in ("snapshot", "pair_id")]]
+    with scratch_dir(config.temp_directory or wh.home / SCRATCH_DIR, f"text_refined_pairs-{snapshot}") as scratch:
+        con = out_of_core(memory_limit_mb=config.memory_limit_mb, temp_directory=scratch)
+        try:
+            decided, passing = text_decided_view(con, pairs_path, scores_path, config.model_dump(), scratch)
+            rows_in = con.execute(f"SELECT count(*) FROM read_parquet({parquet_literal(pairs_path)})").fetchone()[0]
+            kept_rows = con.execute(f"SELECT count(*) FROM {decided} WHERE reason IS NULL").fetchone()[0]
+            return finish_stage_out_of_core(
+                stage=TEXT,
+                snapshot=snapshot,
+                wh=wh,
+                con=con,
+                entering=f"read_parquet({parquet_literal(pairs_path)})",
+                decided=decided,
+                kept_columns=kept_columns,
+                order_by="warc_file, warc_offset, img_index, _row",
+                kept_schema=schemas.TextRefinedPairs,
+                preview_columns=["caption", "caption_clean"],
+                truth_path=config.truth_path,
+                extra_metadata={
+                    "rules_passed": int(passing),
+                    "order_vs_paper": dg.MetadataValue.md(
+                        "| order | step before stage 2 | pairs in | after stage 2 | kept |\n|---|---|---|---|---|\n"
+                        f"| paper: download, then text | downloaded images | 475.1 M | 397.2 M | {397.2 / 475.1:.1%} |\n"
+                        f"| here: text, then download | stage-1 survivors | {rows_in} | {kept_rows} | "
+                        f"{(kept_rows / rows_in if rows_in else 0):.1%} |\n\n"
+                        "Refining text first means images are fetched only for pairs whose text survives."
+                    ),
+                },
+            )
+        finally:
+            con.close()

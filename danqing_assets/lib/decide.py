@@ -6,19 +6,24 @@ stage Config's field names), and returns the input rows with `reason` (NULL = ke
 (`sql/<group>/<asset>.sql`, returning `pair_id, reason, detail`); redundancy among the rows that pass the rules is
 removed here afterwards (caption MinHash near-duplicates, image pHash / embedding clusters), so a rejected row never
 decides which copy survives.
+
+Stages 1 and 2 also decide out of core (`source_decided_view`, `text_decided_view`): the same SQL runs on a DuckDB
+connection with a memory limit over the Parquet files themselves, and its answer is streamed to a scratch Parquet file;
+the stage then publishes from the returned view without ever holding the partition (`finish_stage_out_of_core`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
 from danqing_assets.lib import reasons
-from danqing_assets.lib.sql import run_sql
+from danqing_assets.lib.sql import checked_sql, parquet_literal, run_sql
 from danqing_assets.lib.stages import IMAGE, SOURCE, TEXT
 
 CRAWL_ORDER = ["warc_file", "warc_offset", "img_index"]
@@ -68,6 +73,111 @@ def decide_text(pairs: pl.DataFrame, scores: pl.DataFrame, params: Mapping[str, 
             .otherwise(pl.col("detail")).alias("detail"),
         )
     return decided
+
+
+SOURCE_PARAMS = ("require_chinese_page", "min_words", "max_words", "min_unsafe_score")
+TEXT_PARAMS = ("min_han_share", "min_nouns", "max_unk", "min_entropy", "min_sensitive_score")
+
+
+def _query_to_parquet(con: Any, name: str, params: Mapping[str, Any], out: Path, *, batch_rows: int = 100_000) -> None:
+    """Run `sql/<name>` on `con` and stream its answer into the Parquet file `out` (never held whole)."""
+    import pyarrow.parquet as pq
+
+    text, checked = checked_sql(name, dict(params))
+    reader = con.execute(text, checked).fetch_record_batch(batch_rows)
+    with pq.ParquetWriter(out, reader.schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+
+
+def _scored_view(con: Any, left: Path, scores: Path) -> None:
+    """View `scored`: the stage's input rows (with their file order as `_row`) LEFT JOIN their stored scores."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW scored AS
+        SELECT l.* EXCLUDE (file_row_number), s.* EXCLUDE (snapshot, pair_id), l.file_row_number AS _row
+        FROM read_parquet({parquet_literal(left)}, file_row_number = true) l
+        LEFT JOIN read_parquet({parquet_literal(scores)}) s ON l.pair_id = s.pair_id
+    """)
+
+
+def source_decided_view(con: Any, raw: Path, scores: Path, params: Mapping[str, Any], scratch: Path) -> str:
+    """Stage 1 out of core (`decide_source` on files): `raw_pairs` LEFT JOIN `source_scores`, the SQL decision
+    written to `scratch`; returns the name of a view of every input row with its scores, `reason`, `detail` and
+    `_row` (its raw_pairs order)."""
+    _scored_view(con, raw, scores)
+    decision = scratch / "source_decision.parquet"
+    _query_to_parquet(con, SOURCE.sql[0], _pick(params, SOURCE_PARAMS), decision)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW decided AS
+        SELECT s.*, d.reason, d.detail FROM scored s JOIN read_parquet({parquet_literal(decision)}) d ON s.pair_id = d.pair_id
+    """)
+    return "decided"
+
+
+def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, Any], scratch: Path) -> tuple[str, int]:
+    """Stage 2 out of core (`decide_text` on files): the SQL rules written to `scratch`, then caption near-duplicates
+    among the passing rows in crawl order (only their pair_id and caption_clean are read). Returns the decided view's
+    name (input rows with scores, `reason`, `detail`, `_row`) and the number of rows that passed the rules."""
+    from danqing_assets.lib.text_dedup import near_duplicate_clusters
+
+    _scored_view(con, pairs, scores)
+    rules = scratch / "text_rules.parquet"
+    _query_to_parquet(con, TEXT.sql[0], _pick(params, TEXT_PARAMS), rules)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW ruled AS
+        SELECT s.*, r.reason AS rule_reason, r.detail AS rule_detail
+        FROM scored s JOIN read_parquet({parquet_literal(rules)}) r ON s.pair_id = r.pair_id
+    """)
+    dups = scratch / "text_near_duplicates.parquet"
+    passing = con.execute("SELECT count(*) FROM ruled WHERE rule_reason IS NULL").fetchone()[0]
+    ids: list[str] = []
+    detail: list[str] = []
+    if params.get("dedup_captions", True) and passing:
+        got = con.execute("SELECT pair_id, caption_clean FROM ruled WHERE rule_reason IS NULL "
+                          "ORDER BY warc_file, warc_offset, img_index, _row").fetch_arrow_table().combine_chunks()
+        passing_ids = got.column("pair_id")  # Arrow arrays (about 20 bytes a row), not lists of Python strings
+        reps = near_duplicate_clusters(_ArrowStrings(got.column("caption_clean")),
+                                       threshold=params["near_duplicate_threshold"],
+                                       ngram=params["near_duplicate_ngram"],
+                                       one_edit_min_chars=params["near_duplicate_one_edit_min_chars"])
+        for i, rep in enumerate(reps):
+            if rep != i:
+                ids.append(passing_ids[i].as_py())
+                detail.append(f"near_duplicate_of={passing_ids[rep].as_py()}")
+        del got, passing_ids, reps
+    pl.DataFrame({"pair_id": ids, "detail": detail}, schema={"pair_id": pl.String, "detail": pl.String}).write_parquet(dups)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW decided AS
+        SELECT r.* EXCLUDE (rule_reason, rule_detail),
+               CASE WHEN d.pair_id IS NOT NULL THEN '{reasons.NEAR_DUPLICATE_CAPTION}' ELSE r.rule_reason END AS reason,
+               CASE WHEN d.pair_id IS NOT NULL THEN d.detail ELSE r.rule_detail END AS detail
+        FROM ruled r LEFT JOIN read_parquet({parquet_literal(dups)}) d ON r.pair_id = d.pair_id
+    """)
+    return "decided", int(passing)
+
+
+class _ArrowStrings(Sequence):
+    """An Arrow string column as a sequence that is iterated in slices (no list of every value at once)."""
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.column[i].as_py()
+
+    def __iter__(self) -> Any:
+        for chunk in self.column.chunks:
+            for start in range(0, len(chunk), 65_536):
+                yield from chunk.slice(start, 65_536).to_pylist()
+
+
+def parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
 
 
 class DegenerateClusters(ValueError):

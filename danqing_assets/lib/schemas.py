@@ -63,6 +63,7 @@ class SourceScores(pa.DataFrameModel):
     unsafe_category: str = pa.Field(nullable=True)
     unsafe_term: str = pa.Field(nullable=True)
     caption_norm: str
+    noun_count: int = pa.Field(ge=0)  # of the stage-2 cleaned caption; text_scores reuses it (one jieba pass)
 
     class Config:
         strict = False

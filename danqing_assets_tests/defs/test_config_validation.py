@@ -37,9 +37,9 @@ ENUM_LIKE_LISTS = {("FetchImagesConfig", "allow_networks"): ["127.0.0.1/33"]}
 FREE_FORM = {
     "WarcFilesConfig": {"source", "base_url"},
     "SourceScoresConfig": {"domain_blacklist_path"},
-    "SourceSelectionConfig": {"domain_blacklist_path"},
-    "TextScoresConfig": {"vocab_path", "sensitive_lexicon_path"},
-    "TextRefinementConfig": {"truth_path"},
+    "SourceSelectionConfig": {"domain_blacklist_path", "temp_directory"},
+    "TextScoresConfig": {"vocab_path", "sensitive_lexicon_path", "temp_directory"},
+    "TextRefinementConfig": {"truth_path", "temp_directory"},
     "VisualDiversificationConfig": {"truth_path"},
     "AlignedPairsConfig": {"truth_path"},
     "CuratedPairsConfig": {"index_dir"},

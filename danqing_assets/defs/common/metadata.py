@@ -50,22 +50,43 @@ def stage_metadata(
 ) -> dict[str, Any]:
     """rows in/out, `dropped_<reason>` for every reason of the stage (zeros too), rates, and previews."""
     counts = dict(rejected.group_by("reason").len().iter_rows()) if not rejected.is_empty() else {}
+    return stage_metadata_from_counts(stage=stage, reasons=reasons, rows_in=rows_in, kept_rows=kept.height,
+                                      reason_counts=counts, kept_head=kept, rejected_sample=rejected,
+                                      raw_rows=raw_rows, preview_columns=preview_columns)
+
+
+def stage_metadata_from_counts(
+    *,
+    stage: str,
+    reasons: Iterable[str],
+    rows_in: int,
+    kept_rows: int,
+    reason_counts: dict[str, int],
+    kept_head: pl.DataFrame,
+    rejected_sample: pl.DataFrame,
+    raw_rows: int | None,
+    preview_columns: list[str],
+) -> dict[str, Any]:
+    """`stage_metadata` from counts and samples (a stage that never holds its rows: the first kept rows, and at least
+    the first two rejected rows of each reason by pair_id)."""
+    counts = reason_counts
+    rows_dropped = sum(counts.values())
     reason_list = list(reasons)
     extra_reasons = sorted(set(counts) - set(reason_list))  # plug-in classifiers may add reasons
     md: dict[str, Any] = {
         "rows_in": rows_in,
-        "rows_out": kept.height,
-        "rows_dropped": rejected.height,
-        "rejection_rate": dg.MetadataValue.float(round(rejected.height / rows_in, 6) if rows_in else 0.0),
-        "kept_rate": dg.MetadataValue.float(round(kept.height / rows_in, 6) if rows_in else 0.0),
+        "rows_out": kept_rows,
+        "rows_dropped": rows_dropped,
+        "rejection_rate": dg.MetadataValue.float(round(rows_dropped / rows_in, 6) if rows_in else 0.0),
+        "kept_rate": dg.MetadataValue.float(round(kept_rows / rows_in, 6) if rows_in else 0.0),
         "paper_kept_rate": dg.MetadataValue.float(round(_paper_kept(stage), 4)),
     }
     if raw_rows is not None:
-        md["cumulative_retention"] = dg.MetadataValue.float(round(kept.height / raw_rows, 6) if raw_rows else 0.0)
+        md["cumulative_retention"] = dg.MetadataValue.float(round(kept_rows / raw_rows, 6) if raw_rows else 0.0)
     for reason in [*reason_list, *extra_reasons]:
         md[f"dropped_{reason}"] = int(counts.get(reason, 0))
-    md["preview_kept"] = dg.MetadataValue.md(markdown_table(kept, preview_columns))
-    md["preview_rejected"] = dg.MetadataValue.md(rejected_preview(rejected, preview_columns))
+    md["preview_kept"] = dg.MetadataValue.md(markdown_table(kept_head, preview_columns))
+    md["preview_rejected"] = dg.MetadataValue.md(rejected_preview(rejected_sample, preview_columns))
     return md
 
 
@@ -109,9 +130,16 @@ def ledger_identity_check(
         and kept_ids.isdisjoint(rejected_ids)
         and kept_ids | rejected_ids == entering_ids
     )
+    return ledger_identity_result(check_name, passed=passed, rows_in=entering.len(), kept=kept.height,
+                                  rejected=rejected.height, asset_key=asset_key)
+
+
+def ledger_identity_result(check_name: str, *, passed: bool, rows_in: int, kept: int, rejected: int,
+                           asset_key: str | None = None, **extra: int) -> dg.AssetCheckResult:
+    """The ledger-identity check's result, from counts (see `ledger_identity_check`)."""
     return dg.AssetCheckResult(
         check_name=check_name,
         asset_key=asset_key,
         passed=passed,
-        metadata={"in": entering.len(), "kept": kept.height, "rejected": rejected.height},
+        metadata={"in": rows_in, "kept": kept, "rejected": rejected, **extra},
     )

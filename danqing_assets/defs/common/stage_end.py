@@ -10,6 +10,11 @@ A stage's middle differs (scores, SQL, dedup); its end is always the same, in th
 4. return the funnel metadata (rows in/out, `dropped_<reason>` for every registered reason, the paper's rate),
    previews of kept and rejected rows, truth precision/recall when a labelled sample is configured, and the checks.
 
+Partitions larger than memory end the same way without holding their rows: `publish_chunks` validates and writes a
+score table chunk by chunk, and `finish_stage_out_of_core` has DuckDB write the kept table and the ledger part from a
+decided view over Parquet files (under a memory limit, spilling to disk), then validates the written files in
+batches, checks pair_id uniqueness and the ledger identity in DuckDB, and only then renames both into place.
+
 `versioned` folds the stage's SQL text and its Config defaults into `code_version`, so changing a query or a default
 marks the asset stale in the UI and shows in the reviewed asset-spec snapshot, without anyone remembering to bump it.
 """
@@ -19,7 +24,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
 import dagster as dg
 import pandera.polars as pa
@@ -28,11 +34,13 @@ import polars as pl
 from danqing_assets.defs.common.metadata import (
     check_from_validation,
     ledger_identity_check,
+    ledger_identity_result,
     stage_metadata,
+    stage_metadata_from_counts,
     truth_quality_metadata,
 )
 from danqing_assets.lib import schemas
-from danqing_assets.lib.sql import load_sql
+from danqing_assets.lib.sql import load_sql, parquet_literal
 from danqing_assets.lib.stages import Stage
 from danqing_assets.lib.warehouse import LEDGER, LEDGER_SCHEMA, Warehouse
 
@@ -183,4 +191,150 @@ def finish_stage(
         metadata.update(truth_quality_metadata(stage.ledger, entering, rejected, truth_path))
     metadata.update(extra_metadata or {})
     checks = [check_from_validation(n, o, asset_key=table) for n, o in outcomes if n.startswith(table)]
+    return dg.MaterializeResult(asset_key=table, metadata=metadata, check_results=[*checks, identity])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The same, for partitions larger than memory.
+
+
+def _merge(outcomes: Sequence[schemas.ValidationOutcome]) -> schemas.ValidationOutcome:
+    failed = [o for o in outcomes if not o.passed]
+    if not failed:
+        return schemas.ValidationOutcome(True, 0, "")
+    return schemas.ValidationOutcome(False, sum(o.failures for o in failed), "\n\n".join(o.summary for o in failed[:3]))
+
+
+def _unique_outcome(con: Any, path: Path, column: str = "pair_id") -> schemas.ValidationOutcome:
+    """`column` unique over the whole file (a chunk's own check sees only the chunk)."""
+    dups = con.execute(
+        f'SELECT count(*) - count(DISTINCT "{column}") FROM read_parquet({parquet_literal(path)})'
+    ).fetchone()[0]
+    if not dups:
+        return schemas.ValidationOutcome(True, 0, "")
+    return schemas.ValidationOutcome(False, int(dups), f"| {column} | unique across chunks | {dups} repeated values |")
+
+
+def validate_file(schema: type[pa.DataFrameModel], path: Path, con: Any, *, batch_rows: int = 200_000,
+                  unique: Sequence[str] = ("pair_id",)) -> schemas.ValidationOutcome:
+    """Validate a written Parquet file in batches (pandera per batch, uniqueness over the file in DuckDB)."""
+    import pyarrow.parquet as pq
+
+    outcomes = []
+    pf = pq.ParquetFile(path)
+    try:
+        for batch in pf.iter_batches(batch_size=batch_rows, use_threads=False):
+            outcomes.append(schemas.validate(schema, pl.from_arrow(batch)))  # type: ignore[arg-type]
+        if not outcomes:
+            outcomes.append(schemas.validate(schema, pl.from_arrow(pf.schema_arrow.empty_table())))  # type: ignore[arg-type]
+    finally:
+        pf.close()
+    outcomes += [_unique_outcome(con, path, c) for c in unique]
+    return _merge(outcomes)
+
+
+def publish_chunks(wh: Warehouse, snapshot: str, name: str, schema: type[pa.DataFrameModel],
+                   columns: Mapping[str, pl.DataType], chunks: Iterable[pl.DataFrame], con: Any, *,
+                   step: str, on_chunk: Any = None) -> tuple[dg.AssetCheckResult, int]:
+    """`publish` for one table that arrives in chunks: each chunk is validated and appended to a staged file, pair_id
+    uniqueness is checked over the file, and only when everything passed is the file renamed into place (else
+    `dg.Failure`, nothing written). Returns the `<name>_schema` check and the rows written."""
+    outcomes = []
+    with wh.writer(name, snapshot, columns) as out:
+        for chunk in chunks:
+            outcome = schemas.validate(schema, chunk)
+            if not outcome.passed:
+                raise _refuse(step, [(f"{name}_schema", outcome)])
+            outcomes.append(outcome)
+            out.write(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
+        out.close()
+        if out.rows == 0:
+            outcomes.append(schemas.validate(schema, pl.DataFrame(schema=dict(columns))))
+        else:
+            outcomes.append(_unique_outcome(con, out.path))
+        merged = _merge(outcomes)
+        if not merged.passed:
+            raise _refuse(step, [(f"{name}_schema", merged)])
+        rows = out.rows
+        out.commit()
+    return check_from_validation(f"{name}_schema", merged, asset_key=name), rows
+
+
+def finish_stage_out_of_core(
+    *,
+    stage: Stage,
+    snapshot: str,
+    wh: Warehouse,
+    con: Any,
+    entering: str,
+    decided: str,
+    kept_columns: Sequence[str],
+    order_by: str,
+    kept_schema: type[pa.DataFrameModel],
+    preview_columns: list[str],
+    truth_path: str | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> dg.MaterializeResult:
+    """`finish_stage` for a stage whose decided rows are a DuckDB relation over Parquet files, never a frame.
+
+    entering: a relation (SQL) with the `pair_id` of every pair that entered the stage. decided: a view with
+    `kept_columns`, `reason` (NULL = kept), `detail` and what `order_by` names. The kept table (in `order_by` order)
+    and the ledger part are written by DuckDB to staged files, validated in batches, checked (pair_id unique, the
+    ledger identity) and renamed into place only when every blocking check passed.
+    """
+    assert stage.table is not None and stage.ledger is not None, f"{stage.group} is not a filtering stage"
+    table = stage.table
+    cols = ", ".join(f'"{c}"' for c in kept_columns)
+    snap, ledger_stage = snapshot.replace("'", "''"), stage.ledger.replace("'", "''")
+    with wh.staged(table, snapshot) as kept_out, wh.staged(LEDGER, snapshot, stage=stage.ledger) as ledger_out:
+        con.execute(f"COPY (SELECT {cols} FROM {decided} WHERE reason IS NULL ORDER BY {order_by}) "
+                    f"TO {parquet_literal(kept_out.path)} (FORMAT PARQUET, COMPRESSION ZSTD)")
+        con.execute(
+            f"COPY (SELECT '{snap}' AS snapshot, CAST(pair_id AS VARCHAR) AS pair_id, '{ledger_stage}' AS stage, "
+            f"CAST(reason AS VARCHAR) AS reason, CAST(detail AS VARCHAR) AS detail FROM {decided} "
+            f"WHERE reason IS NOT NULL ORDER BY {order_by}) TO {parquet_literal(ledger_out.path)} "
+            "(FORMAT PARQUET, COMPRESSION ZSTD)")
+        kept_rel, ledger_rel = f"read_parquet({parquet_literal(kept_out.path)})", f"read_parquet({parquet_literal(ledger_out.path)})"
+        outcomes: list[tuple[str, Any]] = [
+            (f"{table}_schema", validate_file(kept_schema, kept_out.path, con)),
+            (f"{table}_ledger_schema", validate_file(schemas.Rejections, ledger_out.path, con)),
+        ]
+        n_in, n_kept, n_rejected, overlap, missing, extra = con.execute(f"""
+            WITH e AS (SELECT pair_id FROM {entering}), k AS (SELECT pair_id FROM {kept_rel}),
+                 r AS (SELECT pair_id FROM {ledger_rel})
+            SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM k), (SELECT count(*) FROM r),
+                   (SELECT count(*) FROM (SELECT pair_id FROM k INTERSECT SELECT pair_id FROM r)),
+                   (SELECT count(*) FROM (SELECT pair_id FROM e EXCEPT (SELECT pair_id FROM k UNION SELECT pair_id FROM r))),
+                   (SELECT count(*) FROM ((SELECT pair_id FROM k UNION SELECT pair_id FROM r) EXCEPT SELECT pair_id FROM e))
+        """).fetchone()
+        identity = ledger_identity_result(
+            f"{table}_ledger_identity", passed=(n_kept + n_rejected == n_in and not overlap and not missing and not extra),
+            rows_in=n_in, kept=n_kept, rejected=n_rejected, asset_key=table)
+        failed = [(n, o) for n, o in outcomes if not o.passed] + ([] if identity.passed else [(identity.check_name, identity)])
+        if failed:
+            raise _refuse(f"{table} ({snapshot})", failed)
+        kept_out.commit()
+        ledger_out.commit()
+
+    kept_rel = f"read_parquet({parquet_literal(kept_out.final)})"
+    present = [c for c in preview_columns if c in kept_columns]
+    sel = ", ".join(f'"{c}"' for c in present)
+    kept_head = con.execute(f"SELECT {sel or 'pair_id'} FROM {kept_rel} LIMIT 8").pl()
+    rejected_sample = con.execute(
+        f"SELECT pair_id, reason, {sel + ', ' if sel else ''}detail FROM {decided} WHERE reason IS NOT NULL "
+        "QUALIFY row_number() OVER (PARTITION BY reason ORDER BY pair_id) <= 2").pl()
+    counts = dict(con.execute(
+        f"SELECT reason, count(*) FROM read_parquet({parquet_literal(ledger_out.final)}) GROUP BY reason").fetchall())
+    metadata = stage_metadata_from_counts(
+        stage=stage.ledger, reasons=stage.reasons, rows_in=n_in, kept_rows=n_kept, reason_counts=counts,
+        kept_head=kept_head, rejected_sample=rejected_sample, raw_rows=wh.count("raw_pairs", snapshot),
+        preview_columns=preview_columns)
+    if truth_path:  # a labelled sample (tests, calibration): the ledger part and the entering ids are read whole
+        entering_ids = con.execute(f"SELECT pair_id FROM {entering}").pl()["pair_id"]
+        rejected = wh.read(LEDGER, snapshot, stage=stage.ledger)
+        metadata.update(truth_quality_metadata(stage.ledger, entering_ids, rejected, truth_path))
+    metadata.update(extra_metadata or {})
+    checks = [check_from_validation(n, o, asset_key=table) for n, o in outcomes]
     return dg.MaterializeResult(asset_key=table, metadata=metadata, check_results=[*checks, identity])

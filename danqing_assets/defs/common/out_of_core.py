@@ -1,0 +1,39 @@
+"""Config fields shared by the steps that work on partitions larger than memory (stages 1 and 2)."""
+
+from typing import Any
+
+from pydantic import Field
+
+
+def workers_field() -> Any:
+    return Field(
+        default=None, ge=1, le=256,
+        description="Worker processes that score chunks (1: in the step's own process); unset: one per core.",
+    )
+
+
+def chunk_rows_field() -> Any:
+    return Field(
+        default=20_000, ge=1, le=1_000_000,
+        description="Rows per scored chunk: memory grows with chunk_rows x workers, not with the partition.",
+    )
+
+
+def memory_limit_field() -> Any:
+    return Field(
+        default=1024, ge=64, le=1_048_576,
+        description="DuckDB memory limit in MB for the decision over the Parquet files and the writing of the kept "
+        "table and ledger; beyond it DuckDB spills to temp_directory.",
+    )
+
+
+def temp_directory_field() -> Any:
+    return Field(
+        default=None,
+        description="Folder for DuckDB's spill files and the step's scratch files (a fresh subfolder, removed after "
+        "the step); unset: the warehouse's .scratch/.",
+    )
+
+
+SCRATCH_DIR = ".scratch"
+"""The steps' scratch folder under the warehouse home (lib/tempfiles.scratch_dir)."""
