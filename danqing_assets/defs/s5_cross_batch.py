@@ -2,13 +2,21 @@
 removed.
 
 The paper processed its crawl in 7 batches and removed the redundancy between them when it merged them. Here each
-partition (a crawl snapshot; later a batch of its WARC files) merges its aligned pairs into a persistent index
+partition (a batch of a snapshot's WARC files, `defs/common/partitions.py`; a small snapshot is one batch) merges its
+aligned pairs into a persistent index
 (`lib/crossbatch.py`, under `$DANQING_HOME/crossbatch/`) when its `curated_pairs` partition is materialized: only that
 partition's pairs are compared with what is already accepted (exact sha256, pHash within the stage-3 distance,
 embeddings within the stage-3 cosine distance), so adding a snapshot costs what that snapshot costs, never all pairs
 against all pairs again. The earliest accepted pair wins; re-materializing an old partition never accepts a pair
 twice and never evicts a pair that another partition's rejection points to (rule in lib/crossbatch.py).
 `curated_pairs` is therefore partitioned like its input, and its partitions together are the curated dataset.
+
+Batches of one snapshot are merged exactly as snapshots are: stages 1-3 deduplicate within a batch only, and this
+merge removes the image duplicates between batches (caption-only near duplicates in different batches stay: stage 2's
+MinHash dedup is per batch). Earliest merged wins, so the order of merges decides which of two duplicates is kept:
+`danqing materialize SNAPSHOT` runs its batches in order, and `danqing backfill --parallel N` runs everything before
+this merge in parallel, then the merges one batch at a time in snapshot and batch order, so the result does not depend
+on which run finished first. Runs launched elsewhere (the sensor, a Dagster backfill) merge in the order they finish.
 """
 
 import dagster as dg

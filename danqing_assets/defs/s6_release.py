@@ -1,6 +1,10 @@
 """The release: the curated pairs of every snapshot as a dataset (Parquet + WebDataset shards + card), and the funnel
 beside the paper's.
 
+`curated_pairs` is partitioned by batch (`defs/common/partitions.py`); the release and the funnel report speak of
+snapshots: each row's `snapshot` is the real snapshot name (looked up in the registry) and `batch` its partition key
+(the same as `snapshot` for a snapshot of one batch), and the funnel report sums a snapshot's batches.
+
 Each materialization of `danqing_dataset` writes a new release directory (`$DANQING_HOME/releases/<release_id>/`, or
 under `s3://...` through the `s3` resource) and never overwrites an earlier one.
 """
@@ -26,23 +30,45 @@ SCORES = ["word_count", "han_share", "noun_count", "unk_count", "entropy", "grey
 
 
 def curated_snapshots(wh: Warehouse) -> list[str]:
+    """The partition keys (batches) that have curated pairs."""
     root = wh.table_dir("curated_pairs")
     return sorted(p.name.split("=", 1)[1] for p in root.glob("snapshot=*") if (p / "part-0.parquet").exists())
 
 
+def _partitions(wh: Warehouse, registry, wanted: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """The curated partition keys to release (every one, or those of the `wanted` snapshots / batches) and the
+    snapshot each belongs to."""
+    curated = curated_snapshots(wh)
+    if wanted is None:
+        keys = curated
+    else:
+        keys = []
+        for name in wanted:
+            try:
+                resolved = registry.resolve(name)
+            except (KeyError, ValueError):
+                resolved = [name]  # a partition no snapshot has (materialized with a `source` in its config)
+            done = [k for k in resolved if k in curated]
+            if not done:
+                raise dg.Failure(f"{name!r} has no curated pairs: materialize curated_pairs for it first")
+            keys += [k for k in done if k not in keys]
+    return keys, {k: registry.snapshot_of(k) for k in keys}
+
+
 class FunnelReportConfig(dg.Config):
-    snapshots: list[str] | None = Field(default=None, description="Snapshots to report; unset: every curated one.")
+    snapshots: list[str] | None = Field(default=None, description="Snapshots (all their curated batches) or batch keys "
+                                        "to report; unset: every curated one.")
 
 
-@dg.asset(group_name=RELEASE.group, code_version=versioned("1", config=FunnelReportConfig), deps=["curated_pairs"])
+@dg.asset(group_name=RELEASE.group, code_version=versioned("2", config=FunnelReportConfig), deps=["curated_pairs"])
 def funnel_report(context: dg.AssetExecutionContext, config: FunnelReportConfig, warehouse: WarehouseResource) -> dict:
     """The funnel per snapshot and over all of them beside the paper's (1.05 B -> 706 M -> 475 M -> 397 M -> 178.6 M
     -> ~100 M), with the main rejection reasons per step: a markdown table and a chart."""
     from danqing_assets.lib.funnel_report import chart_png, funnel_table, markdown, overall
 
     wh = warehouse.warehouse()
-    snaps = config.snapshots or curated_snapshots(wh)
-    table = funnel_table(wh, snaps)
+    snaps, snapshot_of = _partitions(wh, warehouse.registry(), config.snapshots)
+    table = funnel_table(wh, snaps, snapshot_of)
     total = overall(table)
     md = markdown(table, total)
     png = chart_png(total) if total.height else b""
@@ -51,14 +77,17 @@ def funnel_report(context: dg.AssetExecutionContext, config: FunnelReportConfig,
     (out / "funnel.md").write_text(md, encoding="utf-8")
     if png:
         (out / "funnel.png").write_bytes(png)
+    names = sorted(set(snapshot_of.values()))
     context.add_output_metadata({
-        "snapshots": dg.MetadataValue.json(snaps),
+        "snapshots": dg.MetadataValue.json(names),
+        "batches": len(snaps),
         "funnel": dg.MetadataValue.md(md),
         "chart": png_markdown("funnel", png) if png else dg.MetadataValue.md("-"),
         "removed_share": dg.MetadataValue.float(round(1 - total["kept_of_raw"][-1], 4) if total.height else 0.0),
         "report": dg.MetadataValue.path(str(out / "funnel.md")),
     })
-    return {"markdown": md, "snapshots": snaps}
+    # `snapshots`: the partition keys (batches) the release reads; `snapshot_of`: their snapshots
+    return {"markdown": md, "snapshots": snaps, "snapshot_of": snapshot_of}
 
 
 class ReleaseConfig(dg.Config):
@@ -113,7 +142,7 @@ def _filters(instance, wh: Warehouse, snaps: list[str]) -> list[dict]:
 
 @dg.asset(
     group_name=RELEASE.group,
-    code_version=versioned("1", config=ReleaseConfig),
+    code_version=versioned("2", config=ReleaseConfig),  # 2: rows carry the real snapshot and their batch
     deps=["curated_pairs"],
     ins={"funnel": dg.AssetIn("funnel_report")},
 )
@@ -122,17 +151,21 @@ def danqing_dataset(
     image_store: ImageStoreResource, funnel: dict,
 ) -> dict:
     """A new release of every curated snapshot: Parquet shards (pair_id, image_url, page_url, caption (simplified,
-    cleaned), caption_original, snapshot, width, height, sha256, scores), WebDataset tar shards that open_clip's
+    cleaned), caption_original, snapshot, batch, width, height, sha256, scores), WebDataset tar shards that open_clip's
     loader reads as they are, a manifest and a dataset card stating which filters ran and which were OFF."""
     from danqing_assets.lib.export import write_release
 
     wh = warehouse.warehouse()
     snaps = funnel["snapshots"]
-    frames = [wh.read("curated_pairs", s) for s in snaps]
+    registry = warehouse.registry()
+    snapshot_of = funnel.get("snapshot_of") or {k: registry.snapshot_of(k) for k in snaps}
+    frames = [wh.read("curated_pairs", k).with_columns(snapshot=pl.lit(snapshot_of[k], dtype=pl.String),
+                                                        batch=pl.lit(k, dtype=pl.String)) for k in snaps]
     if not frames:
         raise dg.Failure("no curated snapshot: materialize curated_pairs for at least one snapshot first")
     pairs = pl.concat(frames, how="diagonal_relaxed").rename(RENAMES)
-    keep = ["pair_id", "image_url", "page_url", "caption", "caption_original", "snapshot", "width", "height", "sha256"]
+    keep = ["pair_id", "image_url", "page_url", "caption", "caption_original", "snapshot", "batch", "width", "height",
+            "sha256"]
     pairs = pairs.select(keep + [c for c in SCORES if c in pairs.columns])
     digest = hashlib.sha256("\n".join(sorted(pairs["pair_id"].to_list())).encode()).hexdigest()[:8]
     # time, content digest and run: two releases in the same second (or of the same pairs) never share an id
@@ -143,8 +176,7 @@ def danqing_dataset(
         root, release_id, pairs, store.get,
         card={"title": f"DanQing-style Chinese image-text pairs ({release_id})", "funnel": funnel["markdown"],
               "filters": _filters(context.instance, wh, snaps),
-              "rebuild": [f"danqing snapshot add {s} SOURCE" for s in snaps]
-              + [f"danqing materialize {s}" for s in snaps] + ["danqing release"]},
+              "rebuild": _rebuild(registry, snaps, snapshot_of)},
         shard_max_samples=config.shard_max_samples, shard_max_bytes=config.shard_max_bytes,
         image_workers=config.image_workers, s3_client=s3.client() if root.startswith("s3://") else None,
     )
@@ -156,9 +188,31 @@ def danqing_dataset(
         "release_id": release_id,
         "location": dg.MetadataValue.path(location),
         "pairs": manifest.total_pairs,
-        "snapshots": dg.MetadataValue.json(snaps),
+        "snapshots": dg.MetadataValue.json(sorted(set(snapshot_of.values()))),
+        "batches": len(snaps),
         "wds_megabytes": dg.MetadataValue.float(round(manifest.wds_bytes / 1e6, 2)),
         "missing_images": len(manifest.missing_images),
         "card": dg.MetadataValue.path(f"{location}/README.md"),
     })
-    return {"release_id": release_id, "location": location, "pairs": pairs.height, "snapshots": snaps}
+    # `snapshots`: the partition keys (batches) released, which continued pretraining reads its raw pairs from
+    return {"release_id": release_id, "location": location, "pairs": pairs.height, "snapshots": snaps,
+            "snapshot_names": sorted(set(snapshot_of.values()))}
+
+
+def _rebuild(registry, keys: list[str], snapshot_of: dict[str, str]) -> list[str]:
+    """The commands that rebuild the release: register each snapshot (with its batch size when it has several
+    batches) and materialize it (every batch, or the released ones when only some are)."""
+    adds, runs = [], []
+    for name in dict.fromkeys(snapshot_of[k] for k in keys):
+        mine = [k for k in keys if snapshot_of[k] == name]
+        try:
+            snap = registry.get(name)
+        except (KeyError, ValueError):
+            snap = None
+        size = f" --batch-size {snap.batch_size}" if snap is not None and len(snap.keys) > 1 else ""
+        adds.append(f"danqing snapshot add {name} SOURCE{size}")
+        if snap is None or set(mine) == set(snap.keys) or mine == [name]:
+            runs.append(f"danqing materialize {name}")
+        else:
+            runs.append(f"danqing materialize {name} " + " ".join(f"--batch {k}" for k in mine))
+    return adds + runs + ["danqing release"]

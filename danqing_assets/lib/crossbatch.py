@@ -1,6 +1,7 @@
 """Cross-batch dedup (stage 4): an incremental index of accepted pairs that each partition is merged into.
 
-Each partition (a crawl snapshot, later a batch of WARC files) was deduplicated on its own in stage 3. Stage 4 merges
+Each partition (a batch of a crawl snapshot's WARC files; a small snapshot is one batch) was deduplicated on its own
+in stage 3. Stage 4 merges
 the partitions and removes redundancy *across* them. `CrossBatchIndex` keeps every accepted pair in a directory
 between runs; `merge(partition, candidates, embeddings)` compares only the new partition's candidates with what is
 already accepted and with each other, never the accepted pairs with each other again, then appends the ones it

@@ -4,7 +4,8 @@ Layout of a release (`root` is a local folder or `s3://bucket/prefix`)::
 
     <root>/<release_id>/
       parquet/part-00000.parquet ...   # pair_id, image_url, page_url, caption, caption_original, snapshot, width,
-                                       # height, sha256, then every other column of `pairs` (the scores), as given
+                                       # height, sha256, then every other column of `pairs` (the release adds `batch`,
+                                       # the partition a pair was curated in, then the scores), as given
       wds/shard-00000.tar ...          # uncompressed tar: <pair_id>.jpg|.png|.webp, <pair_id>.json (the Parquet row
                                        # plus image_ext, image_reencoded_from), <pair_id>.txt (caption, UTF-8)
       wds/sizes.json                   # {"shard-00000.tar": n, ...}: open_clip reads it (--train-num-samples optional)

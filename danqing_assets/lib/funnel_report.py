@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import polars as pl
 
-from danqing_assets.lib.funnel import funnel
+from danqing_assets.lib.funnel import combine_funnels, funnel
 from danqing_assets.lib.stages import PAPER_RAW, PAPER_REMOVED, PIPELINE
 from danqing_assets.lib.warehouse import Warehouse
 
@@ -12,11 +14,16 @@ from danqing_assets.lib.warehouse import Warehouse
 PAPER_AFTER = {s.table: s.paper_out for s in PIPELINE if s.table}
 
 
-def funnel_table(wh: Warehouse, snapshots: list[str]) -> pl.DataFrame:
-    """One row per (snapshot, step): rows after the step, and the paper's count at the same step."""
+def funnel_table(wh: Warehouse, snapshots: list[str], snapshot_of: Mapping[str, str] | None = None) -> pl.DataFrame:
+    """One row per (snapshot, step): rows after the step, and the paper's count at the same step. `snapshots` are
+    partition keys; with `snapshot_of` (key -> snapshot name) the batches of a snapshot are summed into its row."""
+    groups: dict[str, list[str]] = {}
+    for key in snapshots:
+        groups.setdefault((snapshot_of or {}).get(key, key), []).append(key)
     rows = []
-    for snap in snapshots:
-        for step in funnel(wh, snap):
+    for snap, keys in groups.items():
+        steps, _ = combine_funnels([funnel(wh, k) for k in keys])
+        for step in steps:
             rows.append({"snapshot": snap, "step": step.table, "rows": step.rows,
                          "dropped": sum(step.dropped.values()),
                          "top_reasons": ", ".join(f"{r} {n}" for r, n in sorted(step.dropped.items(), key=lambda kv: -kv[1])[:4])})
