@@ -11,8 +11,10 @@ stage-2 noun count on the cleaned caption while the blocks are still in the segm
 stores it in `source_scores.noun_count`; `TextChunk` takes it from there (when the caption is unchanged) and segments
 only captions without one.
 
-Workers are started with `spawn` (no state inherited from the step's process) and load jieba, OpenCC, the vocabulary
-and the safety classifier once each. A worker that dies does not take the step down: its chunk and every later one
+With `workers` = w, the step's own process scores every w-th chunk itself and w - 1 worker processes score the rest,
+so w cores work and only w - 1 processes are started: each pays about 3 CPU seconds to load jieba, OpenCC, the
+vocabulary, the safety classifier and lingua, and holds about 0.5 GB. Workers are started with `spawn` (no state
+inherited from the step's process). A worker that dies does not take the step down: its chunk and every later one
 are scored in the step's own process, and `workers_died` says so.
 """
 
@@ -147,9 +149,10 @@ class PoolReport:
 
 def map_chunks(fn: Callable[[T], R], chunks: Iterable[T], *, workers: int, report: PoolReport | None = None,
                in_flight_per_worker: int = 2) -> Iterator[R]:
-    """`fn(chunk)` for every chunk, in order, on `workers` worker processes (`spawn`); at most
-    `in_flight_per_worker` x `workers` chunks are held at once. `workers` <= 1, or a single chunk, runs in this
-    process. When a worker dies, that chunk and every later one are computed in this process."""
+    """`fn(chunk)` for every chunk, in order, on `workers` cores: this process computes every `workers`-th chunk and
+    `workers` - 1 worker processes (`spawn`) the others; at most `in_flight_per_worker` x `workers` chunks are held at
+    once. `workers` <= 1, or a single chunk, runs in this process. When a worker dies, that chunk and every later one
+    are computed in this process."""
     report = report if report is not None else PoolReport()
     it = iter(chunks)
     first = next(it, None)
@@ -173,33 +176,39 @@ def map_chunks(fn: Callable[[T], R], chunks: Iterable[T], *, workers: int, repor
     from multiprocessing import get_context
 
     report.workers = workers
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    ex = ProcessPoolExecutor(max_workers=workers - 1, mp_context=get_context("spawn"))
     pending: deque[tuple[T, Any]] = deque()
     broken = False
+    submitted = 0
 
-    def submit(chunk: T) -> None:
+    def died(err: BaseException) -> None:
         nonlocal broken
         if not broken:
+            report.workers_died += 1
+            report.errors.append(str(err)[:200])
+            log.warning("a scoring worker died (%s): the rest is scored in the step's process", err)
+        broken = True
+
+    def submit(chunk: T) -> None:
+        nonlocal submitted
+        mine = submitted % workers == 0  # this process's share: computed when it reaches the head of the queue
+        submitted += 1
+        if not broken and not mine:
             try:
                 pending.append((chunk, ex.submit(fn, chunk)))
                 return
-            except BrokenProcessPool:
-                broken = True
+            except BrokenProcessPool as err:
+                died(err)
         pending.append((chunk, None))
 
     def take() -> R:
-        nonlocal broken
         chunk, fut = pending.popleft()
         report.chunks += 1
         if fut is not None:
             try:
                 return fut.result()
             except BrokenProcessPool as err:
-                if not broken:
-                    report.workers_died += 1
-                    report.errors.append(str(err)[:200])
-                    log.warning("a scoring worker died (%s): the rest is scored in the step's process", err)
-                broken = True
+                died(err)
         report.chunks_in_process += 1
         return fn(chunk)
 
