@@ -7,8 +7,11 @@
 -- failing rule wins, in the order of the stage's registry entry (lib/stages.py). Fails closed: a pair without a score
 -- row, with a missing word count or safety score (NULL or NaN), or whose scores belong to another caption (stale source_scores:
 -- caption_md5 differs) is `unscored`, never kept. Exact duplicates are ranked only among pairs that pass
--- every other rule, and the first pair in (warc_file, warc_offset, img_index) order keeps.
-WITH decided AS (
+-- every other rule, and the first pair in (warc_file, warc_offset, img_index) order keeps. The first pair of each
+-- (image_url, caption_norm) is found by a grouped arg_min and joined back, not by a window over the partition (DuckDB's
+-- window operator does not spill: 1 M pairs did not fit in 1 GB; this form does).
+WITH decided AS NOT MATERIALIZED (  -- inlined where used: never held as a whole
+
     SELECT
         *,
         CASE
@@ -25,22 +28,23 @@ WITH decided AS (
         END AS rule_reason
     FROM scored
 ),
-ranked AS (
-    SELECT
-        *,
-        row_number() OVER w AS dup_rank,
-        first_value(pair_id) OVER w AS dup_of
+firsts AS (  -- image_url is never '' (it starts with http), so '' stands for NULL in the key
+    SELECT coalesce(image_url, '') AS url_key, caption_norm,
+           arg_min(pair_id, (warc_file, warc_offset, img_index)) AS dup_of
     FROM decided
-    WINDOW w AS (
-        PARTITION BY rule_reason IS NULL, image_url, caption_norm
-        ORDER BY warc_file, warc_offset, img_index
-    )
+    WHERE rule_reason IS NULL
+    GROUP BY ALL
+),
+ranked AS (  -- firsts holds one row per key: the join adds a column, never a row
+    SELECT d.*, f.dup_of, d.rule_reason IS NULL AND f.dup_of IS NOT NULL AND d.pair_id <> f.dup_of AS is_dup
+    FROM decided d
+    LEFT JOIN firsts f ON coalesce(d.image_url, '') = f.url_key AND d.caption_norm = f.caption_norm
 )
 SELECT
     pair_id,
     CASE
         WHEN rule_reason IS NOT NULL THEN rule_reason
-        WHEN dup_rank > 1 THEN 'duplicate_pair'
+        WHEN is_dup THEN 'duplicate_pair'
     END AS reason,
     CASE
         WHEN rule_reason = 'not_chinese_page' THEN 'page_language=' || coalesce(page_language, '')
@@ -54,7 +58,7 @@ SELECT
         WHEN rule_reason IN ('caption_too_short', 'caption_too_long') THEN 'words=' || word_count
         WHEN rule_reason = 'unsafe_text' THEN coalesce(unsafe_category, 'unsafe') || ' score=' || round(unsafe_score, 3)
             || ' ' || coalesce(unsafe_term, '')
-        WHEN rule_reason IS NULL AND dup_rank > 1 THEN 'duplicate_of=' || dup_of
+        WHEN is_dup THEN 'duplicate_of=' || dup_of
     END AS detail
 FROM ranked
 ORDER BY warc_file, warc_offset, img_index
