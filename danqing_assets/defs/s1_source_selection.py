@@ -143,7 +143,7 @@ def source_selected_pairs(
     """Pairs from Chinese pages on non-blacklisted domains whose caption has 5-60 words, is safe, and is not an
     exact duplicate of an earlier (image_url, caption). Drops go to `rejected_pairs` with stage `source`; a pair
     without current scores is rejected as `unscored`."""
-    from danqing_assets.lib.decide import parquet_columns, source_decided_view
+    from danqing_assets.lib.decide import source_decided_view
     from danqing_assets.lib.sql import out_of_core, parquet_literal
     from danqing_assets.lib.tempfiles import scratch_dir
 
@@ -151,13 +151,15 @@ def source_selected_pairs(
     wh = warehouse.warehouse()
     raw_path, scores_path = wh.partition_path("raw_pairs", snapshot), wh.partition_path("source_scores", snapshot)
     for table, path in (("raw_pairs", raw_path), ("source_scores", scores_path)):
-        if not path.exists():
+        if not wh.exists(table, snapshot):
             raise FileNotFoundError(f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first")
     dropped = {"snapshot", "pair_id", *DROP_COLUMNS}
-    kept_columns = [*parquet_columns(raw_path), *[c for c in parquet_columns(scores_path) if c not in dropped]]
+    kept_columns = [*wh.columns("raw_pairs", snapshot),
+                    *[c for c in wh.columns("source_scores", snapshot) if c not in dropped]]
     with scratch_dir(config.temp_directory or wh.home / SCRATCH_DIR, f"source_selected_pairs-{snapshot}") as scratch:
         con = out_of_core(memory_limit_mb=config.memory_limit_mb, temp_directory=scratch)
         try:
+            wh.configure_connection(con)  # the warehouse on S3: httpfs and the bucket's secret
             decided = source_decided_view(con, raw_path, scores_path, config.model_dump(), scratch)
             return finish_stage_out_of_core(
                 stage=SOURCE,

@@ -73,7 +73,7 @@ def text_scores(
     snapshot = context.partition_key
     wh = warehouse.warehouse()
     pairs_path, s1_path = wh.partition_path("source_selected_pairs", snapshot), wh.partition_path("source_scores", snapshot)
-    if not pairs_path.exists():
+    if not wh.exists("source_selected_pairs", snapshot):
         raise FileNotFoundError(f"table 'source_selected_pairs' has no rows for snapshot {snapshot!r} yet ({pairs_path}): "
                                 "materialize it first")
     load_text_safety_classifier(config.text_safety_classifier)  # bad specs and paths fail before any worker starts
@@ -86,10 +86,9 @@ def text_scores(
     with scratch_dir(config.temp_directory or wh.home / SCRATCH_DIR, f"text_scores-{snapshot}") as scratch:
         con = out_of_core(memory_limit_mb=config.memory_limit_mb, temp_directory=scratch)
         try:
-            from danqing_assets.lib.decide import parquet_columns
-
+            wh.configure_connection(con)  # the warehouse on S3: httpfs and the bucket's secret
             pairs = f"read_parquet({parquet_literal(pairs_path)}, file_row_number = true)"
-            if s1_path.exists() and "noun_count" in parquet_columns(s1_path):  # stage 1 stored the noun count
+            if wh.exists("source_scores", snapshot) and "noun_count" in wh.columns("source_scores", snapshot):  # stage 1 stored the noun count
                 query = (f"SELECT p.pair_id, p.caption, s.noun_count AS stage1_nouns FROM {pairs} p "
                          f"LEFT JOIN read_parquet({parquet_literal(s1_path)}) s "
                          "ON p.pair_id = s.pair_id AND s.caption_md5 = md5(p.caption) ORDER BY p.file_row_number")
@@ -182,7 +181,7 @@ def text_refined_pairs(
     """Chinese captions with at least one noun, at most 5 [UNK] tokens, enough information and no sensitive terms;
     of near-duplicate captions, the first in crawl order (warc file, offset, img index) is kept. A pair without
     current scores is rejected as `unscored`."""
-    from danqing_assets.lib.decide import parquet_columns, text_decided_view
+    from danqing_assets.lib.decide import text_decided_view
     from danqing_assets.lib.sql import out_of_core, parquet_literal
     from danqing_assets.lib.tempfiles import scratch_dir
 
@@ -190,13 +189,14 @@ def text_refined_pairs(
     wh = warehouse.warehouse()
     pairs_path, scores_path = wh.partition_path("source_selected_pairs", snapshot), wh.partition_path("text_scores", snapshot)
     for table, path in (("source_selected_pairs", pairs_path), ("text_scores", scores_path)):
-        if not path.exists():
+        if not wh.exists(table, snapshot):
             raise FileNotFoundError(f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first")
-    kept_columns = [*parquet_columns(pairs_path),
-                    *[c for c in parquet_columns(scores_path) if c not in ("snapshot", "pair_id")]]
+    kept_columns = [*wh.columns("source_selected_pairs", snapshot),
+                    *[c for c in wh.columns("text_scores", snapshot) if c not in ("snapshot", "pair_id")]]
     with scratch_dir(config.temp_directory or wh.home / SCRATCH_DIR, f"text_refined_pairs-{snapshot}") as scratch:
         con = out_of_core(memory_limit_mb=config.memory_limit_mb, temp_directory=scratch)
         try:
+            wh.configure_connection(con)  # the warehouse on S3: httpfs and the bucket's secret
             decided, passing = text_decided_view(con, pairs_path, scores_path, config.model_dump(), scratch)
             rows_in = con.execute(f"SELECT count(*) FROM read_parquet({parquet_literal(pairs_path)})").fetchone()[0]
             kept_rows = con.execute(f"SELECT count(*) FROM {decided} WHERE reason IS NULL").fetchone()[0]

@@ -13,6 +13,10 @@ writer left is removed by the next write of the same partition (`lib/tempfiles.p
 views over glob patterns, created once per table (retrying briefly when another process holds the lock), so
 `duckdb $DANQING_HOME/warehouse.duckdb "select * from source_selected_pairs"` always sees every snapshot.
 
+The same tables can live on S3 instead (`lib/warehouse_s3.S3Warehouse`, `WarehouseResource.location`): one object
+per partition, uploaded when committed. Code that hands partition paths to DuckDB calls `configure_connection(con)`
+first and asks `exists`/`columns` here rather than the file system, so it works in both places.
+
 Partitions larger than memory: `iter_batches` reads a partition in bounded record batches, `writer` appends frames to
 one Parquet file chunk by chunk, and `staged` hands a temporary path to any other streaming writer (a DuckDB `COPY`);
 all three end the same way as `write`: nothing is visible until `commit()` renames the temporary into place, and a
@@ -89,6 +93,26 @@ class Warehouse:
 
     def exists(self, table: str, snapshot: str, *, stage: str | None = None) -> bool:
         return self.partition_path(table, snapshot, stage=stage).exists()
+
+    def snapshots(self, table: str) -> list[str]:
+        """Partitions of `table` that have been written."""
+        root = self.table_dir(table)
+        return sorted(p.name.split("=", 1)[1] for p in root.glob("snapshot=*") if (p / "part-0.parquet").exists())
+
+    def columns(self, table: str, snapshot: str, *, stage: str | None = None) -> list[str]:
+        """The column names of `table`'s partition for `snapshot` (read from the Parquet footer)."""
+        import pyarrow.parquet as pq
+
+        path = self.partition_path(table, snapshot, stage=stage)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first"
+            )
+        return list(pq.read_schema(path).names)
+
+    def configure_connection(self, con) -> None:
+        """Let a DuckDB connection read `partition_path(...)`: nothing to do for local files (the S3 warehouse loads
+        httpfs and a secret, `lib/warehouse_s3.py`)."""
 
     # ----------------------------------------------------------------- writes
     def write(self, table: str, snapshot: str, df: pl.DataFrame, *, stage: str | None = None) -> Path:

@@ -31,6 +31,8 @@ ENUM_LIKE = {
     ("FetchImagesConfig", "user_agent"): "bot\r\nX-Injected: 1",
     ("CrawlFeedResource", "listing_template"): "https://data.commoncrawl.org/warc.paths.gz",
     ("CrawlFeedResource", "since"): "../x",
+    ("WarehouseResource", "location"): "ftp://bucket/prefix",
+    ("WarehouseResource", "s3_endpoint_url"): "127.0.0.1:9000",
 }
 ENUM_LIKE_LISTS = {("FetchImagesConfig", "allow_networks"): ["127.0.0.1/33"]}
 # str fields that are paths, URLs, names or free text: any string is a candidate; their use reports a bad one
@@ -49,7 +51,7 @@ FREE_FORM = {
     "PretrainedCheckpointConfig": {"model", "pretrained"},
     "DecontaminationConfig": {"zero_shot_sets", "retrieval_sets"},
     "AblationConfig": {"zero_shot_sets", "retrieval_sets"},
-    "WarehouseResource": {"home"},
+    "WarehouseResource": {"home", "s3_region_name", "s3_profile_name"},
     "S3ClientResource": {"region_name", "endpoint_url", "profile_name"},
     "ImageStoreResource": {"location"},
     "ClipModelResource": {"model_name", "pretrained", "home"},

@@ -16,17 +16,59 @@ from danqing_assets.lib.warehouse import Warehouse, default_home
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The local warehouse: Parquet tables per snapshot under `home`, and `home/warehouse.duckdb` with their views."""
+    """The warehouse: Parquet tables per snapshot under `home`, and `home/warehouse.duckdb` with their views; or, with
+    `location: s3://bucket/prefix`, one object per table and partition on S3 (lib/warehouse_s3.py), `home` then
+    holding only scratch files. The S3 fields say how to reach the bucket (credentials: the AWS chain)."""
 
     home: str | None = Field(
         default=None, description="Warehouse directory; unset means $DANQING_HOME, else ./.danqing (resolved at run time)."
     )
+    location: str | None = Field(
+        default=None,
+        description="Unset: the tables live under `home`. s3://bucket/prefix: on S3 (any worker runs any batch; "
+        "`home` is scratch only).",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint of `location`, e.g. http://127.0.0.1:9000; unset: AWS.")
+    s3_region_name: str | None = Field(default="us-east-1", description="AWS region of `location`'s bucket.")
+    s3_profile_name: str | None = Field(default=None, description="AWS profile (~/.aws/config) for `location`.")
+
+    @field_validator("location")
+    @classmethod
+    def _s3_location(cls, location: str | None) -> str | None:
+        if location:
+            from danqing_assets.lib.warehouse_s3 import parse_s3_location
+
+            parse_s3_location(location)
+        return location or None
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, url: str | None) -> str | None:
+        if url and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
+            raise ValueError(f"s3_endpoint_url {url!r} is not an http(s)://host[:port] URL")
+        return url or None
 
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.home if self.home else default_home())
+        home = self.home if self.home else default_home()
+        if not self.location:
+            return Warehouse(home)
+        from danqing_assets.lib.s3 import S3Config
+        from danqing_assets.lib.warehouse_s3 import S3Warehouse
+
+        wh = S3Warehouse(self.location, home=home, s3=S3Config(
+            region_name=self.s3_region_name, endpoint_url=self.s3_endpoint_url, profile_name=self.s3_profile_name))
+        key = (wh.location, self.s3_endpoint_url, self.s3_profile_name)
+        if key not in _CHECKED_LOCATIONS:  # once per process: a missing bucket or endpoint is a clear error
+            wh.check()
+            _CHECKED_LOCATIONS.add(key)
+        return wh
 
     def registry(self) -> SnapshotRegistry:
         return SnapshotRegistry(self.warehouse().home)
+
+
+_CHECKED_LOCATIONS: set[tuple] = set()
 
 
 class S3ClientResource(dg.ConfigurableResource):
@@ -52,13 +94,18 @@ class ImageStoreResource(dg.ConfigurableResource):
 
     location: str | None = Field(
         default=None,
-        description="Directory, or s3://bucket/prefix (uses the `s3` resource). Unset: $DANQING_HOME/images.",
+        description="Directory, or s3://bucket/prefix (uses the `s3` resource). Unset: $DANQING_HOME/images, or "
+        "<warehouse location>/images when the warehouse is on S3.",
     )
 
     def store(self, warehouse: WarehouseResource, s3: S3ClientResource):
         from danqing_assets.lib.image_store import LocalImageStore, S3ImageStore
 
         loc = self.location
+        if not loc and warehouse.location:  # beside the warehouse's tables, through the warehouse's S3 settings
+            wh = warehouse.warehouse()
+            return S3ImageStore(bucket=wh.bucket, prefix="/".join(p for p in (wh.prefix, "images") if p),
+                                client_factory=wh.s3.client)
         if loc and loc.startswith("s3://"):
             parts = urlsplit(loc)
             return S3ImageStore(s3.client(), parts.netloc, parts.path.lstrip("/"))
