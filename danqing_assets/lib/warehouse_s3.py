@@ -244,7 +244,7 @@ class S3Warehouse(Warehouse):
         folder = self.home / UPLOADS
         folder.mkdir(parents=True, exist_ok=True)
         remove_orphans(folder)
-        staged = S3StagedPartition(self, table, key, folder / temp_name("part-0.parquet"), stage)
+        staged = S3StagedPartition(self, table, self._url(key), folder / temp_name("part-0.parquet"), stage)
         try:
             yield staged
         finally:
@@ -339,14 +339,16 @@ class S3Warehouse(Warehouse):
 
 
 class S3StagedPartition(StagedPartition):
-    """A partition staged locally; `commit()` uploads it to its key (the object appears whole, or not at all)."""
+    """A partition staged locally; `commit()` uploads it to `final`, its s3:// URL (the object appears whole, or not
+    at all)."""
 
     def commit(self) -> str:  # type: ignore[override]
         wh: S3Warehouse = self.wh  # type: ignore[assignment]
         pause_point(f"write_{self.table}")  # killed-run tests: stop before the upload (no-op otherwise)
-        wh.client.upload_file(str(self.path), wh.bucket, str(self.final))
+        key = str(self.final)[len(f"s3://{wh.bucket}/"):]
+        wh.client.upload_file(str(self.path), wh.bucket, key)
         self.committed = True
-        return wh._url(str(self.final))
+        return str(self.final)
 
 
 def _iter_file(path: Path, columns: list[str] | None, batch_rows: int) -> Iterator[pl.DataFrame]:
