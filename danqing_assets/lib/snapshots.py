@@ -176,8 +176,9 @@ _FILES_SCHEMA = {"batch": pl.String, "uri": pl.String, "name": pl.String, "bytes
 
 
 class SnapshotRegistry:
-    def __init__(self, home: str | os.PathLike):
+    def __init__(self, home: str | os.PathLike, *, warehouse: Any = None):
         self.dir = Path(home).expanduser().resolve() / "snapshots"
+        self.warehouse = warehouse  # where `snapshot_batches` is written; None: the Warehouse of `home`
 
     def add(
         self, name: str, source: str, *, base_url: str | None = None, allow_foreign_paths: bool = False,
@@ -241,7 +242,7 @@ class SnapshotRegistry:
             warc_files=pl.col("warc_files").fill_null(0).cast(pl.Int64))
         df = df.select("batch", "snapshot", "batch_index", "warc_files", "first_warc", "last_warc")
         try:
-            Warehouse(self.dir.parent).write("snapshot_batches", snap.name, df)
+            (self.warehouse or Warehouse(self.dir.parent)).write("snapshot_batches", snap.name, df)
         except Exception as exc:  # noqa: BLE001 - a locked or read-only warehouse: the registration stands
             log.warning("could not write table snapshot_batches for %s: %s", snap.name, exc)
 

@@ -5,6 +5,8 @@ Layout under `s3://bucket/prefix` (the same keys as the local layout under `home
 
     tables/<table>/snapshot=<name>/part-0.parquet
     tables/rejected_pairs/stage=<stage>/snapshot=<name>/part-0.parquet
+    images/<ab>/<cd>/<sha256>                                      # the image store's default beside them
+    snapshots/<name>.json, snapshots/<name>.warcs.parquet          # the snapshot registry (S3SnapshotRegistry)
 
 Why this shape: an S3 PUT is atomic (a multipart upload too: the object appears when it completes), so a step writes
 its Parquet file locally under a temporary name (the local `home`'s `.scratch/uploads/`, scratch only), validates it,
@@ -37,6 +39,7 @@ import polars as pl
 
 from danqing_assets.lib.faults import pause_point
 from danqing_assets.lib.s3 import S3Config
+from danqing_assets.lib.snapshots import Snapshot, SnapshotRegistry
 from danqing_assets.lib.tempfiles import remove_orphans, temp_name
 from danqing_assets.lib.warehouse import _TABLE, LEDGER, StagedPartition, Warehouse, validate_snapshot_name
 
@@ -366,3 +369,54 @@ def _iter_file(path: Path, columns: list[str] | None, batch_rows: int) -> Iterat
     finally:
         pf.close()
 
+
+
+
+REGISTRY_CACHE = Path(".scratch") / "registry"
+"""The local mirror of the S3 registry under the local home (rebuilt from the bucket whenever a registry is made)."""
+
+
+class S3SnapshotRegistry(SnapshotRegistry):
+    """The snapshot registry of a warehouse on S3: its files (`<name>.json`, `<name>.warcs.parquet`) are objects under
+    `<location>/snapshots/`, so any worker finds the batches. Read through a local mirror that is refreshed from the
+    bucket when the registry is made and before every `add`; `add` uploads the file list first and the JSON last (the
+    commit point, as locally) and writes `snapshot_batches` to the S3 warehouse."""
+
+    def __init__(self, wh: S3Warehouse) -> None:
+        super().__init__(wh.home / REGISTRY_CACHE, warehouse=wh)
+        self.s3wh = wh
+        self.pull()
+
+    def _objects(self) -> dict[str, str]:
+        wh = self.s3wh
+        prefix = wh._key("snapshots") + "/"
+        out = {}
+        for page in wh.client.get_paginator("list_objects_v2").paginate(Bucket=wh.bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                name = o["Key"][len(prefix):]
+                if "/" not in name and name.endswith((".json", ".warcs.parquet")):
+                    out[name] = o["Key"]
+        return out
+
+    def pull(self) -> None:
+        """Mirror the bucket's registry locally: file lists before their JSON (the commit point)."""
+        wh, objects = self.s3wh, self._objects()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name in sorted(objects, key=lambda n: n.endswith(".json")):
+            tmp = self.dir / temp_name(name)
+            try:
+                wh.client.download_file(wh.bucket, objects[name], str(tmp))
+                tmp.replace(self.dir / name)
+            finally:
+                tmp.unlink(missing_ok=True)
+        for path in self.dir.iterdir():
+            if path.is_file() and not path.name.startswith(".") and path.name not in objects:
+                path.unlink(missing_ok=True)  # not (or no longer) in the bucket
+
+    def add(self, name: str, source: str, **kwargs: Any) -> Snapshot:
+        self.pull()
+        snap = super().add(name, source, **kwargs)
+        for file in (f"{name}.warcs.parquet", f"{name}.json"):
+            if (self.dir / file).exists():
+                self.s3wh.client.upload_file(str(self.dir / file), self.s3wh.bucket, self.s3wh._key("snapshots", file))
+        return snap

@@ -1,15 +1,16 @@
-"""The chain with no local state: warehouse tables, ledger and images on S3 (a real local S3 server, moto on
-127.0.0.1), two batches of a snapshot materialized at the same time by two worker processes, each with its own
-fresh local home, through stage 3 (ingest, stages 1 and 2 out of core with DuckDB reading s3:// through httpfs, image
-acquisition, image scores, visual diversification).
+"""The chain with no local state: warehouse tables, ledger, images and the snapshot registry on S3 (a real local S3
+server, moto on 127.0.0.1), two batches of a snapshot materialized at the same time by two worker processes, each
+with its own empty local home, through stage 3 (ingest, stages 1 and 2 out of core with DuckDB reading s3:// through
+httpfs, image acquisition, image scores, visual diversification).
 
-The batches are registered through the command line (`danqing snapshot add --batch-size 2`, real WARC files of the
-sample crawl). The snapshot registry is still a local folder (a known gap: docs/scaling.md), so each worker's home
-starts with a copy of it and nothing else; afterwards no table, ledger part, image or DuckDB file is in any local
-home, every table and ledger part is an object in the bucket, and every row count equals a local-mode run of the
-same batches (also two processes at once)."""
+The snapshot (real WARC files of the sample crawl) is registered in 2 batches on S3 through the `warehouse`
+resource's registry (what the crawl sensor uses; the command line still registers in the local home only). Afterwards
+every table and ledger part is an object in the bucket, no local home holds a table, an image or a DuckDB file (only
+scratch: the registry's mirror, and the human-facing contact sheets of stage 3), and every row count equals a
+local-mode run of the same batches, registered with `danqing snapshot add --batch-size 2` (also two processes at
+once)."""
 
-import shutil
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ import polars as pl
 import pytest
 
 from danqing_assets.cli import main
+from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.lib.warehouse import LEDGER, Warehouse
 from danqing_sample.crawl import write_sample_crawl
 
@@ -50,27 +52,20 @@ def _files(root):
 
 
 def test_two_batches_at_once_with_everything_on_s3(tmp_path, local_s3, monkeypatch):
-    import os
-
     endpoint, make_client = local_s3
     client = make_client()
     client.create_bucket(Bucket="danqing-wh")
     crawl = tmp_path / "crawl"
     write_sample_crawl(crawl, pages=60, files=4, seed=3)
 
-    registry_home = tmp_path / "registry"
-    monkeypatch.setenv("DANQING_HOME", str(registry_home))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
-    (tmp_path / "dagster").mkdir()
-    assert main(["snapshot", "add", SNAPSHOT, str(crawl), "--batch-size", "2"]) == 0
+    def on_s3(home):
+        return WarehouseResource(home=str(home), location="s3://danqing-wh/prod", s3_endpoint_url=endpoint)
 
-    def fresh_home(name):
-        home = tmp_path / name
-        shutil.copytree(registry_home / "snapshots", home / "snapshots")  # the registry: the one local gap
-        return home
+    snap = on_s3(tmp_path / "registrar").registry().add(SNAPSHOT, str(crawl), batch_size=2)
+    assert list(snap.keys) == KEYS
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    s3_homes = [fresh_home("worker0"), fresh_home("worker1")]
+    s3_homes = [tmp_path / "worker0", tmp_path / "worker1"]  # empty: nothing local is shared with the registrar
     _workers(s3_homes, "s3://danqing-wh/prod", endpoint, env)
 
     keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="danqing-wh")
@@ -78,23 +73,26 @@ def test_two_batches_at_once_with_everything_on_s3(tmp_path, local_s3, monkeypat
     tables = {k for k in keys if k.startswith("prod/tables/")}
     expected = {f"prod/tables/{t}/snapshot={b}/part-0.parquet" for t in TABLES for b in KEYS}
     expected |= {f"prod/tables/{LEDGER}/stage={s}/snapshot={b}/part-0.parquet" for s in LEDGER_STAGES for b in KEYS}
+    expected.add(f"prod/tables/snapshot_batches/snapshot={SNAPSHOT}/part-0.parquet")  # written by the registry
     assert tables == expected
     images = {k.rsplit("/", 1)[1] for k in keys if k.startswith("prod/images/")}
     assert images  # the image store defaults to <location>/images
 
-    for home in s3_homes:  # nothing a later step needs stayed local: the registry copy and human reports only
-        left = [f for f in _files(home) if not f.startswith(("snapshots/", "reports/"))]
+    assert {k for k in keys if k.startswith("prod/snapshots/")} == {
+        f"prod/snapshots/{SNAPSHOT}.json", f"prod/snapshots/{SNAPSHOT}.warcs.parquet"}
+    for home in s3_homes:  # nothing a later step needs stayed local: scratch (the registry's mirror) and reports
+        left = [f for f in _files(home) if not f.startswith((".scratch/registry/", "reports/"))]
         assert left == [], left
-        assert not (home / "tables").exists() and not (home / "images").exists()
 
-    # the same batches in local mode, two processes at once, on a home of their own
-    local_home = fresh_home("local")
+    # the same batches in local mode, registered by the command line, two processes at once on one home
+    local_home = tmp_path / "local"
+    monkeypatch.setenv("DANQING_HOME", str(local_home))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    assert main(["snapshot", "add", SNAPSHOT, str(crawl), "--batch-size", "2"]) == 0
     _workers([local_home, local_home], None, None, env)
     local = Warehouse(local_home)
-    from danqing_assets.defs.common.resources import WarehouseResource
-
-    s3 = WarehouseResource(home=str(tmp_path / "reader"), location="s3://danqing-wh/prod",
-                           s3_endpoint_url=endpoint).warehouse()
+    s3 = on_s3(tmp_path / "reader").warehouse()
     for key in KEYS:
         for table in TABLES:
             assert s3.count(table, key) == local.count(table, key), (table, key)

@@ -111,3 +111,31 @@ def test_bad_locations_are_refused(bad):
     with pytest.raises(ValueError, match="location"):
         WarehouseResource(location=bad)
     assert parse_s3_location("s3://ok-bucket/a/b/") == ("ok-bucket", "a/b")
+
+
+def test_the_registry_lives_in_the_bucket(local_s3, tmp_path):
+    """A snapshot registered by one machine is found by another (fresh home): its batches and their WARC files."""
+    endpoint, make_client = local_s3
+    client = make_client()
+    client.create_bucket(Bucket="wh-bucket")
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    for name in ("a.warc.gz", "b.warc.gz", "c.warc.gz"):
+        (crawl / name).write_bytes(b"x" * 10)
+
+    def resource(home):
+        return WarehouseResource(home=str(tmp_path / home), location="s3://wh-bucket/p", s3_endpoint_url=endpoint)
+
+    snap = resource("one").registry().add("S", str(crawl), batch_size=2)
+    assert snap.keys == ("S.b00000", "S.b00001")
+    assert {k for k in _keys(client) if "/snapshots/" in k} == {"p/snapshots/S.json", "p/snapshots/S.warcs.parquet"}
+    other = resource("two")
+    registry = other.registry()
+    assert [s.name for s in registry.list()] == ["S"]
+    assert registry.batch("S.b00001").index == 1
+    assert [r.name for r in registry.warcs("S.b00000")] == ["a.warc.gz", "b.warc.gz"]
+    assert other.warehouse().read("snapshot_batches", "S")["warc_files"].to_list() == [2, 1]
+    assert resource("one").registry().add("S", str(crawl), batch_size=2) == snap  # the same files: a no-op
+    for home in ("one", "two"):  # locally, only the registry's mirror in scratch
+        assert all(p.startswith(".scratch/registry/") for p in
+                   (str(f.relative_to(tmp_path / home)) for f in (tmp_path / home).rglob("*") if f.is_file()))

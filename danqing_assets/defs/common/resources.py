@@ -65,7 +65,12 @@ class WarehouseResource(dg.ConfigurableResource):
         return wh
 
     def registry(self) -> SnapshotRegistry:
-        return SnapshotRegistry(self.warehouse().home)
+        wh = self.warehouse()
+        if self.location:  # on S3 beside the tables, so any worker finds the batches
+            from danqing_assets.lib.warehouse_s3 import S3SnapshotRegistry
+
+            return S3SnapshotRegistry(wh)  # type: ignore[arg-type]
+        return SnapshotRegistry(wh.home)
 
 
 _CHECKED_LOCATIONS: set[tuple] = set()
