@@ -4,7 +4,8 @@ removed.
 The paper processed its crawl in 7 batches and removed the redundancy between them when it merged them. Here each
 partition (a batch of a snapshot's WARC files, `defs/common/partitions.py`; a small snapshot is one batch) merges its
 aligned pairs into a persistent index
-(`lib/crossbatch.py`, under `$DANQING_HOME/crossbatch/`) when its `curated_pairs` partition is materialized: only that
+(`lib/crossbatch.py`, under `$DANQING_HOME/crossbatch/`, or `<location>/crossbatch/` beside a warehouse on S3 through
+`lib/crossbatch_s3.py`) when its `curated_pairs` partition is materialized: only that
 partition's pairs are compared with what is already accepted (exact sha256, pHash within the stage-3 distance,
 embeddings within the stage-3 cosine distance), so adding a snapshot costs what that snapshot costs, never all pairs
 against all pairs again. The earliest accepted pair wins; re-materializing an old partition never accepts a pair
@@ -22,7 +23,7 @@ on which run finished first. Runs launched elsewhere (the sensor, a Dagster back
 import dagster as dg
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import WarehouseResource
@@ -30,6 +31,11 @@ from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs
 from danqing_assets.lib import reasons, schemas
 from danqing_assets.lib.clusters import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_HAMMING
 from danqing_assets.lib.stages import CROSS_BATCH
+from danqing_assets.lib.warehouse_s3 import S3Warehouse
+
+CROSSBATCH_POOL = "crossbatch"
+"""Dagster concurrency pool of the merge: one slot (pools.default_limit), so one merge at a time across every run of
+the instance, whichever machine runs it (the index is shared: on S3 it lives beside the warehouse)."""
 
 CRAWL_ORDER = ["warc_file", "warc_offset", "img_index"]
 
@@ -41,7 +47,16 @@ class CuratedPairsConfig(dg.Config):
                                 description="Embedding cosine distance of duplicates across partitions (paper: 0.1).")
     embedding_dedup: bool = Field(default=True, description="Also compare image embeddings (off: sha256 and pHash "
                                   "only, stated in the metadata).")
-    index_dir: str | None = Field(default=None, description="Where the cross-batch index lives; unset: $DANQING_HOME/crossbatch.")
+    index_dir: str | None = Field(default=None, description="Local folder of the cross-batch index; unset: "
+                                  "$DANQING_HOME/crossbatch, or <warehouse location>/crossbatch when the warehouse is "
+                                  "on S3.")
+
+    @field_validator("index_dir")
+    @classmethod
+    def _local_index_dir(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "://" in value):
+            raise ValueError("index_dir is a local folder (on S3 leave it unset: the index lives beside the warehouse)")
+        return value
 
 
 @dg.asset(
@@ -50,6 +65,7 @@ class CuratedPairsConfig(dg.Config):
     code_version=versioned("1", config=CuratedPairsConfig),
     deps=["aligned_pairs", "image_embeddings", "image_scores"],
     check_specs=stage_check_specs(CROSS_BATCH),
+    pool=CROSSBATCH_POOL,
 )
 def curated_pairs(
     context: dg.AssetExecutionContext, config: CuratedPairsConfig, warehouse: WarehouseResource
@@ -70,9 +86,22 @@ def curated_pairs(
         vec = dict(zip(emb["image_sha256"].to_list(), emb["embedding"].to_list()))
         dim = len(next(iter(vec.values())))
         embeddings = np.array([vec.get(s) or [np.nan] * dim for s in cand["image_sha256"].to_list()], dtype=np.float32)
-    index = CrossBatchIndex(config.index_dir or wh.home / "crossbatch",
-                            phash_max_hamming=config.phash_max_hamming or None, max_distance=config.max_distance)
-    merged = index.merge(snapshot, cand.select("pair_id", "image_sha256", "phash"), embeddings)
+    mirror = None
+    if config.index_dir is None and isinstance(wh, S3Warehouse):  # the index lives beside the warehouse
+        from danqing_assets.lib.crossbatch_s3 import S3IndexMirror
+
+        mirror = S3IndexMirror(wh, wh.home / ".scratch" / "crossbatch" / context.run_id)
+    try:
+        index = CrossBatchIndex(mirror.pull() if mirror else (config.index_dir or wh.home / "crossbatch"),
+                                phash_max_hamming=config.phash_max_hamming or None, max_distance=config.max_distance)
+        merged = index.merge(snapshot, cand.select("pair_id", "image_sha256", "phash"), embeddings)
+        stats = index.stats()
+        if mirror:
+            mirror.push()  # the commit point on S3 (conditional on the manifest pulled)
+            stats["directory"] = mirror.url
+    finally:
+        if mirror:
+            mirror.clear()
     decision = merged.select(
         "pair_id",
         reason=pl.when(pl.col("accepted")).then(None).otherwise(pl.lit(reasons.CROSS_BATCH_DUPLICATE)),
@@ -80,7 +109,6 @@ def curated_pairs(
             [pl.lit("duplicate_of="), pl.col("duplicate_of"), pl.lit(" partition="), pl.col("duplicate_of_partition"),
              pl.lit(" kind="), pl.col("duplicate_kind")])),
     )
-    stats = index.stats()
     kinds = dict(merged.filter(~pl.col("accepted")).group_by("duplicate_kind").len().iter_rows())
     return finish_stage(
         stage=CROSS_BATCH,
