@@ -139,7 +139,8 @@ def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, 
         reps = near_duplicate_clusters(_ArrowStrings(got.column("caption_clean")),
                                        threshold=params["near_duplicate_threshold"],
                                        ngram=params["near_duplicate_ngram"],
-                                       one_edit_min_chars=params["near_duplicate_one_edit_min_chars"])
+                                       one_edit_min_chars=params["near_duplicate_one_edit_min_chars"],
+                                       spill_dir=scratch)
         for i, rep in enumerate(reps):
             if rep != i:
                 ids.append(passing_ids[i].as_py())

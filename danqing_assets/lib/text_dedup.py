@@ -28,6 +28,8 @@ Method (linear in the number of texts):
    deletion keys: the form itself and the form with each single character and each pair of adjacent characters
    removed (~2n keys). Two forms one edit apart always share a key (delete the differing block, or the shorter
    swapped segment, from both), so the keys find every such pair; unrelated texts share a key only by hash collision;
+   more keys than `edit_keys_in_memory` (1 M captions make ~50 M) are split by key value into parts spilled to a
+   scratch folder and grouped one part at a time, so the index is bounded by that count, not by the captions;
 4. texts sharing a bucket (an LSH band or a deletion key) are candidates; a candidate pair joins a cluster only if the
    rule verifies exactly (no false positives from hashing); clusters are the connected components (union-find).
    Inside a bucket, a text is verified against one member at a time of each cluster already seen there (up to
@@ -47,6 +49,9 @@ _CHUNK = 8192  # texts sketched per numpy block
 _MAX_TRIES = 8
 _MAX_GROUPS = 64
 _MAX_EDIT_KEY_CHARS = 64
+_EDIT_KEYS_IN_MEMORY = 4_000_000  # deletion keys grouped in memory at once (more are spilled in parts)
+_EDIT_BLOCK = 50_000  # forms whose keys are made and spilled at once
+_EDIT_MAX_PARTS = 256  # spilled parts at most (a file each, open together); 5 M captions need ~63 of 4 M keys
 
 
 def _normalize(text: Any) -> str:
@@ -120,6 +125,8 @@ def near_duplicate_clusters(
     num_perm: int = 128,
     seed: int = 1,
     one_edit_min_chars: int | None = DEFAULT_ONE_EDIT_MIN_CHARS,
+    spill_dir: Any = None,
+    edit_keys_in_memory: int | None = None,
 ) -> list[int]:
     """For each text, the index of its near-duplicate cluster's representative (the smallest index in the cluster).
 
@@ -128,6 +135,10 @@ def near_duplicate_clusters(
     letters / digits / Han characters, they are one edit apart (`one_edit`; deletion keys find the candidates; None
     disables this rule); clusters are the transitive closure. Texts are compared lower-cased with whitespace folded;
     None counts as "". See the module docstring for the rule and the method.
+
+    Memory: the one-edit rule's deletion keys (~2 per character) are grouped in memory up to `edit_keys_in_memory`
+    keys (default 4 M); beyond that they are spilled, split by key value, to a scratch folder in `spill_dir` (default:
+    the system's temporary folder) and grouped a part at a time. The clusters are the same either way.
     """
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
@@ -135,6 +146,8 @@ def near_duplicate_clusters(
         raise ValueError(f"ngram must be >= 1, got {ngram}")
     if num_perm < 2:
         raise ValueError(f"num_perm must be >= 2, got {num_perm}")
+    if edit_keys_in_memory is not None and edit_keys_in_memory < 1:
+        raise ValueError(f"edit_keys_in_memory must be >= 1, got {edit_keys_in_memory}")
     if one_edit_min_chars is not None and one_edit_min_chars < 3:
         raise ValueError(f"one_edit_min_chars must be >= 3 or None, got {one_edit_min_chars}")
     n = len(texts)
@@ -169,7 +182,8 @@ def near_duplicate_clusters(
         _verify_buckets(bands, uniq, parent, find, threshold=threshold, ngram=ngram)
         del bands
         if one_edit_min_chars is not None:
-            _one_edit_pass(uniq, parent, find, min_chars=one_edit_min_chars)
+            _one_edit_pass(uniq, parent, find, min_chars=one_edit_min_chars, spill_dir=spill_dir,
+                           keys_in_memory=edit_keys_in_memory)
 
     # 4. Representative of each component: its smallest distinct id = its earliest original index.
     rep_of_root: dict[int, int] = {}
@@ -272,16 +286,17 @@ def _union_bucket(members: list[int], parent: list[int], find: Any, same: Any) -
                 merged.extend(groups.pop(gi))
             merged.append(x)
 
-def _deletion_keys(forms: list[str], min_chars: int) -> tuple[Any, Any]:
+def _deletion_keys(forms: Sequence[str], min_chars: int, offset: int = 0) -> tuple[Any, Any]:
     """(key hashes, owner ids): per form of min_chars.._MAX_EDIT_KEY_CHARS characters, the form itself and the form
-    with each character and each adjacent pair removed, hashed (Python's str hash: consistent within the process)."""
+    with each character and each adjacent pair removed, hashed (Python's str hash: consistent within the process).
+    Owner ids are the forms' positions plus `offset`, in ascending order."""
     from array import array
 
     import numpy as np
 
     keys = array("q")  # 8 bytes a key (a list of Python ints would cost ~36)
     owners = array("q")
-    for u, f in enumerate(forms):
+    for u, f in enumerate(forms, start=offset):
         n = len(f)
         if n < min_chars - 2 or n > _MAX_EDIT_KEY_CHARS:
             continue
@@ -293,17 +308,74 @@ def _deletion_keys(forms: list[str], min_chars: int) -> tuple[Any, Any]:
     return np.frombuffer(keys, dtype=np.int64), np.frombuffer(owners, dtype=np.int64)
 
 
-def _one_edit_pass(uniq: list[str], parent: list[int], find: Any, *, min_chars: int) -> None:
-    """Rule (b): union the verified one-edit pairs among texts sharing a deletion key."""
+def _key_count(forms: Sequence[str], min_chars: int) -> int:
+    """An upper bound of the deletion keys `_deletion_keys` makes for `forms` (2n per eligible form of n chars)."""
+    return sum(2 * len(f) for f in forms if min_chars - 2 <= len(f) <= _MAX_EDIT_KEY_CHARS)
+
+
+def _spilled_key_parts(forms: Sequence[str], min_chars: int, parts: int, folder: Any) -> Any:
+    """The deletion keys of `forms` split by key value into `parts` disjoint parts, each yielded as (keys, owners).
+
+    The keys are made once, a block of forms at a time, and each block's keys are appended to one file per part
+    (`folder/<part>.keys`, interleaved key, owner as int64); a part is then read back alone. Every key value lies in
+    exactly one part, so a part's buckets are whole buckets, and owners stay in ascending order within a part."""
+    import numpy as np
+
+    files = [open(folder / f"{k}.keys", "wb") for k in range(parts)]  # noqa: SIM115 (closed below)
+    try:
+        for start in range(0, len(forms), _EDIT_BLOCK):
+            keys, owners = _deletion_keys(forms[start : start + _EDIT_BLOCK], min_chars, offset=start)
+            if not keys.size:
+                continue
+            part = keys % parts  # numpy: the sign of the divisor, so 0..parts-1
+            order = np.argsort(part, kind="stable")
+            rows = np.stack((keys[order], owners[order]), axis=1)
+            bounds = np.searchsorted(part[order], np.arange(parts + 1))
+            for k in range(parts):
+                if bounds[k + 1] > bounds[k]:
+                    rows[bounds[k] : bounds[k + 1]].tofile(files[k])
+    finally:
+        for f in files:
+            f.close()
+    for k in range(parts):
+        path = folder / f"{k}.keys"
+        rows = np.fromfile(path, dtype=np.int64).reshape(-1, 2)
+        path.unlink()
+        yield np.ascontiguousarray(rows[:, 0]), np.ascontiguousarray(rows[:, 1])
+        del rows
+
+
+def _one_edit_pass(uniq: list[str], parent: list[int], find: Any, *, min_chars: int,
+                   spill_dir: Any = None, keys_in_memory: int | None = None) -> None:
+    """Rule (b): union the verified one-edit pairs among texts sharing a deletion key.
+
+    Up to `keys_in_memory` keys (default _EDIT_KEYS_IN_MEMORY, ~32 MB an array) are grouped in memory; more are
+    split by key value into parts spilled to a scratch folder in `spill_dir` (default: the system's temporary folder)
+    and grouped one part at a time, so memory stays bounded whatever the number of captions (same clusters)."""
+    import tempfile
+    from pathlib import Path
+
+    from danqing_assets.lib.tempfiles import scratch_dir
+
     forms = [edit_form(t) for t in uniq]
-    keys, owners = _deletion_keys(forms, min_chars)
-    if keys.size < 2:
-        return
 
     def one_edit_apart(x: int, y: int) -> bool:
         return one_edit(forms[x], forms[y], min_chars)
 
+    limit = keys_in_memory or _EDIT_KEYS_IN_MEMORY
+    parts = min(_EDIT_MAX_PARTS, -(-_key_count(forms, min_chars) // limit))  # one open file a part
+    if parts <= 1:
+        _union_key_buckets(*_deletion_keys(forms, min_chars), parent, find, one_edit_apart)
+        return
+    with scratch_dir(Path(spill_dir or tempfile.gettempdir()), "one-edit-keys") as folder:
+        for keys, owners in _spilled_key_parts(forms, min_chars, parts, folder):
+            _union_key_buckets(keys, owners, parent, find, one_edit_apart)
+
+
+def _union_key_buckets(keys: Any, owners: Any, parent: list[int], find: Any, same: Any) -> None:
+    if keys.size < 2:
+        return
     for idx in _buckets(keys):
         members = sorted(set(owners[idx].tolist()))
         if len(members) >= 2:
-            _union_bucket(members, parent, find, one_edit_apart)
+            _union_bucket(members, parent, find, same)

@@ -239,3 +239,24 @@ def test_merge_rates_on_the_near_duplicate_evaluation_set():
     assert r["one_edit"] >= 0.95, r["by_kind"]
     assert all(v >= 0.9 for v in r["by_kind"].values()), r["by_kind"]
     assert r["template"] <= 0.02, r["template_merged"][:10]
+
+
+def test_one_edit_keys_spilled_in_parts_give_the_same_clusters(tmp_path):
+    """Beyond `edit_keys_in_memory` deletion keys, the one-edit index is split by key value into parts spilled to a
+    scratch folder and grouped a part at a time: the same clusters as one in-memory index (here ~90 k keys in parts
+    of 5 k, and in the most parts allowed), and the scratch folder is gone afterwards."""
+    rng = random.Random(8)
+    texts = [_distinct_han(rng, rng.randint(11, 30)) for _ in range(2000)]
+    for k in range(400):  # one-edit variants: substituted, inserted, deleted, swapped
+        t, i = texts[k], rng.randrange(len(texts[k]) - 1)
+        texts.append([t[:i] + "甲" + t[i + 1 :], t[:i] + "乙" + t[i:], t[:i] + t[i + 1 :],
+                      t[:i] + t[i + 1] + t[i] + t[i + 2 :]][k % 4])
+    rng.shuffle(texts)
+    whole = near_duplicate_clusters(texts)
+    assert sum(r != i for i, r in enumerate(whole)) == 400
+    for limit in (5_000, 100):
+        spill = tmp_path / f"spill-{limit}"
+        assert near_duplicate_clusters(texts, spill_dir=spill, edit_keys_in_memory=limit) == whole
+        assert spill.is_dir() and not any(spill.iterdir())
+    with pytest.raises(ValueError, match="edit_keys_in_memory"):
+        near_duplicate_clusters(texts, edit_keys_in_memory=0)
