@@ -5,8 +5,10 @@ beside the paper's.
 snapshots: each row's `snapshot` is the real snapshot name (looked up in the registry) and `batch` its partition key
 (the same as `snapshot` for a snapshot of one batch), and the funnel report sums a snapshot's batches.
 
-Each materialization of `danqing_dataset` writes a new release directory (`$DANQING_HOME/releases/<release_id>/`, or
-under `s3://...` through the `s3` resource) and never overwrites an earlier one.
+Each materialization of `danqing_dataset` writes a new release directory (`$DANQING_HOME/releases/<release_id>/`;
+`<warehouse location>/releases/<release_id>/` when the warehouse is on S3; or under a configured `root`, an `s3://`
+one through the `s3` resource) and never overwrites an earlier one. The funnel report goes to `$DANQING_HOME/reports/`,
+or to the objects `<warehouse location>/reports/funnel.md` and `funnel.png` on S3 (and always into the metadata).
 """
 
 import hashlib
@@ -21,6 +23,7 @@ from danqing_assets.defs.common.resources import ImageStoreResource, S3ClientRes
 from danqing_assets.defs.common.stage_end import versioned
 from danqing_assets.lib.stages import RELEASE
 from danqing_assets.lib.warehouse import Warehouse
+from danqing_assets.lib.warehouse_s3 import S3Warehouse
 
 # release columns taken from curated_pairs (renamed), then the scores passed through
 RENAMES = {"caption_clean": "caption", "caption": "caption_original", "image_sha256": "sha256"}
@@ -31,8 +34,7 @@ SCORES = ["word_count", "han_share", "noun_count", "unk_count", "entropy", "grey
 
 def curated_snapshots(wh: Warehouse) -> list[str]:
     """The partition keys (batches) that have curated pairs."""
-    root = wh.table_dir("curated_pairs")
-    return sorted(p.name.split("=", 1)[1] for p in root.glob("snapshot=*") if (p / "part-0.parquet").exists())
+    return wh.snapshots("curated_pairs")  # a local folder listing, or an S3 listing (lib/warehouse_s3.py)
 
 
 def _partitions(wh: Warehouse, registry, wanted: list[str] | None) -> tuple[list[str], dict[str, str]]:
@@ -72,11 +74,20 @@ def funnel_report(context: dg.AssetExecutionContext, config: FunnelReportConfig,
     total = overall(table)
     md = markdown(table, total)
     png = chart_png(total) if total.height else b""
-    out = wh.home / "reports"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "funnel.md").write_text(md, encoding="utf-8")
-    if png:
-        (out / "funnel.png").write_bytes(png)
+    if isinstance(wh, S3Warehouse):  # beside the warehouse, where any user of the bucket reads it
+        report = f"{wh.location}/reports/funnel.md"
+        wh.client.put_object(Bucket=wh.bucket, Key=wh._key("reports", "funnel.md"), Body=md.encode("utf-8"),
+                             ContentType="text/markdown; charset=utf-8")
+        if png:
+            wh.client.put_object(Bucket=wh.bucket, Key=wh._key("reports", "funnel.png"), Body=png,
+                                 ContentType="image/png")
+    else:
+        out = wh.home / "reports"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "funnel.md").write_text(md, encoding="utf-8")
+        if png:
+            (out / "funnel.png").write_bytes(png)
+        report = str(out / "funnel.md")
     names = sorted(set(snapshot_of.values()))
     context.add_output_metadata({
         "snapshots": dg.MetadataValue.json(names),
@@ -84,14 +95,15 @@ def funnel_report(context: dg.AssetExecutionContext, config: FunnelReportConfig,
         "funnel": dg.MetadataValue.md(md),
         "chart": png_markdown("funnel", png) if png else dg.MetadataValue.md("-"),
         "removed_share": dg.MetadataValue.float(round(1 - total["kept_of_raw"][-1], 4) if total.height else 0.0),
-        "report": dg.MetadataValue.path(str(out / "funnel.md")),
+        "report": dg.MetadataValue.path(report),
     })
     # `snapshots`: the partition keys (batches) the release reads; `snapshot_of`: their snapshots
     return {"markdown": md, "snapshots": snaps, "snapshot_of": snapshot_of}
 
 
 class ReleaseConfig(dg.Config):
-    root: str | None = Field(default=None, description="Directory or s3://bucket/prefix; unset: $DANQING_HOME/releases.")
+    root: str | None = Field(default=None, description="Directory or s3://bucket/prefix; unset: "
+                             "$DANQING_HOME/releases, or <warehouse location>/releases when the warehouse is on S3.")
     release_name: str = Field(default="danqing", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                               description="Prefix of the release id (<name>-<UTC time>-<pairs hash>-<run id>): letters, "
                               "digits, '.', '_' and '-', at most 64 (it names a directory or an S3 prefix).")
@@ -170,15 +182,19 @@ def danqing_dataset(
     digest = hashlib.sha256("\n".join(sorted(pairs["pair_id"].to_list())).encode()).hexdigest()[:8]
     # time, content digest and run: two releases in the same second (or of the same pairs) never share an id
     release_id = f"{config.release_name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{digest}-{context.run_id[:8]}"
-    root = config.root or str(wh.home / "releases")
+    on_s3 = isinstance(wh, S3Warehouse)
+    root = config.root or (f"{wh.location}/releases" if on_s3 else str(wh.home / "releases"))
     store = image_store.store(warehouse, s3)
+    # under the warehouse's bucket: its client (its endpoint and credentials); elsewhere on S3: the `s3` resource
+    same_bucket = on_s3 and (root.rstrip("/") + "/").startswith(f"s3://{wh.bucket}/")
+    s3_client = (wh.client if same_bucket else s3.client()) if root.startswith("s3://") else None
     manifest = write_release(
         root, release_id, pairs, store.get,
         card={"title": f"DanQing-style Chinese image-text pairs ({release_id})", "funnel": funnel["markdown"],
               "filters": _filters(context.instance, wh, snaps),
               "rebuild": _rebuild(registry, snaps, snapshot_of)},
         shard_max_samples=config.shard_max_samples, shard_max_bytes=config.shard_max_bytes,
-        image_workers=config.image_workers, s3_client=s3.client() if root.startswith("s3://") else None,
+        image_workers=config.image_workers, s3_client=s3_client,
     )
     if manifest.missing_images and not config.allow_missing_images:
         raise dg.Failure(f"{len(manifest.missing_images)} images could not be read (see the release manifest "
