@@ -21,24 +21,22 @@ before this change); `--workers 1,2` runs this checkout with 1 and with 2 scorin
 
 The machine is shared (2 cores, other work running): compare ratios within one run, not across runs.
 
-Measured here (2 cores shared with other work: load average 4-11 during the runs, so wall times are inflated and
-noisy, CPU seconds less so; base = 9287e49, this = the commit that adds this file; peak = step + workers):
+Measured here, 2 cores, one run with the base (= 9287e49, the code before) at load average ~2 (09:2x UTC, after the
+caption near-duplicate index learnt to spill; peak = step + workers):
 
 | pairs | code | source_scores | source_selected_pairs | text_scores | text_refined_pairs | pairs/s | pairs/CPU-s |
 |---|---|---|---|---|---|---|---|
-| 100 k | base | 1.04 GB, 18 s | 0.61 GB, 1 s | 1.27 GB, 13 s | 0.75 GB, 6 s | 2629 | 2503 |
-| 100 k | this, workers=1 | 0.58 GB, 8 s | 0.67 GB, 2 s | 0.77 GB, 6 s | 0.73 GB, 7 s | 4415 | 3346 |
-| 1 M | base | 1.95 GB, 242 s | 2.92 GB, 20 s | 2.15 GB, 156 s | 4.65 GB, 86 s | 1982 | 3621 |
-| 1 M | this, workers=1 | 0.71 GB, 165 s | 1.38 GB, 29 s | 1.11 GB, 72 s | 3.39 GB, 154 s | 2383 | 5073 |
-| 1 M | this, workers=2 | 1.03 GB, 250 s | 1.36 GB, 55 s | 1.70 GB, 110 s | 3.34 GB, 257 s | 1489 | 4455 |
+| 1 M | base | 1.95 GB, 97 s | 2.94 GB, 5 s | 2.09 GB, 82 s | 4.66 GB, 54 s | 4198 | 3950 |
+| 1 M | this, workers=1 | 0.71 GB, 62 s | 1.52 GB, 10 s | 1.20 GB, 29 s | 1.83 GB, 60 s | 6188 | 5489 |
+| 1 M | this, workers=2 | 1.03 GB, 37 s | 1.77 GB, 10 s | 1.68 GB, 20 s | 1.93 GB, 58 s | 7998 | 5246 |
 
-The 1 M runs ran one after the other while the load rose (5 -> 11): text_refined_pairs runs the same code with 1 and
-2 workers and took 154 s and 257 s, so the wall-time ratios between those rows measure the load, not the code. Per
-CPU second, stages 1 + 2 handle 1.40x the pairs of the base at 1 M (5073 vs 3621 pairs/CPU-s; segmentation once and
-the cached jieba blocks), and 1.34x at 100 k. At 100 k the 2-worker run of an earlier version (two spawned workers) was slower than 1 worker (3185 vs 4415
-pairs/s): worker start-up (about 3 CPU s each) is not paid back there, and under this load two busy processes do not
-get two cores. 5 M was not run (time). text_refined_pairs' memory is the caption near-duplicate index
-(lib/text_dedup: deletion keys and their argsort), not the rows.
+Stage 1 + 2 pairs/s: workers=1 / base 1.47x, workers=2 / base 1.91x, workers=2 / workers=1 1.29x (one caption
+segmented once, jieba blocks cached; the benchmark's captions repeat more than real ones, which flatters the cache).
+An earlier run under load 4-11 (before the spilling index) gave 3.39 GB for text_refined_pairs at 1 M and no gain
+from the second worker: with other work on the machine two busy processes do not get two cores. Still above the
+issue's 1.5 GB: source_selected_pairs and text_refined_pairs (DuckDB's memory_limit_mb=1024 plus, in stage 2, the
+caption index), text_scores with 2 workers (one more process holding jieba, OpenCC, lingua and the classifier).
+5 M was not run (time).
 """
 
 from __future__ import annotations
