@@ -52,10 +52,19 @@ def cmd_sample_crawl(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry():
-    from danqing_assets.lib.snapshots import SnapshotRegistry
+def _warehouse_resource():
+    from danqing_assets.defs.common.resources import warehouse_resource
 
-    return SnapshotRegistry(_home())
+    return warehouse_resource(str(_home()))
+
+
+def _warehouse():
+    """The warehouse the runs use: local under $DANQING_HOME, or on S3 ($DANQING_WAREHOUSE_LOCATION)."""
+    return _warehouse_resource().warehouse()
+
+
+def _registry():
+    return _warehouse_resource().registry()
 
 
 def cmd_snapshot_add(args: argparse.Namespace) -> int:
@@ -245,9 +254,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def print_evaluation() -> None:
-    from danqing_assets.lib.warehouse import Warehouse
 
-    wh = Warehouse(_home())
+    wh = _warehouse()
     for table in ("zero_shot_metrics", "retrieval_metrics"):
         if wh.exists(table, "bootstrap_checkpoint"):
             df = wh.read(table, "bootstrap_checkpoint")
@@ -261,9 +269,8 @@ def bootstrap_good_enough(min_retrieval: float = 5.0, min_zero_shot: float = 3.0
     """The demo's gate for deciding duplicates with the bootstrap model: the models issue's targets on the held-out
     eval sets, retrieval R@1 (both directions) >= 5x chance and zero-shot top-1 >= 3x chance. A model that ranks
     captions well but does not separate classes keeps distinct scenes within cosine distance 0.1 of each other."""
-    from danqing_assets.lib.warehouse import Warehouse
 
-    wh = Warehouse(_home())
+    wh = _warehouse()
     if not (wh.exists("retrieval_metrics", "bootstrap_checkpoint") and wh.exists("zero_shot_metrics", "bootstrap_checkpoint")):
         return False
 
@@ -278,6 +285,10 @@ def bootstrap_good_enough(min_retrieval: float = 5.0, min_zero_shot: float = 3.0
 
 def cmd_release(args: argparse.Namespace) -> int:
     ok = run_unpartitioned("release_job", run_config=_load_config(args.config))
+    location = getattr(_warehouse(), "location", None)
+    if location:  # on S3: the report and the releases are objects beside the tables
+        print(f"funnel report: {location}/reports/funnel.md\nreleases: {location}/releases/")
+        return 0 if ok else 1
     reports = _home() / "reports" / "funnel.md"
     if reports.exists():
         print(reports.read_text(encoding="utf-8").split("\n\n| snapshot")[0])
@@ -296,9 +307,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def print_ablation() -> None:
     """The ablation table (start / raw baseline / curated on every eval set) and its verdict."""
     from danqing_assets.defs.s7_pretraining import MODELS, ablation_verdict
-    from danqing_assets.lib.warehouse import Warehouse
 
-    wh = Warehouse(_home())
+    wh = _warehouse()
     if not wh.exists("ablation_metrics", "siglip_checkpoint"):
         return
     df = wh.read("ablation_metrics", "siglip_checkpoint")
@@ -340,9 +350,8 @@ def _funnel_keys(name: str, batches: list[str] | None = None) -> list[str]:
 
 def print_funnel(name: str, batches: list[str] | None = None, steps_of=None) -> None:
     from danqing_assets.lib.funnel import combine_funnels, format_funnel, funnel
-    from danqing_assets.lib.warehouse import Warehouse
 
-    wh = Warehouse(_home())
+    wh = _warehouse()
     keys = _funnel_keys(name, batches)
     steps_of = steps_of or (lambda key: funnel(wh, key))
     if len(keys) == 1:
@@ -395,12 +404,11 @@ def cmd_funnel(args: argparse.Namespace) -> int:
     if not args.set:
         print_funnel(args.name, batches)
         return 0
-    from danqing_assets.lib.warehouse import Warehouse
     from danqing_assets.lib.whatif import what_if
 
     started = time.monotonic()
     params = whatif_params(args.set)
-    wh = Warehouse(_home())
+    wh = _warehouse()
     import contextlib
     import io
 
@@ -515,9 +523,8 @@ def _demo_config(crawl_dir: Path) -> dict:
 
 
 def cmd_refresh_views(args: argparse.Namespace) -> int:
-    from danqing_assets.lib.warehouse import Warehouse
 
-    names = Warehouse(_home()).refresh_views()
+    names = _warehouse().refresh_views()
     print("views: " + ", ".join(names))
     return 0
 

@@ -139,3 +139,34 @@ def test_the_registry_lives_in_the_bucket(local_s3, tmp_path):
     for home in ("one", "two"):  # locally, only the registry's mirror in scratch
         assert all(p.startswith(".scratch/registry/") for p in
                    (str(f.relative_to(tmp_path / home)) for f in (tmp_path / home).rglob("*") if f.is_file()))
+
+
+def test_the_cli_and_the_code_location_take_the_location_from_the_environment(local_s3, tmp_path, monkeypatch, capsys):
+    """DANQING_WAREHOUSE_LOCATION (+ DANQING_S3_ENDPOINT_URL) puts the CLI's registry and tables and the code
+    location's default warehouse on S3: `danqing snapshot add` registers the batches in the bucket, a second machine
+    (fresh home) lists them; a bad value is a message, not a traceback."""
+    from danqing_assets import cli
+    from danqing_assets.defs.common.resources import default_resources
+
+    endpoint, make_client = local_s3
+    client = make_client()
+    client.create_bucket(Bucket="env-bucket")
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    for name in ("a.warc.gz", "b.warc.gz", "c.warc.gz"):
+        (crawl / name).write_bytes(b"x" * 10)
+    monkeypatch.setenv("DANQING_WAREHOUSE_LOCATION", "s3://env-bucket/env")
+    monkeypatch.setenv("DANQING_S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("DANQING_HOME", str(tmp_path / "one"))
+    assert cli.main(["snapshot", "add", "S", str(crawl), "--batch-size", "2"]) == 0
+    assert {k for k in _keys(client, "env-bucket") if "/snapshots/" in k} == {"env/snapshots/S.json", "env/snapshots/S.warcs.parquet"}
+    monkeypatch.setenv("DANQING_HOME", str(tmp_path / "two"))
+    capsys.readouterr()
+    assert cli.main(["snapshot", "list", "--batches"]) == 0
+    out = capsys.readouterr().out
+    assert "S.b00000" in out and "S.b00001" in out
+    wh = default_resources()["warehouse"].warehouse()
+    assert wh.location == "s3://env-bucket/env" and wh.read("snapshot_batches", "S")["warc_files"].to_list() == [2, 1]
+    monkeypatch.setenv("DANQING_WAREHOUSE_LOCATION", "http://not-s3/x")
+    assert cli.main(["snapshot", "list"]) != 0
+    assert "DANQING_WAREHOUSE_LOCATION='http://not-s3/x'" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -293,10 +294,27 @@ class CrawlFeedResource(dg.ConfigurableResource):
         return [i for i in ids if self.since is None or i >= self.since]
 
 
+LOCATION_ENV = "DANQING_WAREHOUSE_LOCATION"
+ENDPOINT_ENV = "DANQING_S3_ENDPOINT_URL"
+
+
+def warehouse_resource(home: str | None = None) -> WarehouseResource:
+    """The warehouse of the code location and of the CLI: local under `home`, or on S3 when the environment sets
+    DANQING_WAREHOUSE_LOCATION=s3://bucket/prefix (and DANQING_S3_ENDPOINT_URL for a non-AWS endpoint), so the CLI,
+    the web UI, the daemon and every run they launch use the same tables. A bad value stops loading with its reason."""
+    location = os.environ.get(LOCATION_ENV, "").strip() or None
+    endpoint = os.environ.get(ENDPOINT_ENV, "").strip() or None
+    try:
+        return WarehouseResource(home=home, location=location, s3_endpoint_url=endpoint)
+    except Exception as e:  # pydantic's ValidationError: name the variables, not the resource's fields
+        raise ValueError(f"{LOCATION_ENV}={location!r} / {ENDPOINT_ENV}={endpoint!r}: {e}") from None
+
+
 def default_resources(home: str | None = None) -> dict[str, Any]:
-    """The resources of the code location; `home` pins the warehouse (tests), else $DANQING_HOME at run time."""
+    """The resources of the code location; `home` pins the warehouse (tests), else $DANQING_HOME at run time; the
+    warehouse's location from the environment (`warehouse_resource`)."""
     return {
-        "warehouse": WarehouseResource(home=home),
+        "warehouse": warehouse_resource(home),
         "s3": S3ClientResource(),
         "image_store": ImageStoreResource(),
         "clip": ClipModelResource(home=home),
