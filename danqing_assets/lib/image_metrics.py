@@ -359,21 +359,22 @@ def compute_metrics_batch(
     n = min(workers, len(todo))
     out: list[dict[str, Any] | None] = [None] * len(datas)
     idle: list[ProcessPoolExecutor] = []
-    running: dict[Any, tuple[int, int, ProcessPoolExecutor]] = {}
+    running: dict[Any, tuple[int, int, ProcessPoolExecutor, list[Any]]] = {}
     try:
         while todo or running:
             while todo and len(running) < n:
                 lo, hi = todo.pop()
                 ex = idle.pop() if idle else ProcessPoolExecutor(max_workers=1, mp_context=ctx)
                 job = (datas[lo:hi], work_size, max_pixels, formats)
-                running[ex.submit(_metrics_chunk, job)] = (lo, hi, ex)
+                fut = ex.submit(_metrics_chunk, job)
+                running[fut] = (lo, hi, ex, _processes(ex))  # now: a broken pool forgets its processes
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                lo, hi, ex = running.pop(fut)
+                lo, hi, ex, procs = running.pop(fut)
                 try:
                     out[lo:hi] = fut.result()
                 except BrokenProcessPool:
-                    code = _exit_code(ex)
+                    code = _exit_code(procs)
                     ex.shutdown(wait=True, cancel_futures=True)
                     if hi - lo > 1:  # the chunk again, one image per job (next): a worker that dies names its image
                         todo.extend((i, i + 1) for i in reversed(range(lo, hi)))
@@ -384,14 +385,20 @@ def compute_metrics_batch(
                 else:
                     idle.append(ex)
     finally:
-        for ex in [*idle, *(ex for _, _, ex in running.values())]:
+        for ex in [*idle, *(ex for _, _, ex, _ in running.values())]:
             ex.shutdown(wait=True, cancel_futures=True)
     return out  # type: ignore[return-value]
 
 
-def _exit_code(ex: Any) -> int | None:
+def _processes(ex: Any) -> list[Any]:
+    """A pool's worker processes, read right after a submit (which starts them): once the pool breaks, its manager
+    thread may already have cleared the pool's own table, so the exit code must be read from these objects."""
+    return list((getattr(ex, "_processes", None) or {}).values())
+
+
+def _exit_code(procs: list[Any]) -> int | None:
     """The exit code of a broken single-worker pool's process (negative: the signal), when it can be read."""
-    for p in list((getattr(ex, "_processes", None) or {}).values()):
+    for p in procs:
         p.join(5)
         return p.exitcode
     return None
