@@ -397,9 +397,16 @@ def _processes(ex: Any) -> list[Any]:
 
 
 def _exit_code(procs: list[Any]) -> int | None:
-    """The exit code of a broken single-worker pool's process (negative: the signal), when it can be read."""
+    """The exit code of a broken single-worker pool's process (negative: the signal), when it can be read. The pool's
+    manager thread may reap the process first; its waitpid then sets the code a moment later, so poll up to 5 s."""
+    import time
+
     for p in procs:
-        p.join(5)
+        deadline = time.monotonic() + 5
+        p.join(0.1)
+        while p.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            p.join(0.1)
         return p.exitcode
     return None
 
