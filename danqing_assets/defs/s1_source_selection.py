@@ -13,7 +13,7 @@ from danqing_assets.defs.common.stage_end import (
     versioned,
 )
 from danqing_assets.defs.common.out_of_core import (
-    SCRATCH_DIR,
+    stage_connection,
     chunk_rows_field,
     memory_limit_field,
     temp_directory_field,
@@ -77,8 +77,6 @@ def source_scores(
     its jieba segmentation is at hand (text_scores reuses it: a caption is segmented once). Stored so thresholds are
     re-tunable without recomputing. Scored in chunks on every core; never holds the partition."""
     from danqing_assets.lib.safety import load_text_safety_classifier
-    from danqing_assets.lib.sql import out_of_core
-    from danqing_assets.lib.tempfiles import scratch_dir
     from danqing_assets.lib.text.batch import PoolReport, SourceChunk, default_workers, map_chunks
 
     snapshot = context.partition_key
@@ -94,15 +92,12 @@ def source_scores(
         counts["unsafe"] += int((chunk["unsafe_score"] >= 0.5).sum())
         counts["blacklisted"] += int(chunk["blacklisted_by"].is_not_null().sum())
 
-    with scratch_dir(wh.home / SCRATCH_DIR, f"source_scores-{snapshot}") as scratch:
-        con = out_of_core(memory_limit_mb=512, temp_directory=scratch)
-        try:
-            check, rows = publish_chunks(
-                wh, snapshot, "source_scores", schemas.SourceScores, SCORE_SCHEMA,
-                map_chunks(job, chunks, workers=config.workers or default_workers(), report=report), con,
-                step=f"source_scores ({snapshot})", on_chunk=tally)
-        finally:
-            con.close()
+    with stage_connection(wh, f"source_scores-{snapshot}", memory_limit_mb=512,
+                          temp_directory=None) as (con, scratch):
+        check, rows = publish_chunks(
+            wh, snapshot, "source_scores", schemas.SourceScores, SCORE_SCHEMA,
+            map_chunks(job, chunks, workers=config.workers or default_workers(), report=report), con,
+            step=f"source_scores ({snapshot})", on_chunk=tally)
     return dg.MaterializeResult(
         metadata={"rows_out": rows, "unsafe_at_0.5": counts["unsafe"], "blacklisted": counts["blacklisted"],
                   "text_safety_classifier": config.text_safety_classifier, "workers": report.workers,
@@ -144,8 +139,7 @@ def source_selected_pairs(
     exact duplicate of an earlier (image_url, caption). Drops go to `rejected_pairs` with stage `source`; a pair
     without current scores is rejected as `unscored`."""
     from danqing_assets.lib.decide import source_decided_view
-    from danqing_assets.lib.sql import out_of_core, parquet_literal
-    from danqing_assets.lib.tempfiles import scratch_dir
+    from danqing_assets.lib.sql import parquet_literal
 
     snapshot = context.partition_key
     wh = warehouse.warehouse()
@@ -156,22 +150,18 @@ def source_selected_pairs(
     dropped = {"snapshot", "pair_id", *DROP_COLUMNS}
     kept_columns = [*wh.columns("raw_pairs", snapshot),
                     *[c for c in wh.columns("source_scores", snapshot) if c not in dropped]]
-    with scratch_dir(config.temp_directory or wh.home / SCRATCH_DIR, f"source_selected_pairs-{snapshot}") as scratch:
-        con = out_of_core(memory_limit_mb=config.memory_limit_mb, temp_directory=scratch)
-        try:
-            wh.configure_connection(con)  # the warehouse on S3: httpfs and the bucket's secret
-            decided = source_decided_view(con, raw_path, scores_path, config.model_dump(), scratch)
-            return finish_stage_out_of_core(
-                stage=SOURCE,
-                snapshot=snapshot,
-                wh=wh,
-                con=con,
-                entering=f"read_parquet({parquet_literal(raw_path)})",
-                decided=decided,
-                kept_columns=kept_columns,
-                order_by="_row",
-                kept_schema=schemas.SourceSelectedPairs,
-                preview_columns=["domain", "page_language", "caption"],
-            )
-        finally:
-            con.close()
+    with stage_connection(wh, f"source_selected_pairs-{snapshot}", memory_limit_mb=config.memory_limit_mb,
+                          temp_directory=config.temp_directory) as (con, scratch):
+        decided = source_decided_view(con, raw_path, scores_path, config.model_dump(), scratch)
+        return finish_stage_out_of_core(
+            stage=SOURCE,
+            snapshot=snapshot,
+            wh=wh,
+            con=con,
+            entering=f"read_parquet({parquet_literal(raw_path)})",
+            decided=decided,
+            kept_columns=kept_columns,
+            order_by="_row",
+            kept_schema=schemas.SourceSelectedPairs,
+            preview_columns=["domain", "page_language", "caption"],
+        )

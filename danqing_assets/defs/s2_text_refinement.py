@@ -12,7 +12,7 @@ from pydantic import Field
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.out_of_core import (
-    SCRATCH_DIR,
+    stage_connection,
     chunk_rows_field,
     memory_limit_field,
     temp_directory_field,
@@ -65,8 +65,7 @@ def text_scores(
     from (so scores of a since-changed caption are detected as stale). Scored in chunks on every core; the noun count
     stage 1 stored for the same caption is reused (a caption is segmented by jieba once)."""
     from danqing_assets.lib.safety import load_text_safety_classifier
-    from danqing_assets.lib.sql import out_of_core, parquet_literal
-    from danqing_assets.lib.tempfiles import scratch_dir
+    from danqing_assets.lib.sql import parquet_literal
     from danqing_assets.lib.text import default_vocab_path
     from danqing_assets.lib.text.batch import TEXT_SCORE_SCHEMA, PoolReport, TextChunk, default_workers, map_chunks
 
@@ -83,28 +82,24 @@ def text_scores(
         raise FileNotFoundError(f"vocab_path {config.vocab_path!r} is not a file")
     job = TextChunk(snapshot, config.text_safety_classifier, config.vocab_path)
     report = PoolReport()
-    with scratch_dir(config.temp_directory or wh.home / SCRATCH_DIR, f"text_scores-{snapshot}") as scratch:
-        con = out_of_core(memory_limit_mb=config.memory_limit_mb, temp_directory=scratch)
-        try:
-            wh.configure_connection(con)  # the warehouse on S3: httpfs and the bucket's secret
-            pairs = f"read_parquet({parquet_literal(pairs_path)}, file_row_number = true)"
-            if wh.exists("source_scores", snapshot) and "noun_count" in wh.columns("source_scores", snapshot):  # stage 1 stored the noun count
-                query = (f"SELECT p.pair_id, p.caption, s.noun_count AS stage1_nouns FROM {pairs} p "
-                         f"LEFT JOIN read_parquet({parquet_literal(s1_path)}) s "
-                         "ON p.pair_id = s.pair_id AND s.caption_md5 = md5(p.caption) ORDER BY p.file_row_number")
-            else:
-                query = f"SELECT pair_id, caption FROM {pairs} ORDER BY file_row_number"
-            reader = con.execute(query).fetch_record_batch(config.chunk_rows)
-            chunks = (pl.from_arrow(batch) for batch in reader)
-            check, rows = publish_chunks(
-                wh, snapshot, "text_scores", schemas.TextScores, TEXT_SCORE_SCHEMA,
-                map_chunks(job, chunks, workers=config.workers or default_workers(), report=report), con,
-                step=f"text_scores ({snapshot})")
-            scores = f"read_parquet({parquet_literal(wh.partition_path('text_scores', snapshot))})"
-            described = con.execute(_DESCRIBE.format(scores=scores)).pl()
-            distinct = con.execute(f"SELECT count(DISTINCT caption) FROM read_parquet({parquet_literal(pairs_path)})").fetchone()[0]
-        finally:
-            con.close()
+    with stage_connection(wh, f"text_scores-{snapshot}", memory_limit_mb=config.memory_limit_mb,
+                          temp_directory=config.temp_directory) as (con, scratch):
+        pairs = f"read_parquet({parquet_literal(pairs_path)}, file_row_number = true)"
+        if wh.exists("source_scores", snapshot) and "noun_count" in wh.columns("source_scores", snapshot):  # stage 1 stored the noun count
+            query = (f"SELECT p.pair_id, p.caption, s.noun_count AS stage1_nouns FROM {pairs} p "
+                     f"LEFT JOIN read_parquet({parquet_literal(s1_path)}) s "
+                     "ON p.pair_id = s.pair_id AND s.caption_md5 = md5(p.caption) ORDER BY p.file_row_number")
+        else:
+            query = f"SELECT pair_id, caption FROM {pairs} ORDER BY file_row_number"
+        reader = con.execute(query).fetch_record_batch(config.chunk_rows)
+        chunks = (pl.from_arrow(batch) for batch in reader)
+        check, rows = publish_chunks(
+            wh, snapshot, "text_scores", schemas.TextScores, TEXT_SCORE_SCHEMA,
+            map_chunks(job, chunks, workers=config.workers or default_workers(), report=report), con,
+            step=f"text_scores ({snapshot})")
+        scores = f"read_parquet({parquet_literal(wh.partition_path('text_scores', snapshot))})"
+        described = con.execute(_DESCRIBE.format(scores=scores)).pl()
+        distinct = con.execute(f"SELECT count(DISTINCT caption) FROM read_parquet({parquet_literal(pairs_path)})").fetchone()[0]
     return dg.MaterializeResult(
         metadata={
             "rows_out": rows,
@@ -182,8 +177,7 @@ def text_refined_pairs(
     of near-duplicate captions, the first in crawl order (warc file, offset, img index) is kept. A pair without
     current scores is rejected as `unscored`."""
     from danqing_assets.lib.decide import text_decided_view
-    from danqing_assets.lib.sql import out_of_core, parquet_literal
-    from danqing_assets.lib.tempfiles import scratch_dir
+    from danqing_assets.lib.sql import parquet_literal
 
     snapshot = context.partition_key
     wh = warehouse.warehouse()
@@ -193,35 +187,31 @@ def text_refined_pairs(
             raise FileNotFoundError(f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first")
     kept_columns = [*wh.columns("source_selected_pairs", snapshot),
                     *[c for c in wh.columns("text_scores", snapshot) if c not in ("snapshot", "pair_id")]]
-    with scratch_dir(config.temp_directory or wh.home / SCRATCH_DIR, f"text_refined_pairs-{snapshot}") as scratch:
-        con = out_of_core(memory_limit_mb=config.memory_limit_mb, temp_directory=scratch)
-        try:
-            wh.configure_connection(con)  # the warehouse on S3: httpfs and the bucket's secret
-            decided, passing = text_decided_view(con, pairs_path, scores_path, config.model_dump(), scratch)
-            rows_in = con.execute(f"SELECT count(*) FROM read_parquet({parquet_literal(pairs_path)})").fetchone()[0]
-            kept_rows = con.execute(f"SELECT count(*) FROM {decided} WHERE reason IS NULL").fetchone()[0]
-            return finish_stage_out_of_core(
-                stage=TEXT,
-                snapshot=snapshot,
-                wh=wh,
-                con=con,
-                entering=f"read_parquet({parquet_literal(pairs_path)})",
-                decided=decided,
-                kept_columns=kept_columns,
-                order_by="warc_file, warc_offset, img_index, _row",
-                kept_schema=schemas.TextRefinedPairs,
-                preview_columns=["caption", "caption_clean"],
-                truth_path=config.truth_path,
-                extra_metadata={
-                    "rules_passed": int(passing),
-                    "order_vs_paper": dg.MetadataValue.md(
-                        "| order | step before stage 2 | pairs in | after stage 2 | kept |\n|---|---|---|---|---|\n"
-                        f"| paper: download, then text | downloaded images | 475.1 M | 397.2 M | {397.2 / 475.1:.1%} |\n"
-                        f"| here: text, then download | stage-1 survivors | {rows_in} | {kept_rows} | "
-                        f"{(kept_rows / rows_in if rows_in else 0):.1%} |\n\n"
-                        "Refining text first means images are fetched only for pairs whose text survives."
-                    ),
-                },
-            )
-        finally:
-            con.close()
+    with stage_connection(wh, f"text_refined_pairs-{snapshot}", memory_limit_mb=config.memory_limit_mb,
+                          temp_directory=config.temp_directory) as (con, scratch):
+        decided, passing = text_decided_view(con, pairs_path, scores_path, config.model_dump(), scratch)
+        rows_in = con.execute(f"SELECT count(*) FROM read_parquet({parquet_literal(pairs_path)})").fetchone()[0]
+        kept_rows = con.execute(f"SELECT count(*) FROM {decided} WHERE reason IS NULL").fetchone()[0]
+        return finish_stage_out_of_core(
+            stage=TEXT,
+            snapshot=snapshot,
+            wh=wh,
+            con=con,
+            entering=f"read_parquet({parquet_literal(pairs_path)})",
+            decided=decided,
+            kept_columns=kept_columns,
+            order_by="warc_file, warc_offset, img_index, _row",
+            kept_schema=schemas.TextRefinedPairs,
+            preview_columns=["caption", "caption_clean"],
+            truth_path=config.truth_path,
+            extra_metadata={
+                "rules_passed": int(passing),
+                "order_vs_paper": dg.MetadataValue.md(
+                    "| order | step before stage 2 | pairs in | after stage 2 | kept |\n|---|---|---|---|---|\n"
+                    f"| paper: download, then text | downloaded images | 475.1 M | 397.2 M | {397.2 / 475.1:.1%} |\n"
+                    f"| here: text, then download | stage-1 survivors | {rows_in} | {kept_rows} | "
+                    f"{(kept_rows / rows_in if rows_in else 0):.1%} |\n\n"
+                    "Refining text first means images are fetched only for pairs whose text survives."
+                ),
+            },
+        )

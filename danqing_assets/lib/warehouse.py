@@ -173,24 +173,12 @@ class Warehouse:
                      stage: str | None = None) -> Iterator[pl.DataFrame]:
         """`table`'s rows for `snapshot` as frames of at most `batch_rows` rows, in file order, read one Parquet row
         group at a time (memory bounded by the row group, not the partition)."""
-        import pyarrow.parquet as pq
-
         path = self.partition_path(table, snapshot, stage=stage)
         if not path.exists():
             raise FileNotFoundError(
                 f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first"
             )
-        pf = pq.ParquetFile(path)
-        try:
-            empty = True
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
-                empty = False
-                yield pl.from_arrow(batch)  # type: ignore[misc]
-            if empty:
-                yield pl.from_arrow(pf.schema_arrow.empty_table().select(columns) if columns
-                                    else pf.schema_arrow.empty_table())  # type: ignore[misc]
-        finally:
-            pf.close()
+        yield from iter_parquet_file(path, columns, batch_rows)
 
     def read_rejections(self, snapshot: str, *, stages: list[str] | None = None) -> pl.DataFrame:
         """The ledger rows of `snapshot`, from the given stages (default: all that have written)."""
@@ -276,6 +264,24 @@ class Warehouse:
             (self.home / ".views").mkdir(parents=True, exist_ok=True)
             (self.home / ".views" / name).touch()
         return names
+
+
+def iter_parquet_file(path: Path, columns: list[str] | None, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """A Parquet file's rows as frames of at most `batch_rows` rows, one row group at a time; an empty file gives one
+    empty frame with the columns."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    try:
+        empty = True
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
+            empty = False
+            yield pl.from_arrow(batch)  # type: ignore[misc]
+        if empty:
+            schema = pf.schema_arrow.empty_table()
+            yield pl.from_arrow(schema.select(columns) if columns else schema)  # type: ignore[misc]
+    finally:
+        pf.close()
 
 
 class StagedPartition:

@@ -41,7 +41,14 @@ from danqing_assets.lib.faults import pause_point
 from danqing_assets.lib.s3 import S3Config
 from danqing_assets.lib.snapshots import Snapshot, SnapshotRegistry
 from danqing_assets.lib.tempfiles import remove_orphans, temp_name
-from danqing_assets.lib.warehouse import _TABLE, LEDGER, StagedPartition, Warehouse, validate_snapshot_name
+from danqing_assets.lib.warehouse import (
+    _TABLE,
+    LEDGER,
+    StagedPartition,
+    Warehouse,
+    iter_parquet_file,
+    validate_snapshot_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +289,7 @@ class S3Warehouse(Warehouse):
                 if self._is_not_found(exc):
                     raise self._missing(table, snapshot, self._url(key)) from None
                 raise
-            yield from _iter_file(local, columns, batch_rows)
+            yield from iter_parquet_file(local, columns, batch_rows)
         finally:
             local.unlink(missing_ok=True)
 
@@ -352,23 +359,6 @@ class S3StagedPartition(StagedPartition):
         wh.client.upload_file(str(self.path), wh.bucket, key)
         self.committed = True
         return str(self.final)
-
-
-def _iter_file(path: Path, columns: list[str] | None, batch_rows: int) -> Iterator[pl.DataFrame]:
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    try:
-        empty = True
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
-            empty = False
-            yield pl.from_arrow(batch)  # type: ignore[misc]
-        if empty:
-            schema = pf.schema_arrow.empty_table()
-            yield pl.from_arrow(schema.select(columns) if columns else schema)  # type: ignore[misc]
-    finally:
-        pf.close()
-
 
 
 
