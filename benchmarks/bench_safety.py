@@ -9,7 +9,9 @@ The set is `danqing_assets_tests/lib/data/safety_eval.tsv` (hand-written alt-tex
 written before the lexicon; see its header). A case is held out when md5(caption) mod 3 == 0. The same author wrote
 the lexicon knowing those cases, so split "heldout" overstates generalisation; splits "fresh1"
 (`safety_eval_fresh.tsv`, written after the first lexicon was frozen, tuned on in round 2) and "fresh2"
-(`safety_eval_fresh2.tsv`, written after round 2, never tuned on) measure it.
+(`safety_eval_fresh2.tsv`, written after round 2, first scored untuned, then tuned on in round 3) each measured it
+once, before they were tuned on. Split "tune3" (`safety_eval_fresh2b.tsv`, safe look-alikes only, written in round 3
+by the author of the round-3 lexicon) guards false positives of that round's broader terms; it has no unsafe cases.
 
 A caption counts as flagged when the stage its category belongs to would reject it at the stage's default threshold
 (stage 1 `unsafe_text`: score of the stage-1 categories; stage 2 `sensitive_text`: score of the stage-2 categories).
@@ -32,7 +34,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 EVAL_DIR = Path(__file__).resolve().parent.parent / "danqing_assets_tests" / "lib" / "data"
 EVAL_SET = EVAL_DIR / "safety_eval.tsv"
-FRESH_SETS = {"fresh1": EVAL_DIR / "safety_eval_fresh.tsv", "fresh2": EVAL_DIR / "safety_eval_fresh2.tsv"}
+FRESH_SETS = {"fresh1": EVAL_DIR / "safety_eval_fresh.tsv", "fresh2": EVAL_DIR / "safety_eval_fresh2.tsv",
+              "tune3": EVAL_DIR / "safety_eval_fresh2b.tsv"}
 
 
 def load_cases(path: Path = EVAL_SET, *, split: str | None = None) -> list[dict]:
@@ -95,7 +98,7 @@ def _fmt(x) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", choices=["tune", "heldout", "fresh1", "fresh2", "all"], default="all")
+    ap.add_argument("--split", choices=["tune", "heldout", *FRESH_SETS, "all"], default="all")
     ap.add_argument("--classifier", default="safety")
     ap.add_argument("--errors", action="store_true", help="list misses and false positives")
     args = ap.parse_args(argv)
@@ -124,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     for split in splits:
         r = results[split]
+        fp_rate = "-" if r["fp_rate"] is None else f"{r['fp_rate']:.1%}"
         print(f"{split}: unsafe recall {_fmt(r['recall'])} ({r['unsafe']} cases), false positives on safe captions "
-              f"{len(r['fp'])}/{r['safe']} = {r['fp_rate']:.1%}")
+              f"{len(r['fp'])}/{r['safe']} = {fp_rate}")
         if args.errors:
             for c in r["misses"]:
                 print(f"  MISS {'|'.join(sorted(c['labels']))}: {c['caption']}  -> {c['verdict']}")

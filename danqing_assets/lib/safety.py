@@ -322,7 +322,7 @@ class SafetyClassifier:
             where = f"{path}:{no}"
             if text.startswith("[") and text.endswith("]"):
                 section = text[1:-1].strip()
-                if section.startswith("cue:") or section not in ("categories", "cue", "context", "allow"):
+                if section.startswith("cue:") or section not in ("categories", "cue", "contact", "context", "allow"):
                     name = section.split(":", 1)[-1]
                     if name not in self.stages:
                         raise ValueError(f"{where}: section [{section}] names a category missing from [categories]")
@@ -359,7 +359,9 @@ class SafetyClassifier:
                 continue
             shown = label or body
             if section == "context":
-                entry = _Entry("*", "context", 1.0, shown)
+                entry = _Entry("*", "context", weight, shown)
+            elif section == "contact":
+                entry = _Entry("*", "contact", weight, shown)
             elif section == "cue":
                 entry = _Entry("*", "cue", weight, shown)
             elif section.startswith("cue:"):
@@ -373,8 +375,12 @@ class SafetyClassifier:
                     raise ValueError(f"{where}: bad regular expression: {err}") from err
                 continue
             key = skeleton(fold(body))
-            if len(key) < 2:
-                raise ValueError(f"{where}: term {body!r} has fewer than two letters, digits or Han characters")
+            # a single Han character (枪, 赌, 弩) is allowed as a weak term only: it needs a cue or another term, and
+            # it counts only where no longer term covers it (手枪 is one match, not 手枪 + 枪)
+            single = len(key) == 1 and entry.kind == "term" and weight <= 0.5 and _HAN_RE.match(key) is not None
+            if len(key) < 2 and not single:
+                raise ValueError(f"{where}: term {body!r} has fewer than two letters, digits or Han characters "
+                                 "(a single Han character only as a term of weight <= 0.5)")
             if len(key) > _MAX_TERM_CHARS:
                 raise ValueError(f"{where}: term longer than {_MAX_TERM_CHARS} characters")
             raw_terms.append((key, entry))
@@ -395,7 +401,8 @@ class SafetyClassifier:
                     entries[variant] = [_Entry(entry.category, "term", entry.weight, f"{entry.source}~{variant}")]
         self._entries = entries
         self._latin_edge = {t: (t[0] in _LATIN, t[-1] in _LATIN) for t in entries}
-        self._by_bigram = _bigram_index(entries)
+        self._by_bigram = _bigram_index(k for k in entries if len(k) >= 2)
+        self._singles = {k: v for k, v in entries.items() if len(k) == 1}
         self._allow_re = _trie_regex([a for a in allow if a])
         self._patterns = patterns
         # homophones: Han terms of 3+ characters, in syllable space
@@ -422,10 +429,16 @@ class SafetyClassifier:
         syl_sk = sk.translate(self._syl_table)  # same length: the table maps a character to one character
         n = len(sk)
         covered = 0  # end of the furthest-reaching match so far: a term inside it is part of it, not another hit
+        singles = self._singles
         for i in range(n - 1):
             bg = sk[i : i + 2]
             cands = by_bigram.get(bg)
-            if cands is not None:
+            if cands is None:
+                if i >= covered and bg[0] in singles:
+                    found.extend(singles[bg[0]])
+                    covered = i + 1
+            else:
+                hit = False
                 for term in cands:  # longest first: the longest term starting here
                     end = i + len(term)
                     if end <= covered:
@@ -436,9 +449,15 @@ class SafetyClassifier:
                             continue
                         found.extend(entries[term])
                         covered = end
+                        hit = True
                         break
+                if not hit and i >= covered and sk[i] in singles:
+                    found.extend(singles[sk[i]])
+                    covered = i + 1
             if homo_at < 0 and syl_sk[i : i + 2] in pairs:
                 homo_at = i
+        if n and n - 1 >= covered and sk[-1] in singles:
+            found.extend(singles[sk[-1]])
         for rx, entry in self._patterns:
             if rx.search(sk):
                 found.append(entry)
@@ -465,20 +484,29 @@ class SafetyClassifier:
         terms: dict[str, dict[str, float]] = {}
         terms_seen = {e.category for e in found if e.kind == "term"}
         cues: dict[str, dict[str, float]] = {}
-        context: list[str] = []
-        solicit = False
+        context: dict[str, float] = {}
+        # Context clearing. News, court and public-service captions use the sales words of the ads they report on
+        # ("非法出售枪支被判刑"), but never a way to reach a seller: so a contact cue ([contact]: 私聊, 加微信, 货到付款,
+        # or a contact-handle / phone spam term) always keeps the score; a sales cue ([cue], or a cue of weight >= 0.4
+        # of a matched category: 出售, 下载) keeps it only against weak context (one generic word such as 提醒, 宣传,
+        # 教育: weight < 1), not against strong context (a law-enforcement / court event such as 缴获, 判处, or
+        # several context words whose weights sum to >= 1). Context words of weight < 0.5 (比赛) need company.
+        contact = sales = False
         for e in found:
             if e.kind == "context":
-                context.append(e.source)
-            elif e.kind == "cue":
+                context[e.source] = max(e.weight, context.get(e.source, 0.0))
+            elif e.kind in ("cue", "contact"):
                 cues.setdefault(e.category, {})[e.source] = max(e.weight, cues.get(e.category, {}).get(e.source, 0.0))
-                solicit = solicit or e.category == "*" or (e.category in terms_seen and e.weight >= 0.4)
+                contact = contact or e.kind == "contact"
+                sales = sales or e.category == "*" or (e.category in terms_seen and e.weight >= 0.4)
             else:
                 bucket = terms.setdefault(e.category, {})
                 if e.source.endswith("~homophone") and e.source[: -len("~homophone")] in bucket:
                     continue  # the term itself matched: its homophone index found the same place
                 bucket[e.source] = max(e.weight, bucket.get(e.source, 0.0))
-                solicit = solicit or (e.category == "spam" and e.weight >= 0.5)
+                contact = contact or (e.category == "spam" and e.weight >= 0.5)
+        strength = sum(context.values())  # a lone weak word (比赛 0.4) is no context; two are
+        clear = strength >= 0.5 and not contact and (not sales or strength >= 1.0)
         out: dict[str, tuple[float, list[str]]] = {}
         for cat, ts in terms.items():
             evidence = sorted(ts, key=lambda k: -ts[k])
@@ -489,7 +517,7 @@ class SafetyClassifier:
                         weights.append(w)
                         evidence.append(f"cue:{k}")
             score = 1.0 - math.prod(1.0 - w for w in weights)
-            if context and not solicit:
+            if clear:
                 score *= self.context_factor
                 evidence.append("ctx:" + "|".join(dict.fromkeys(context)))
             out[cat] = (round(score, 4), evidence)
