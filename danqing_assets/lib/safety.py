@@ -15,17 +15,21 @@ written for this project; its header states source, licence and format):
    between the characters of a term ("色*情", "博 彩") do not hide it; `[allow]` phrases (血腥玛丽, 金枪鱼, 溜冰场)
    are blanked out first;
 2. terms match anywhere in the skeleton (at every start position the longest term there, unless it lies inside an
-   earlier match: 内衣诱惑 does not count 诱惑 again); a term with a Latin edge matches
+   earlier match: 内衣诱惑 does not count 诱惑 again; a single Han character such as 枪 or 赌 is allowed only as a weak
+   term, weight <= 0.5, and counts only where no longer term covers it); a term with a Latin edge matches
    only at a Latin-token boundary ("av" not in "java"); a term of three or more Han characters also matches its
    homophones (same toneless pinyin syllables, first reading: 六和彩 for 六合彩), and every strong term of two or
    more Han characters also matches with one of its characters written in pinyin (luo聊, 冰du) (pypinyin, MIT);
 3. per category, score = 1 - prod(1 - w) over the distinct matched terms and, when a term of the category matched,
    its sales / solicitation cues (`[cue:NAME]`, `[cue]`); a term's weight is 1.0 when it alone is enough, less when it
    needs company (包夜 0.6, 快餐 0.2);
-4. context clears news, public-service, educational and medical use: when a `[context]` word matches (警方, 破获,
-   禁毒, 宣传, 科普, 医生 ...) and nothing solicits (no generic cue, no contact handle, no sales cue of weight >= 0.4
-   of a matched category: 下载, 办理, 出售 ...), every score is multiplied by `context_factor` (0.3: a 1.0 term drops
-   below the 0.5 threshold).
+4. context clears news, court, public-service, educational and medical use: the `[context]` words that match (警方,
+   缴获, 判处, 禁毒, 宣传, 科普, 医生 ...) add up their weights into a strength; every score is multiplied by
+   `context_factor` (0.3: a 1.0 term drops below the 0.5 threshold) when the strength is >= 0.5, nothing gives a way
+   to reach a seller (a `[contact]` cue such as 私聊, 加微信, 货到付款, or a contact-handle / phone spam term), and
+   either nothing sells (no `[cue]`, no cue of weight >= 0.4 of a matched category: 下载, 出售 ...) or the strength is
+   >= 1 (a police or court event, or several context words: news about an illegal sale names the sale, never the
+   dealer's WeChat).
 
 Any other classifier plugs in through `load_text_safety_classifier("my.module:MyClassifier")`: it needs `name` and
 `predict(texts) -> [(unsafe, detail)]` (`TextSafetyClassifier`); with a `score(texts, stage)` method as well it feeds

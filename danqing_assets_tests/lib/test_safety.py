@@ -192,6 +192,34 @@ def test_context_does_not_clear_a_caption_that_solicits():
     assert s.category == "gambling" and s.score == pytest.approx(0.3) and "ctx:警方" in s.evidence
 
 
+def test_contact_cues_and_context_strength():
+    """Context clearing is graded: a court or police event (判处, 缴获) clears a caption that uses sales words, as news
+    about a sale does ("非法出售"); a lone generic word (提醒) does not clear one that sells; a way to reach the seller
+    ([contact]: 私聊, 货到付款, a handle) is never cleared; a weak context word alone (比赛) clears nothing."""
+    assert _verdict("男子非法出售仿真枪被判处有期徒刑", "source") is None
+    assert _verdict("警方缴获一批出售的仿真枪", "source") is None
+    assert _verdict("提醒 仿真枪 出售 正品", "source") == "weapons"
+    assert _verdict("警方 同款 仿真枪 出售 私聊", "source") == "weapons"
+    assert _verdict("民警 推荐 甩棍 货到付款", "source") == "weapons"
+    s = default_classifier().score(["比赛 赌博"], "source")[0]
+    assert s.score == 1.0 and "ctx:" not in s.evidence
+
+
+def test_single_han_characters_are_weak_terms(tmp_path):
+    """枪, 弩, 赌 alone are weak (weight <= 0.5): they flag with a sales cue, count only where no longer term covers
+    them (手枪 is one match), and [allow] phrases (水枪, 筋膜枪) hide them."""
+    assert _verdict("枪 出售 全国 发货", "source") == "weapons"
+    assert _verdict("枪", "source") is None and _verdict("弩", "source") is None
+    assert _verdict("筋膜枪 出售 全国 发货", "source") is None
+    assert _verdict("儿童 水枪 出售 包邮", "source") is None
+    assert default_classifier().explain("手枪")["weapons"][1] == ["手枪"]
+    with pytest.raises(ValueError, match="fewer than two"):
+        SafetyClassifier(_write(tmp_path / "lex.txt", "[categories]\nx source\n[x]\n色 0.6\n"))
+    clf = SafetyClassifier(_write(tmp_path / "lex2.txt", "[categories]\nx source\n[x]\n色 0.4\n色情\n[cue:x]\n出售 0.5\n"))
+    assert clf.explain("色情 出售")["x"][1] == ["色情", "cue:出售"]
+    assert clf.explain("出售 色")["x"][0] == pytest.approx(0.7)
+
+
 def test_skeleton_and_fold():
     assert skeleton(fold("色*情 視頻 ＡＶ")) == "色情视频av"
     assert skeleton(fold("java av")) == "java av"  # a space stays between two Latin tokens
@@ -263,10 +291,10 @@ def test_stage_scores_for_plugins_without_score():
 
 
 def test_targets_on_the_independent_evaluation_set():
-    """The issue's targets, on the hand-written evaluation set (tuned and md5-held-out cases both, and the first fresh
-    set, tuned on in round 2): unsafe recall >= 0.9 overall and >= 0.8 per category, false positives on safe captions
-    (look-alikes included) <= 2 %. The second fresh set (never tuned on) is below the targets and only reported, by
-    benchmarks/bench_safety.py."""
+    """The issue's targets, on the hand-written evaluation sets (tuned and md5-held-out cases both, the first fresh set,
+    tuned on in round 2, the second, tuned on in round 3, and the round-3 safe look-alikes): unsafe recall >= 0.9
+    overall and >= 0.8 per category, false positives on safe captions (look-alikes included) <= 2 %. Every split here
+    has been tuned on; generalisation is measured by the blind sets the lead adds to benchmarks/bench_safety.py."""
     import importlib.util
     from pathlib import Path
 
@@ -274,11 +302,12 @@ def test_targets_on_the_independent_evaluation_set():
     spec = importlib.util.spec_from_file_location("bench_safety", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    cases = bench.load_cases() + bench.load_cases(bench.FRESH_SETS["fresh1"], split="fresh1")
-    assert len(cases) >= 400 and {c["split"] for c in cases} == {"tune", "heldout", "fresh1"}
-    for split in ("tune", "heldout", "fresh1"):
+    splits = ("tune", "heldout", "fresh1", "fresh2", "tune3")
+    cases = bench.load_cases() + [c for name in splits[2:] for c in bench.load_cases(bench.FRESH_SETS[name], split=name)]
+    assert len(cases) >= 600 and {c["split"] for c in cases} == set(splits)
+    for split in splits:
         r = bench.evaluate(default_classifier(), [c for c in cases if c["split"] == split])
-        assert r["recall"] >= 0.9, (split, r["misses"])
+        assert r["recall"] is None if split == "tune3" else r["recall"] >= 0.9, (split, r["misses"])
         assert r["fp_rate"] <= 0.02, (split, [c["caption"] for c in r["fp"]])
         for cat, row in r["per"].items():
             assert row["n"] == 0 or row["recall"] >= 0.8, (split, cat, row)
