@@ -90,13 +90,32 @@ def _query_to_parquet(con: Any, name: str, params: Mapping[str, Any], out: Path,
             writer.write_batch(batch)
 
 
+def _aligned(con: Any, left: Path, scores: Path) -> bool:
+    """Whether `scores` holds exactly the pair_ids of `left`, row for row (what the scoring steps write: they read
+    their input in file order and write each chunk in that order). A cheap streaming check: two pair_id columns."""
+    mismatched = con.execute(f"""
+        SELECT count(*) FILTER (WHERE l.pair_id IS DISTINCT FROM s.pair_id)
+        FROM (SELECT pair_id FROM read_parquet({parquet_literal(left)})) l
+        POSITIONAL JOIN (SELECT pair_id FROM read_parquet({parquet_literal(scores)})) s
+    """).fetchone()[0]
+    return mismatched == 0
+
+
 def _scored_view(con: Any, left: Path, scores: Path) -> None:
-    """View `scored`: the stage's input rows (with their file order as `_row`) LEFT JOIN their stored scores."""
+    """View `scored`: the stage's input rows (with their file order as `_row`) LEFT JOIN their stored scores.
+
+    When the score file is aligned with the input row for row (the normal case, `_aligned`), the join is positional:
+    the two files are read side by side and nothing is held; otherwise (scores written by other code, rows missing or
+    extra) it is a hash join on pair_id, which DuckDB spills. Both give the same rows."""
+    if _aligned(con, left, scores):
+        join = f"POSITIONAL JOIN read_parquet({parquet_literal(scores)}) s"
+    else:
+        join = f"LEFT JOIN read_parquet({parquet_literal(scores)}) s ON l.pair_id = s.pair_id"
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW scored AS
         SELECT l.* EXCLUDE (file_row_number), s.* EXCLUDE (snapshot, pair_id), l.file_row_number AS _row
         FROM read_parquet({parquet_literal(left)}, file_row_number = true) l
-        LEFT JOIN read_parquet({parquet_literal(scores)}) s ON l.pair_id = s.pair_id
+        {join}
     """)
 
 
@@ -118,7 +137,11 @@ def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, 
     """Stage 2 out of core (`decide_text` on files): the SQL rules written to `scratch`, then caption near-duplicates
     among the passing rows in crawl order (only their pair_id and caption_clean are read). Returns the decided view's
     name (input rows with scores, `reason`, `detail`, `_row`) and the number of rows that passed the rules."""
-    from danqing_assets.lib.text_dedup import near_duplicate_clusters
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from danqing_assets.lib.text_dedup import near_duplicate_reps
 
     _scored_view(con, pairs, scores)
     rules = scratch / "text_rules.parquet"
@@ -130,23 +153,27 @@ def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, 
     """)
     dups = scratch / "text_near_duplicates.parquet"
     passing = con.execute("SELECT count(*) FROM ruled WHERE rule_reason IS NULL").fetchone()[0]
-    ids: list[str] = []
-    detail: list[str] = []
+    dup_ids = dup_detail = pa.array([], type=pa.string())
     if params.get("dedup_captions", True) and passing:
-        got = con.execute("SELECT pair_id, caption_clean FROM ruled WHERE rule_reason IS NULL "
-                          "ORDER BY warc_file, warc_offset, img_index, _row").fetch_arrow_table().combine_chunks()
-        passing_ids = got.column("pair_id")  # Arrow arrays (about 20 bytes a row), not lists of Python strings
-        reps = near_duplicate_clusters(_ArrowStrings(got.column("caption_clean")),
-                                       threshold=params["near_duplicate_threshold"],
-                                       ngram=params["near_duplicate_ngram"],
-                                       one_edit_min_chars=params["near_duplicate_one_edit_min_chars"],
-                                       spill_dir=scratch)
-        for i, rep in enumerate(reps):
-            if rep != i:
-                ids.append(passing_ids[i].as_py())
-                detail.append(f"near_duplicate_of={passing_ids[rep].as_py()}")
-        del got, passing_ids, reps
-    pl.DataFrame({"pair_id": ids, "detail": detail}, schema={"pair_id": pl.String, "detail": pl.String}).write_parquet(dups)
+        # the passing captions in crawl order go to a scratch file (DuckDB sorts out of core); the index reads back only
+        # the caption column, and the pair ids once it is done
+        ordered = scratch / "text_passing.parquet"
+        con.execute("COPY (SELECT pair_id, caption_clean FROM ruled WHERE rule_reason IS NULL "
+                    "ORDER BY warc_file, warc_offset, img_index, _row) "
+                    f"TO {parquet_literal(ordered)} (FORMAT PARQUET, ROW_GROUP_SIZE 65536)")
+        captions = pq.read_table(ordered, columns=["caption_clean"]).column(0)
+        reps = near_duplicate_reps(_ArrowStrings(captions), threshold=params["near_duplicate_threshold"],
+                                   ngram=params["near_duplicate_ngram"],
+                                   one_edit_min_chars=params["near_duplicate_one_edit_min_chars"], spill_dir=scratch)
+        del captions
+        dup_rows = np.flatnonzero(reps != np.arange(len(reps)))
+        ids = pq.read_table(ordered, columns=["pair_id"]).column(0)
+        dup_ids = ids.take(pa.array(dup_rows)).combine_chunks()
+        dup_detail = pc.binary_join_element_wise(
+            "near_duplicate_of=", ids.take(pa.array(reps[dup_rows])).combine_chunks(), "").cast(pa.string())
+        del reps, ids, dup_rows
+    pq.write_table(pa.table({"pair_id": dup_ids.cast(pa.string()), "detail": dup_detail}), dups)
+    del dup_ids, dup_detail
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW decided AS
         SELECT r.* EXCLUDE (rule_reason, rule_detail),
@@ -170,9 +197,13 @@ class _ArrowStrings(Sequence):
         return self.column[i].as_py()
 
     def __iter__(self) -> Any:
+        for block in self.iter_blocks():
+            yield from block
+
+    def iter_blocks(self) -> Any:
         for chunk in self.column.chunks:
             for start in range(0, len(chunk), 65_536):
-                yield from chunk.slice(start, 65_536).to_pylist()
+                yield chunk.slice(start, 65_536).to_pylist()
 
 
 def parquet_columns(path: Path) -> list[str]:

@@ -153,23 +153,38 @@ def near_duplicate_clusters(
     n = len(texts)
     if n == 0:
         return []
+    return near_duplicate_reps(texts, threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed,
+                               one_edit_min_chars=one_edit_min_chars, spill_dir=spill_dir,
+                               edit_keys_in_memory=edit_keys_in_memory).tolist()
+
+
+def near_duplicate_reps(
+    texts: Sequence[str | None],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    ngram: int = DEFAULT_NGRAM,
+    num_perm: int = 128,
+    seed: int = 1,
+    one_edit_min_chars: int | None = DEFAULT_ONE_EDIT_MIN_CHARS,
+    spill_dir: Any = None,
+    edit_keys_in_memory: int | None = None,
+) -> Any:
+    """`near_duplicate_clusters` as a numpy int64 array (8 bytes a text instead of a list of Python ints). `texts`
+    may offer `iter_blocks()` (an Arrow column) to be read a block at a time; it is read three times, in order, and
+    each distinct text is also looked up by index while candidate pairs are verified."""
+    import numpy as np
+
+    if len(texts) == 0:
+        return np.zeros(0, dtype=np.int64)
 
     # 1. Exact duplicates (after normalisation) collapse to one distinct text, numbered in first-occurrence order.
-    distinct: dict[str, int] = {}
-    first_index: list[int] = []
-    uid = [0] * n
-    for i, t in enumerate(texts):
-        key = _normalize(t)
-        u = distinct.get(key)
-        if u is None:
-            u = distinct[key] = len(first_index)
-            first_index.append(i)
-        uid[i] = u
-    uniq = list(distinct)
-    del distinct
-    m = len(uniq)
+    uid, first_index = _exact_groups(texts)
+    uniq = _distinct_texts(texts, first_index)
+    m = len(first_index)
 
-    parent = list(range(m))
+    from array import array
+
+    parent = array("q", range(m))  # 8 bytes a text (a list of Python ints costs ~4x)
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -186,12 +201,107 @@ def near_duplicate_clusters(
                            keys_in_memory=edit_keys_in_memory)
 
     # 4. Representative of each component: its smallest distinct id = its earliest original index.
-    rep_of_root: dict[int, int] = {}
-    rep_uid = [0] * m
-    for u in range(m):
-        r = find(u)
-        rep_uid[u] = rep_of_root.setdefault(r, u)
-    return [first_index[rep_uid[uid[i]]] for i in range(n)]
+    import numpy as np
+
+    roots = np.fromiter((find(u) for u in range(m)), dtype=np.int64, count=m)
+    _, first_u, comp = np.unique(roots, return_index=True, return_inverse=True)  # first_u: the smallest u of each root
+    rep_uid = first_u[comp]
+    del roots, comp, parent
+    return first_index[rep_uid[uid]]
+
+
+def _exact_groups(texts: Sequence[str | None]) -> tuple[Any, Any]:
+    """(uid per text, first index per distinct text): texts equal after `_normalize` share a uid, numbered in order of
+    first occurrence. Each normalised text is reduced to a 128-bit BLAKE2b digest (16 bytes a text, no dict of strings;
+    two different texts sharing a digest has probability ~ n^2 / 2^129), and the digests are grouped by sorting."""
+    import hashlib
+
+    import numpy as np
+
+    n = len(texts)
+    digests = bytearray()
+    for t in _iter_texts(texts):
+        digests += hashlib.blake2b(_normalize(t).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    keys = np.frombuffer(bytes(digests), dtype="V16")
+    del digests
+    _, first, group = np.unique(keys, return_index=True, return_inverse=True)  # first: the smallest index of a group
+    del keys
+    order = np.argsort(first, kind="stable")  # distinct ids in first-occurrence order
+    u_of_group = np.empty(len(first), dtype=np.int64)
+    u_of_group[order] = np.arange(len(first), dtype=np.int64)
+    uid = u_of_group[np.asarray(group).reshape(n)]
+    return uid, first[order].astype(np.int64)
+
+
+def _iter_texts(texts: Sequence[str | None]) -> Any:
+    """The texts in order; a sequence with `iter_blocks` (an Arrow column) is read a block at a time."""
+    blocks = getattr(texts, "iter_blocks", None)
+    if blocks is None:
+        yield from texts
+    else:
+        for block in blocks():
+            yield from block
+
+
+class _Distinct(Sequence):
+    """The distinct normalised texts, by distinct id, held as one Arrow string array (its UTF-8 bytes and an offset a
+    text) instead of a list of Python strings; slices come back as lists."""
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            start, stop, step = i.indices(len(self.array))
+            assert step == 1
+            return self.array.slice(start, stop - start).to_pylist()
+        return self.array[i].as_py()
+
+    def __iter__(self) -> Any:
+        for start in range(0, len(self.array), 65_536):
+            yield from self.array.slice(start, 65_536).to_pylist()
+
+
+class _Forms(Sequence):
+    """`edit_form` of each distinct text, computed when asked (the verifications ask for a few, cached), never held
+    as a list."""
+
+    def __init__(self, uniq: Sequence[str]) -> None:
+        self.uniq = uniq
+        self.one = functools.lru_cache(maxsize=1 << 16)(lambda u: edit_form(uniq[u]))
+
+    def __len__(self) -> int:
+        return len(self.uniq)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [edit_form(t) for t in self.uniq[i]]
+        return self.one(i)
+
+    def __iter__(self) -> Any:
+        for start in range(0, len(self.uniq), 65_536):
+            yield from self[start : start + 65_536]
+
+
+def _distinct_texts(texts: Sequence[str | None], first_index: Any) -> Sequence[str]:
+    """The normalised text of each distinct id (`first_index` ascending: one pass over the texts)."""
+    import numpy as np
+    import pyarrow as pa
+
+    is_first = np.zeros(len(texts), dtype=bool)
+    is_first[first_index] = True
+    parts, block = [], []
+    for i, t in enumerate(_iter_texts(texts)):
+        if is_first[i]:
+            block.append(_normalize(t))
+            if len(block) >= 65_536:
+                parts.append(pa.array(block, type=pa.large_string()))
+                block = []
+    parts.append(pa.array(block, type=pa.large_string()))
+    return _Distinct(pa.concat_arrays(parts))
 
 
 @functools.cache
@@ -357,7 +467,7 @@ def _one_edit_pass(uniq: list[str], parent: list[int], find: Any, *, min_chars: 
 
     from danqing_assets.lib.tempfiles import scratch_dir
 
-    forms = [edit_form(t) for t in uniq]
+    forms = _Forms(uniq)
 
     def one_edit_apart(x: int, y: int) -> bool:
         return one_edit(forms[x], forms[y], min_chars)

@@ -8,8 +8,8 @@
 -- row, with a missing word count or safety score (NULL or NaN), or whose scores belong to another caption (stale source_scores:
 -- caption_md5 differs) is `unscored`, never kept. Exact duplicates are ranked only among pairs that pass
 -- every other rule, and the first pair in (warc_file, warc_offset, img_index) order keeps. The first pair of each
--- (image_url, caption_norm) is found by a grouped arg_min and joined back, not by a window over the partition (DuckDB's
--- window operator does not spill: 1 M pairs did not fit in 1 GB; this form does).
+-- (image_url, caption_norm) is found by a window partitioned by that key (DuckDB >= 1.4 runs it out of core: 5 M pairs
+-- in 512 MB), not by a grouped arg_min joined back (its string states do not spill: 5 M pairs did not fit in 1 GB).
 WITH decided AS NOT MATERIALIZED (  -- inlined where used: never held as a whole
 
     SELECT
@@ -28,17 +28,15 @@ WITH decided AS NOT MATERIALIZED (  -- inlined where used: never held as a whole
         END AS rule_reason
     FROM scored
 ),
-firsts AS (  -- image_url is never '' (it starts with http), so '' stands for NULL in the key
-    SELECT coalesce(image_url, '') AS url_key, caption_norm,
-           arg_min(pair_id, (warc_file, warc_offset, img_index)) AS dup_of
-    FROM decided
-    WHERE rule_reason IS NULL
-    GROUP BY ALL
-),
-ranked AS (  -- firsts holds one row per key: the join adds a column, never a row
-    SELECT d.*, f.dup_of, d.rule_reason IS NULL AND f.dup_of IS NOT NULL AND d.pair_id <> f.dup_of AS is_dup
-    FROM decided d
-    LEFT JOIN firsts f ON coalesce(d.image_url, '') = f.url_key AND d.caption_norm = f.caption_norm
+ranked AS (  -- dup_of: the first passing pair of the same (image_url, caption_norm); NULL for a rejected pair
+    SELECT *, rule_reason IS NULL AND pair_id <> dup_of AS is_dup
+    FROM (
+        SELECT *,
+               CASE WHEN rule_reason IS NULL THEN first_value(pair_id) OVER (
+                   PARTITION BY rule_reason IS NULL, coalesce(image_url, ''), caption_norm
+                   ORDER BY warc_file, warc_offset, img_index, pair_id) END AS dup_of
+        FROM decided
+    )
 )
 SELECT
     pair_id,

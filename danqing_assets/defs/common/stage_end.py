@@ -215,7 +215,7 @@ def _unique_outcome(con: Any, path: Path, column: str = "pair_id") -> schemas.Va
     return schemas.ValidationOutcome(False, int(dups), f"| {column} | unique across chunks | {dups} repeated values |")
 
 
-def validate_file(schema: type[pa.DataFrameModel], path: Path, con: Any, *, batch_rows: int = 200_000,
+def validate_file(schema: type[pa.DataFrameModel], path: Path, con: Any, *, batch_rows: int = 50_000,
                   unique: Sequence[str] = ("pair_id",)) -> schemas.ValidationOutcome:
     """Validate a written Parquet file in batches (pandera per batch, uniqueness over the file in DuckDB)."""
     import pyarrow.parquet as pq
@@ -322,11 +322,16 @@ def finish_stage_out_of_core(
     present = [c for c in preview_columns if c in kept_columns]
     sel = ", ".join(f'"{c}"' for c in present)
     kept_head = con.execute(f"SELECT {sel or 'pair_id'} FROM {kept_rel} LIMIT 8").pl()
+    ledger_rel = f"read_parquet({parquet_literal(ledger_out.final)})"
+    counts = dict(con.execute(f"SELECT reason, count(*) FROM {ledger_rel} GROUP BY reason").fetchall())
+    # two rejected rows per reason (smallest pair_id first): a top-2 per reason on the narrow ledger file, then the
+    # preview columns of those few rows (a window over the decided rows would hold them all)
+    sample_ids = [pid for reason in sorted(counts, key=str) for (pid,) in con.execute(
+        f"SELECT pair_id FROM {ledger_rel} WHERE reason IS NOT DISTINCT FROM ? ORDER BY pair_id LIMIT 2", [reason]
+    ).fetchall()]
     rejected_sample = con.execute(
-        f"SELECT pair_id, reason, {sel + ', ' if sel else ''}detail FROM {decided} WHERE reason IS NOT NULL "
-        "QUALIFY row_number() OVER (PARTITION BY reason ORDER BY pair_id) <= 2").pl()
-    counts = dict(con.execute(
-        f"SELECT reason, count(*) FROM read_parquet({parquet_literal(ledger_out.final)}) GROUP BY reason").fetchall())
+        f"SELECT pair_id, reason, {sel + ', ' if sel else ''}detail FROM {decided} "
+        "WHERE reason IS NOT NULL AND list_contains(?, pair_id) ORDER BY reason, pair_id", [sample_ids]).pl()
     metadata = stage_metadata_from_counts(
         stage=stage.ledger, reasons=stage.reasons, rows_in=n_in, kept_rows=n_kept, reason_counts=counts,
         kept_head=kept_head, rejected_sample=rejected_sample, raw_rows=wh.count("raw_pairs", snapshot),
