@@ -13,7 +13,9 @@ the lexicon knowing those cases, so split "heldout" overstates generalisation; s
 once, before they were tuned on. Split "tune3" (`safety_eval_fresh2b.tsv`, safe look-alikes only, written in round 3
 by the author of the round-3 lexicon) guards false positives of that round's broader terms; it has no unsafe cases.
 Split "fresh3" (`safety_eval_fresh3.tsv`) was written blind (its author read neither the classifier, the lexicon nor
-the earlier sets) while round 3 was tuned; its first score is in its header.
+the earlier sets) while round 3 was tuned; its first score is in its header; tuned on in round 4. Split "tune4"
+(`safety_eval_fresh3b.tsv`, unsafe probes and safe look-alikes written in round 4 by the author of the round-4
+lexicon, one family per fresh3 miss or false positive) guards that round's terms; it is not independent either.
 
 A caption counts as flagged when the stage its category belongs to would reject it at the stage's default threshold
 (stage 1 `unsafe_text`: score of the stage-1 categories; stage 2 `sensitive_text`: score of the stage-2 categories).
@@ -37,7 +39,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 EVAL_DIR = Path(__file__).resolve().parent.parent / "danqing_assets_tests" / "lib" / "data"
 EVAL_SET = EVAL_DIR / "safety_eval.tsv"
 FRESH_SETS = {"fresh1": EVAL_DIR / "safety_eval_fresh.tsv", "fresh2": EVAL_DIR / "safety_eval_fresh2.tsv",
-              "tune3": EVAL_DIR / "safety_eval_fresh2b.tsv", "fresh3": EVAL_DIR / "safety_eval_fresh3.tsv"}
+              "tune3": EVAL_DIR / "safety_eval_fresh2b.tsv", "fresh3": EVAL_DIR / "safety_eval_fresh3.tsv",
+              "tune4": EVAL_DIR / "safety_eval_fresh3b.tsv"}
 
 
 def load_cases(path: Path = EVAL_SET, *, split: str | None = None) -> list[dict]:

@@ -205,6 +205,53 @@ def test_contact_cues_and_context_strength():
     assert s.score == 1.0 and "ctx:" not in s.evidence
 
 
+@pytest.mark.parametrize(
+    "text, category",
+    [
+        ("再来闹事我就弄死你", "violence"),  # a killing verb aimed at "you" is a threat
+        ("等着，迟早砍死他全家", "violence"),
+        ("见一个砍一个", "violence"),
+        ("今晚炸了那个商场", "violence"),
+        ("人肉出她的住址", "violence"),  # doxxing
+        ("号召圣战", "violence"),
+        ("真实处决现场录像", "violence"),  # gore footage without 血腥
+        ("有意者加飞机 @shop8899", "spam"),  # Telegram handle
+        ("q群 12345678", "spam"),
+        ("私我有惊喜", "spam"),
+        ("关注转发抽三位送耳机", "spam"),  # giveaway
+        ("透视睡衣真人秀", "suggestive"),
+        ("fuli图 每日更新", "suggestive"),  # pinyin 福利
+        ("请立即将资金转入安全账户", "fraud"),  # safe-account scam: the payment instruction blocks the context
+    ],
+)
+def test_round4_families(text, category):
+    stage = default_classifier().stages[category]
+    assert _verdict(text, stage) == category
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "电影《让子弹飞》影评：枪战戏份",  # reviews are context
+        "小说读后感：他最后杀了他",  # "him" as target needs company
+        "打死我也想不到",  # idiom
+        "秒杀你的钱包",
+        "炸鸡店开在学校门口",
+        "刑法第一百二十五条：非法买卖枪支罪解读",  # law text is context
+        "京东客服电话950618",  # official service numbers are no contact handle
+        "中国移动客服热线10086",
+        "如何添加微信好友：输入对方手机号或微信号",  # messaging how-to
+        "下单后可私聊客服修改地址",
+        "柠檬罂粟籽玛芬",  # poppy-seed baking
+        "盲盒开盒视频",  # unboxing, not doxxing
+        "纸飞机折法",
+        "公安机关提醒：所谓安全账户都是诈骗",
+    ],
+)
+def test_round4_look_alikes_stay_safe(text):
+    assert _verdict(text, "source") is None and _verdict(text, "text") is None
+
+
 def test_single_han_characters_are_weak_terms(tmp_path):
     """枪, 弩, 赌 alone are weak (weight <= 0.5): they flag with a sales cue, count only where no longer term covers
     them (手枪 is one match), and [allow] phrases (水枪, 筋膜枪) hide them."""
@@ -292,7 +339,8 @@ def test_stage_scores_for_plugins_without_score():
 
 def test_targets_on_the_independent_evaluation_set():
     """The issue's targets, on the hand-written evaluation sets (tuned and md5-held-out cases both, the first fresh set,
-    tuned on in round 2, the second, tuned on in round 3, and the round-3 safe look-alikes): unsafe recall >= 0.9
+    tuned on in round 2, the second, tuned on in round 3, the round-3 safe look-alikes, the third, written blind and
+    tuned on in round 4, and the round-4 probes and look-alikes): unsafe recall >= 0.9
     overall and >= 0.8 per category, false positives on safe captions (look-alikes included) <= 2 %. Every split here
     has been tuned on; generalisation is measured by the blind sets the lead adds to benchmarks/bench_safety.py."""
     import importlib.util
@@ -302,9 +350,9 @@ def test_targets_on_the_independent_evaluation_set():
     spec = importlib.util.spec_from_file_location("bench_safety", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    splits = ("tune", "heldout", "fresh1", "fresh2", "tune3")
+    splits = ("tune", "heldout", "fresh1", "fresh2", "tune3", "fresh3", "tune4")
     cases = bench.load_cases() + [c for name in splits[2:] for c in bench.load_cases(bench.FRESH_SETS[name], split=name)]
-    assert len(cases) >= 600 and {c["split"] for c in cases} == set(splits)
+    assert len(cases) >= 1000 and {c["split"] for c in cases} == set(splits)
     for split in splits:
         r = bench.evaluate(default_classifier(), [c for c in cases if c["split"] == split])
         assert r["recall"] is None if split == "tune3" else r["recall"] >= 0.9, (split, r["misses"])
