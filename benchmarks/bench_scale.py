@@ -21,22 +21,17 @@ before this change); `--workers 1,2` runs this checkout with 1 and with 2 scorin
 
 The machine is shared (2 cores, other work running): compare ratios within one run, not across runs.
 
-Measured here, 2 cores, one run with the base (= 9287e49, the code before) at load average ~2 (09:2x UTC, after the
-caption near-duplicate index learnt to spill; peak = step + workers):
+Measured here (helper session, 2 shared cores, load average 3-5), one run with the base = the code before commit
+72b7548 (default workers = 2; peak = step + workers; same kept tables and ledger parts, row for row):
 
 | pairs | code | source_scores | source_selected_pairs | text_scores | text_refined_pairs | pairs/s | pairs/CPU-s |
 |---|---|---|---|---|---|---|---|
-| 1 M | base | 1.95 GB, 97 s | 2.94 GB, 5 s | 2.09 GB, 82 s | 4.66 GB, 54 s | 4198 | 3950 |
-| 1 M | this, workers=1 | 0.71 GB, 62 s | 1.52 GB, 10 s | 1.20 GB, 29 s | 1.83 GB, 60 s | 6188 | 5489 |
-| 1 M | this, workers=2 | 1.03 GB, 37 s | 1.77 GB, 10 s | 1.68 GB, 20 s | 1.93 GB, 58 s | 7998 | 5246 |
+| 1 M | base | 1.04 GB, 109 s | 1.39 GB, 26 s | 1.69 GB, 60 s | 1.71 GB, 92 s | 3486 | 4287 |
+| 1 M | this | 1.05 GB, 76 s | 0.93 GB, 34 s | 1.70 GB, 51 s | 1.06 GB, 161 s | 3099 | 3902 |
 
-Stage 1 + 2 pairs/s: workers=1 / base 1.47x, workers=2 / base 1.91x, workers=2 / workers=1 1.29x (one caption
-segmented once, jieba blocks cached; the benchmark's captions repeat more than real ones, which flatters the cache).
-An earlier run under load 4-11 (before the spilling index) gave 3.39 GB for text_refined_pairs at 1 M and no gain
-from the second worker: with other work on the machine two busy processes do not get two cores. Still above the
-issue's 1.5 GB: source_selected_pairs and text_refined_pairs (DuckDB's memory_limit_mb=1024 plus, in stage 2, the
-caption index), text_scores with 2 workers (one more process holding jieba, OpenCC, lingua and the classifier).
-5 M was not run (time).
+text_refined_pairs costs 78 -> 108 CPU s (the near-duplicate index's digest pass and Arrow look-ups). Still above the
+issue's 1.5 GB: text_scores with 2 workers (a worker holds jieba, OpenCC, lingua and the classifier, ~0.5 GB).
+An earlier run (base 9287e49, load ~2): 1 M base 1.95 / 2.94 / 2.09 / 4.66 GB.
 """
 
 from __future__ import annotations
