@@ -16,7 +16,9 @@ Split "fresh3" (`safety_eval_fresh3.tsv`) was written blind (its author read nei
 the earlier sets) while round 3 was tuned; its first score is in its header; tuned on in round 4. Split "tune4"
 (`safety_eval_fresh3b.tsv`, unsafe probes and safe look-alikes written in round 4 by the author of the round-4
 lexicon, one family per fresh3 miss or false positive) guards that round's terms; it is not independent either.
-Split "fresh4" (`safety_eval_fresh4.tsv`), written blind while round 4 was tuned, scored once: see its header.
+Split "fresh4" (`safety_eval_fresh4.tsv`), written blind while round 4 was tuned, scored once (its first score is in
+its header), then tuned on in round 5. Split "tune5" (`safety_eval_fresh4b.tsv`, probes and look-alikes written in
+round 5 by the author of the round-5 lexicon, one family per fresh4 miss or false positive) is not independent.
 
 A caption counts as flagged when the stage its category belongs to would reject it at the stage's default threshold
 (stage 1 `unsafe_text`: score of the stage-1 categories; stage 2 `sensitive_text`: score of the stage-2 categories).
@@ -41,7 +43,8 @@ EVAL_DIR = Path(__file__).resolve().parent.parent / "danqing_assets_tests" / "li
 EVAL_SET = EVAL_DIR / "safety_eval.tsv"
 FRESH_SETS = {"fresh1": EVAL_DIR / "safety_eval_fresh.tsv", "fresh2": EVAL_DIR / "safety_eval_fresh2.tsv",
               "tune3": EVAL_DIR / "safety_eval_fresh2b.tsv", "fresh3": EVAL_DIR / "safety_eval_fresh3.tsv",
-              "tune4": EVAL_DIR / "safety_eval_fresh3b.tsv", "fresh4": EVAL_DIR / "safety_eval_fresh4.tsv"}
+              "tune4": EVAL_DIR / "safety_eval_fresh3b.tsv", "fresh4": EVAL_DIR / "safety_eval_fresh4.tsv",
+              "tune5": EVAL_DIR / "safety_eval_fresh4b.tsv"}
 
 
 def load_cases(path: Path = EVAL_SET, *, split: str | None = None) -> list[dict]:

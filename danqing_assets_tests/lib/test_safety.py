@@ -340,7 +340,8 @@ def test_stage_scores_for_plugins_without_score():
 def test_targets_on_the_independent_evaluation_set():
     """The issue's targets, on the hand-written evaluation sets (tuned and md5-held-out cases both, the first fresh set,
     tuned on in round 2, the second, tuned on in round 3, the round-3 safe look-alikes, the third, written blind and
-    tuned on in round 4, and the round-4 probes and look-alikes): unsafe recall >= 0.9
+    tuned on in round 4, the round-4 probes and look-alikes, the fourth, written blind and tuned on in round 5, and the
+    round-5 probes and look-alikes): unsafe recall >= 0.9
     overall and >= 0.8 per category, false positives on safe captions (look-alikes included) <= 2 %. Every split here
     has been tuned on; generalisation is measured by the blind sets the lead adds to benchmarks/bench_safety.py."""
     import importlib.util
@@ -350,7 +351,7 @@ def test_targets_on_the_independent_evaluation_set():
     spec = importlib.util.spec_from_file_location("bench_safety", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    splits = ("tune", "heldout", "fresh1", "fresh2", "tune3", "fresh3", "tune4")
+    splits = ("tune", "heldout", "fresh1", "fresh2", "tune3", "fresh3", "tune4", "fresh4", "tune5")
     cases = bench.load_cases() + [c for name in splits[2:] for c in bench.load_cases(bench.FRESH_SETS[name], split=name)]
     assert len(cases) >= 1000 and {c["split"] for c in cases} == set(splits)
     for split in splits:
@@ -359,6 +360,28 @@ def test_targets_on_the_independent_evaluation_set():
         assert r["fp_rate"] <= 0.02, (split, [c["caption"] for c in r["fp"]])
         for cat, row in r["per"].items():
             assert row["n"] == 0 or row["recall"] >= 0.8, (split, cat, row)
+
+
+@pytest.mark.parametrize("text", [
+    "本周新到一批茶艺师 可飞 可过夜", "加州叶子 到货 飞一下", "四号货 纯度95 老客户优先", "出狗粮 快递到家",
+    "出qiang 面交 可验货", "钥匙扣造型电击棒 隐蔽好带", "【农业银行】您的积分即将清零 请点击链接兑换",
+    "你好我是拼多多客服 为您办理退款", "USDT承兑 不问来源", "我是民警 你涉嫌洗钱 请配合转入安全账户",
+    "我换了新号 有急用 先转账给我", "这帮人全都杀了", "蓝鲸挑战 第十天", "明天炸了这个破公司",
+    "丁字裤 翘臀 私房", "绅士向 本子 高清", "资料私信我 免费发", "转发到三个群 就送会员", "评论区扣1 私信你链接",
+])
+def test_round5_families_flag(text):
+    clf = default_classifier()
+    assert max(clf.score([text], "source")[0].score, clf.score([text], "text")[0].score) >= 0.5, clf.explain(text)
+
+
+@pytest.mark.parametrize("text", [
+    "火药是中国古代四大发明之一", "SK-II神仙水 护肤精华", "牙科 笑气镇静 拔牙不疼", "冰箱维修上门服务",
+    "网吧包夜 送饮料", "加拿大大麻合法化的社会影响", "冷知识 可口可乐配方曾含可卡因", "治安管理处罚法 卖淫嫖娼 处罚规定",
+    "狗粮 成犬 包邮", "黄金 纯度99.9", "止咳水 儿童 正品", "明前新茶 品茶", "深夜放毒 炸鸡",
+])
+def test_round5_lookalikes_pass(text):
+    clf = default_classifier()
+    assert max(clf.score([text], "source")[0].score, clf.score([text], "text")[0].score) < 0.5, clf.explain(text)
 
 
 def test_load_text_safety_classifier_plugin(tmp_path, monkeypatch):
