@@ -101,6 +101,112 @@ def evaluate(classifier, cases: list[dict], threshold: float = 0.5) -> dict:
             "recall": caught / unsafe if unsafe else None, "fp_rate": len(fps) / safe if safe else None}
 
 
+BLIND_LEXICONS = {"fresh2": "4437fdd", "fresh3": "6af0571", "fresh4": "cdae157"}
+"""Each blind set and the commit whose lexicon it was first scored with (blind) - see the sets' headers."""
+DERIVED = {"fresh2": ("tune3",), "fresh3": ("tune4",), "fresh4": ("tune5",)}
+"""The probe sets written after reading a blind set's errors: left out of training with it (they carry its families)."""
+MODEL_C = 10.0
+MODEL_QUANTILE = 0.98
+"""The model's threshold: this quantile of P(unsafe) over the safe captions without context words, each scored by a
+model trained without its set (leave-one-set-out inside the training sets): about 2 % of them reach it."""
+
+
+def all_sets() -> dict[str, list[dict]]:
+    """Every labelled set by name (the md5 tune / heldout halves of safety_eval.tsv together as "orig")."""
+    sets = {"orig": load_cases()}
+    for name, path in FRESH_SETS.items():
+        sets[name] = load_cases(path, split=name)
+    return sets
+
+
+def _fit(clf, cases: list[dict]) -> dict:
+    """A `CharNgramModel` dict (threshold left at 0.5) trained on `cases` (sklearn, dev-time only)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    texts = [clf.matching_form(c["caption"]) for c in cases]
+    y = [0 if c["labels"] == {"safe"} else 1 for c in cases]
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2, lowercase=False)
+    X = vec.fit_transform(texts)
+    binary = LogisticRegression(C=MODEL_C, max_iter=5000).fit(X, y)
+    rows = [(i, lab) for i, c in enumerate(cases) if c["labels"] != {"safe"} for lab in sorted(c["labels"])]
+    cats = sorted({lab for _, lab in rows})
+    multi = LogisticRegression(C=MODEL_C, max_iter=5000).fit(X[[i for i, _ in rows]], [lab for _, lab in rows])
+    assert list(multi.classes_) == cats
+    features = {}
+    for g, j in sorted(vec.vocabulary_.items()):
+        features[g] = [round(float(vec.idf_[j]), 5), round(float(binary.coef_[0, j]), 5),
+                       *(round(float(multi.coef_[k, j]), 5) for k in range(len(cats)))]
+    return {"format": "danqing-safety-charngram-1", "threshold": 0.5, "intercept": round(float(binary.intercept_[0]), 5),
+            "categories": cats, "cat_intercept": [round(float(x), 5) for x in multi.intercept_], "features": features}
+
+
+def train_model(clf, sets: dict[str, list[dict]]) -> dict:
+    """The model trained on all of `sets`, its threshold chosen by leave-one-set-out inside them (`MODEL_QUANTILE`)."""
+    import numpy as np
+    from danqing_assets.lib.safety import CharNgramModel
+
+    oof = []
+    for inner in sets:
+        m = CharNgramModel(_fit(clf, [c for k, v in sets.items() if k != inner for c in v]))
+        for c in sets[inner]:
+            if c["labels"] == {"safe"} and _context_strength(clf, c["caption"]) < 0.5:
+                oof.append(m.unsafe_probability(clf.matching_form(c["caption"])))
+    data = _fit(clf, [c for v in sets.values() for c in v])
+    data["threshold"] = round(float(np.quantile(oof, MODEL_QUANTILE)), 4)
+    data["trained_on"] = sorted(sets)
+    return data
+
+
+def _context_strength(clf, caption: str) -> float:
+    ctx: dict[str, float] = {}
+    for e in clf._matches(clf.matching_form(caption)):
+        if e.kind == "context":
+            ctx[e.source] = max(e.weight, ctx.get(e.source, 0.0))
+    return sum(ctx.values())
+
+
+def _write_model(data: dict, path: Path) -> None:
+    import json
+
+    sets = ", ".join(data["trained_on"])
+    data = {"about": f"Learned second opinion of danqing_assets.lib.safety.SafetyClassifier: logistic regression over "
+                     f"character 1-3-grams, trained by benchmarks/bench_safety.py --train-model on the labelled sets "
+                     f"{sets} (danqing_assets_tests/lib/data/safety_eval*.tsv as listed in bench_safety.py).", **data}
+    path.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
+
+
+def leave_one_set_out() -> list[tuple]:
+    """Per blind set: the blind-time lexicon alone (as first scored), that lexicon + a model trained on every other set,
+    and the model alone; each as (recall, false-positive rate)."""
+    import subprocess
+    import tempfile
+    from danqing_assets.lib.safety import SafetyClassifier
+
+    root = Path(__file__).resolve().parent.parent
+    sets = all_sets()
+    current = SafetyClassifier(model=False)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for held, commit in BLIND_LEXICONS.items():
+            model_path = Path(tmp) / f"model_{held}.json"
+            _write_model(train_model(current, {k: v for k, v in sets.items() if k != held and k not in DERIVED[held]}), model_path)
+            lex_path = Path(tmp) / f"lexicon_{commit}.txt"
+            lex_path.write_bytes(subprocess.run(["git", "show", f"{commit}:danqing_assets/data/safety_lexicon.txt"],
+                                                cwd=root, check=True, capture_output=True).stdout)
+            lex = evaluate(SafetyClassifier(lex_path, model=False), sets[held])
+            both_clf = SafetyClassifier(lex_path, model=model_path)
+            both = evaluate(both_clf, sets[held])
+            model = both_clf.model
+            safe = [c for c in sets[held] if c["labels"] == {"safe"}]
+            unsafe = [c for c in sets[held] if c["labels"] != {"safe"}]
+            p = lambda c: model.unsafe_probability(both_clf.matching_form(c["caption"])) >= model.threshold
+            rows.append((held, commit, model.threshold, (lex["recall"], lex["fp_rate"]), (both["recall"], both["fp_rate"]),
+                         (sum(map(p, unsafe)) / len(unsafe), sum(map(p, safe)) / len(safe)),
+                         {k: v["recall"] for k, v in both["per"].items()}))
+    return rows
+
+
 def _fmt(x) -> str:
     return "  -  " if x is None else f"{x:.2f}"
 
@@ -110,8 +216,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=["tune", "heldout", *FRESH_SETS, "all"], default="all")
     ap.add_argument("--classifier", default="safety")
     ap.add_argument("--errors", action="store_true", help="list misses and false positives")
+    ap.add_argument("--loso", action="store_true",
+                    help="leave-one-set-out: per blind set, its blind-time lexicon alone vs + a model trained without it")
+    ap.add_argument("--train-model", action="store_true",
+                    help="train the model on every labelled set and write danqing_assets/data/safety_model.json")
     args = ap.parse_args(argv)
-    from danqing_assets.lib.safety import load_text_safety_classifier
+    from danqing_assets.lib.safety import DEFAULT_SAFETY_MODEL, SafetyClassifier, load_text_safety_classifier
+
+    if args.train_model:
+        data = train_model(SafetyClassifier(model=False), all_sets())
+        _write_model(data, DEFAULT_SAFETY_MODEL)
+        print(f"wrote {DEFAULT_SAFETY_MODEL}: {len(data['features'])} n-grams, threshold {data['threshold']}, "
+              f"trained on {', '.join(data['trained_on'])}")
+        return 0
+    if args.loso:
+        print("leave-one-set-out: each blind set scored by the lexicon of its blind run, alone and with a model "
+              "trained on every other labelled set (recall / false-positive rate)")
+        print(f"{'set':<8} {'lexicon':<9} {'t':>6}  {'lexicon alone':<15} {'lexicon + model':<17} {'model alone':<13} per category (lexicon + model)")
+        for held, commit, t, lex, both, alone, per in leave_one_set_out():
+            cats = " ".join(f"{k} {v:.2f}" for k, v in sorted(per.items()))
+            print(f"{held:<8} {commit:<9} {t:>6.3f}  {lex[0]:.2f} / {lex[1]:5.1%}   {both[0]:.2f} / {both[1]:5.1%}     "
+                  f"{alone[0]:.2f} / {alone[1]:5.1%}  {cats}")
+        return 0
 
     t0 = time.perf_counter()
     clf = load_text_safety_classifier(args.classifier)

@@ -31,6 +31,14 @@ written for this project; its header states source, licence and format):
    >= 1 (a police or court event, or several context words: news about an illegal sale names the sale, never the
    dealer's WeChat).
 
+5. a learned second opinion (`CharNgramModel`, `data/safety_model.json`: logistic regression over character 1-3-grams
+   of the same skeleton, pure-Python inference, no pickle; trained by `benchmarks/bench_safety.py --train-model` on the
+   labelled sets named in its `trained_on`: safety_eval*.tsv orig, fresh1-4, tune3-5) decides where the lexicon did not:
+   when no category reached 0.5, no context word matched and P(unsafe) >= the model's threshold, the model's category
+   scores 0.5 + 0.5 (p - t) / (1 - t), evidence "model:p". Used with the shipped lexicon (`model=False`: lexicon alone).
+   Leave-one-set-out (`bench_safety.py --loso`: each blind set scored by its blind-time lexicon plus a model trained
+   without it) raised recall on all three blind sets with no false positive added.
+
 Any other classifier plugs in through `load_text_safety_classifier("my.module:MyClassifier")`: it needs `name` and
 `predict(texts) -> [(unsafe, detail)]` (`TextSafetyClassifier`); with a `score(texts, stage)` method as well it feeds
 per-category scores to both stages, without it its verdict is stage 1's score (1.0 / 0.0, category "unsafe") and it
@@ -178,6 +186,102 @@ class LexiconClassifier:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The learned second opinion.
+
+DEFAULT_SAFETY_MODEL = DATA_DIR / "safety_model.json"
+MODEL_FORMAT = "danqing-safety-charngram-1"
+
+
+class CharNgramModel:
+    """A logistic regression over character 1-3-grams of the caption's skeleton (`skeleton(fold(text))`), TF-IDF
+    weighted (1 + log tf, times idf, L2-normalised over the known n-grams), from a JSON file written by
+    `benchmarks/bench_safety.py --train-model` (no pickle). `unsafe_probability(sk)`: P(unsafe); `category(sk)`: the
+    most likely unsafe category (a second, multinomial regression over the unsafe cases). The file states the sets it
+    was trained on (`trained_on`) and the probability from which it flags (`threshold`, chosen by leave-one-set-out
+    on the training sets, see bench_safety.py)."""
+
+    def __init__(self, data: dict[str, Any], *, source: str = "<model>") -> None:
+        if data.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{source}: not a {MODEL_FORMAT} model (format {data.get('format')!r})")
+        try:
+            self.threshold = float(data["threshold"])
+            self.intercept = float(data["intercept"])
+            self.categories: tuple[str, ...] = tuple(data["categories"])
+            self.cat_intercept = [float(x) for x in data["cat_intercept"]]
+            self.trained_on: tuple[str, ...] = tuple(data.get("trained_on", ()))
+            feats = data["features"]
+            k = len(self.categories)
+            self._bin: dict[str, tuple[float, float]] = {}
+            self._cat: dict[str, list[float]] = {}
+            for g, row in feats.items():
+                if len(row) != 2 + k:
+                    raise ValueError(f"feature {g!r} has {len(row)} values, expected {2 + k}")
+                self._bin[g] = (float(row[0]), float(row[1]))
+                self._cat[g] = [float(x) for x in row[2:]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{source}: malformed safety model: {err}") from err
+        if not 0.0 < self.threshold < 1.0 or len(self.cat_intercept) != len(self.categories):
+            raise ValueError(f"{source}: malformed safety model (threshold {self.threshold})")
+        self.source = source
+
+    @classmethod
+    def load(cls, path: str | Path) -> CharNgramModel:
+        import json
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"safety model not found: {p}")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"safety model {p} is not UTF-8 JSON: {err}") from err
+        return cls(data, source=str(p))
+
+    def _features(self, sk: str) -> tuple[dict[str, float], float]:
+        """The known n-grams of a skeleton with their TF-IDF values (not normalised) and the L2 norm."""
+        counts: dict[str, int] = {}
+        n = len(sk)
+        for size in (1, 2, 3):
+            for i in range(n - size + 1):
+                g = sk[i : i + size]
+                counts[g] = counts.get(g, 0) + 1
+        known = self._bin
+        vals = {g: (1.0 + math.log(c)) * known[g][0] for g, c in counts.items() if g in known}
+        return vals, math.sqrt(sum(v * v for v in vals.values()))
+
+    def unsafe_probability(self, sk: str) -> float:
+        vals, norm = self._features(sk)
+        z = self.intercept
+        if norm > 0:
+            known = self._bin
+            z += sum(v * known[g][1] for g, v in vals.items()) / norm
+        return 1.0 / (1.0 + math.exp(-z)) if z > -50 else 0.0
+
+    def category(self, sk: str) -> str:
+        vals, norm = self._features(sk)
+        z = list(self.cat_intercept)
+        for g, v in vals.items():
+            for j, w in enumerate(self._cat[g]):
+                z[j] += v * w / norm
+        return self.categories[max(range(len(z)), key=z.__getitem__)]
+
+
+@functools.cache
+def _load_model(path: str, mtime_ns: int) -> CharNgramModel:
+    return CharNgramModel.load(path)
+
+
+def load_model(path: str | Path | None = None) -> CharNgramModel:
+    """The shipped `CharNgramModel` (or one at `path`), loaded once per process and file version."""
+    p = Path(path) if path is not None else DEFAULT_SAFETY_MODEL
+    try:
+        mtime = p.stat().st_mtime_ns
+    except OSError as err:
+        raise FileNotFoundError(f"safety model not found: {p}") from err
+    return _load_model(str(p), mtime)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # The default classifier.
 
 
@@ -294,7 +398,7 @@ class SafetyClassifier:
     name = "safety"
 
     def __init__(self, path: str | Path | None = None, *, threshold: float = DEFAULT_THRESHOLD,
-                 context_factor: float = 0.3) -> None:
+                 context_factor: float = 0.3, model: str | Path | bool | None = None) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         if not 0.0 <= context_factor <= 1.0:
@@ -305,6 +409,17 @@ class SafetyClassifier:
         self.stages: dict[str, str] = {}
         """category -> the stage it feeds ("source" or "text")."""
         self._load(self.path)
+        # the learned second opinion: the shipped model with the shipped lexicon (model=None), none with another
+        # lexicon unless named; model=False: the lexicon alone
+        if model is None:
+            model = self.path.resolve() == DEFAULT_SAFETY_LEXICON.resolve() and DEFAULT_SAFETY_MODEL.is_file()
+        if model is True:
+            model = DEFAULT_SAFETY_MODEL
+        self.model: CharNgramModel | None = load_model(model) if model else None
+        if self.model is not None:
+            unknown = [c for c in self.model.categories if c not in self.stages]
+            if unknown:
+                raise ValueError(f"{self.model.source}: categories {unknown} are missing from the lexicon")
 
     # -- loading -----------------------------------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
@@ -474,15 +589,48 @@ class SafetyClassifier:
                         break
         return found
 
+    def matching_form(self, text: Any, *, folded: bool = False) -> str:
+        """The skeleton terms and the model see: folded, reduced to Han / Latin / digits, [allow] phrases blanked."""
+        sk = skeleton(as_text(text).lower() if folded else fold(text))
+        if sk and self._allow_re is not None and self._allow_re.search(sk):
+            sk = self._allow_re.sub(lambda m: _MASK * len(m.group()), sk)
+        return sk
+
     def explain(self, text: Any, *, folded: bool = False) -> dict[str, tuple[float, list[str]]]:
         """Per category with a non-zero score: (score, evidence). `folded`: the text is already NFKC-folded,
         Simplified and lower-cased (stage 2's cleaned caption), so only whitespace is removed."""
-        sk = skeleton(as_text(text).lower() if folded else fold(text))
+        sk = self.matching_form(text, folded=folded)
         if not sk:
             return {}
-        if self._allow_re is not None and self._allow_re.search(sk):
-            sk = self._allow_re.sub(lambda m: _MASK * len(m.group()), sk)
         found = self._matches(sk)
+        out = self._explain_lexicon(found)
+        if self.model is not None:
+            self._second_opinion(sk, found, out)
+        return out
+
+    def _second_opinion(self, sk: str, found: list[_Entry], out: dict[str, tuple[float, list[str]]]) -> None:
+        """The model decides where the lexicon did not: when no category reached 0.5, no context word matched
+        (strength < 0.5) and P(unsafe) >= the model's threshold, the model's category gets the score
+        0.5 + 0.5 * (p - t) / (1 - t) (>= 0.5, so the stage flags it) with evidence "model:p"."""
+        if any(sc >= DEFAULT_THRESHOLD for sc, _ in out.values()):
+            return
+        model = self.model
+        p = model.unsafe_probability(sk)
+        if p < model.threshold:
+            return
+        context: dict[str, float] = {}
+        for e in found:
+            if e.kind == "context":
+                context[e.source] = max(e.weight, context.get(e.source, 0.0))
+        if sum(context.values()) >= 0.5:
+            return
+        cat = model.category(sk)
+        t = model.threshold
+        score = round(0.5 + 0.5 * (p - t) / (1.0 - t), 4)
+        prev = out.get(cat, (0.0, []))[1]
+        out[cat] = (score, [*prev, f"model:{p:.2f}"])
+
+    def _explain_lexicon(self, found: list[_Entry]) -> dict[str, tuple[float, list[str]]]:
         if not any(e.kind == "term" for e in found):
             return {}  # cues and context alone score nothing
         terms: dict[str, dict[str, float]] = {}

@@ -454,3 +454,28 @@ def test_run_classifier_checks_the_contract():
     with pytest.raises(ValueError, match="not \\(bool, str \\| None\\)"):
         run_classifier(Malformed(), ["a"])
     assert run_classifier(default_classifier(), ["赌博网站", "好"]) == [(True, "gambling:赌博"), (False, None)]
+
+
+def test_learned_second_opinion(tmp_path):
+    """The shipped model is loaded with the shipped lexicon, decides only where the lexicon did not (evidence
+    "model:p"), is cleared by context, and a malformed model file is refused."""
+    from danqing_assets.lib.safety import DEFAULT_SAFETY_MODEL, CharNgramModel, SafetyClassifier
+
+    clf = default_classifier()
+    assert clf.model is not None and "fresh4" in clf.model.trained_on and 0.5 < clf.model.threshold < 1.0
+    assert SafetyClassifier(model=False).model is None
+    sk = clf.matching_form("出qiang 可验货")
+    assert 0.0 <= clf.model.unsafe_probability(sk) <= 1.0 and clf.model.category(sk) in clf.stages
+    # a caption the model flags alone carries "model:" in its evidence and scores >= 0.5
+    for text in ["高仿证件 各类 办理", "今晚 一起 嗨 到天亮 货 到付款"]:
+        ex = clf.explain(text)
+        for sc, ev in ex.values():
+            if any(e.startswith("model:") for e in ev):
+                assert sc >= 0.5
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "other"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="not a danqing-safety-charngram-1"):
+        CharNgramModel.load(bad)
+    with pytest.raises(FileNotFoundError):
+        CharNgramModel.load(tmp_path / "missing.json")
+    assert DEFAULT_SAFETY_MODEL.read_text(encoding="utf-8").startswith('{"about":')
