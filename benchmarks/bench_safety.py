@@ -19,6 +19,9 @@ lexicon, one family per fresh3 miss or false positive) guards that round's terms
 Split "fresh4" (`safety_eval_fresh4.tsv`), written blind while round 4 was tuned, scored once (its first score is in
 its header), then tuned on in round 5. Split "tune5" (`safety_eval_fresh4b.tsv`, probes and look-alikes written in
 round 5 by the author of the round-5 lexicon, one family per fresh4 miss or false positive) is not independent.
+Split "fresh5" (`safety_eval_fresh5.tsv`), written blind while round 5 (lexicon + model) was built, scored once:
+0.80 unsafe recall, 7.8 % of safe captions flagged (its header). Blind first scores so far: fresh2 0.62 / 4.0 %,
+fresh3 0.81 / 5.4 %, fresh4 0.77 / 6.7 %, fresh5 0.80 / 7.8 %: tuning on each blind set has not moved the next one.
 
 A caption counts as flagged when the stage its category belongs to would reject it at the stage's default threshold
 (stage 1 `unsafe_text`: score of the stage-1 categories; stage 2 `sensitive_text`: score of the stage-2 categories).
@@ -44,7 +47,7 @@ EVAL_SET = EVAL_DIR / "safety_eval.tsv"
 FRESH_SETS = {"fresh1": EVAL_DIR / "safety_eval_fresh.tsv", "fresh2": EVAL_DIR / "safety_eval_fresh2.tsv",
               "tune3": EVAL_DIR / "safety_eval_fresh2b.tsv", "fresh3": EVAL_DIR / "safety_eval_fresh3.tsv",
               "tune4": EVAL_DIR / "safety_eval_fresh3b.tsv", "fresh4": EVAL_DIR / "safety_eval_fresh4.tsv",
-              "tune5": EVAL_DIR / "safety_eval_fresh4b.tsv"}
+              "tune5": EVAL_DIR / "safety_eval_fresh4b.tsv", "fresh5": EVAL_DIR / "safety_eval_fresh5.tsv"}
 
 
 def load_cases(path: Path = EVAL_SET, *, split: str | None = None) -> list[dict]:
