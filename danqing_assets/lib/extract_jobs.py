@@ -25,6 +25,7 @@ from danqing_assets.lib import reasons as R
 from danqing_assets.lib.faults import CRASH_HOOK_ENV, crash_hook as _crash_hook, pause_point  # noqa: F401
 from danqing_assets.lib.s3 import S3Config
 from danqing_assets.lib.snapshots import WarcRef, open_uri
+from danqing_assets.lib.worker_exit import exit_code, pool_processes
 
 # Column types of the `raw_pairs` and `warc_image_captures` tables.
 PAIR_SCHEMA = {
@@ -156,7 +157,7 @@ def extract_files(refs: list[WarcRef], options: ExtractOptions, out_dir: str, *,
     todo.reverse()  # pop() takes files in order
     idle: list[ProcessPoolExecutor] = []
     slow_idle: list[ProcessPoolExecutor] = []
-    running: dict[Future, tuple[int, bool, ProcessPoolExecutor]] = {}
+    running: dict[Future, tuple[int, bool, ProcessPoolExecutor, list[Any]]] = {}
     results: dict[int, Any] = {}
     retried: list[str] = []
 
@@ -171,14 +172,15 @@ def extract_files(refs: list[WarcRef], options: ExtractOptions, out_dir: str, *,
             while todo and len(running) < n:
                 i, slow = todo.pop()
                 ex = executor(slow)
-                running[ex.submit(extract_ref_to_parquet, refs[i], options, out_dir, i)] = (i, slow, ex)
+                fut = ex.submit(extract_ref_to_parquet, refs[i], options, out_dir, i)
+                running[fut] = (i, slow, ex, pool_processes(ex))  # now: a broken pool forgets its processes
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                i, slow, ex = running.pop(fut)
+                i, slow, ex, procs = running.pop(fut)
                 try:
                     results[i] = fut.result()
                 except BrokenProcessPool:
-                    code = _exit_code(ex)
+                    code = exit_code(procs)
                     ex.shutdown(wait=True, cancel_futures=True)
                     if not slow:
                         retried.append(refs[i].name)
@@ -193,18 +195,9 @@ def extract_files(refs: list[WarcRef], options: ExtractOptions, out_dir: str, *,
                     on_done(len(results), len(refs), refs[i])
                 pause_point("raw_pairs_file")  # killed-run tests: stop after N files (no-op in production)
     finally:
-        for ex in [*idle, *slow_idle, *(ex for _, _, ex in running.values())]:
+        for ex in [*idle, *slow_idle, *(ex for _, _, ex, _ in running.values())]:
             ex.shutdown(wait=True, cancel_futures=True)
     return [results[i] for i in range(len(refs))], retried
-
-
-def _exit_code(ex: ProcessPoolExecutor) -> int | None:
-    """The exit code of a broken single-worker pool's process (negative: the signal), when it can be read."""
-    procs = getattr(ex, "_processes", None) or {}
-    for p in list(procs.values()):
-        p.join(5)
-        return p.exitcode
-    return None
 
 
 def _empty_result(stats: Any):

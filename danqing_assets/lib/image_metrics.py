@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from danqing_assets.lib.faults import CRASH_HOOK_ENV, crash_hook
+from danqing_assets.lib.worker_exit import exit_code, pool_processes
 from danqing_assets.lib.reasons import (
     BLURRY_IMAGE,
     DECODE_ERROR,
@@ -367,14 +368,14 @@ def compute_metrics_batch(
                 ex = idle.pop() if idle else ProcessPoolExecutor(max_workers=1, mp_context=ctx)
                 job = (datas[lo:hi], work_size, max_pixels, formats)
                 fut = ex.submit(_metrics_chunk, job)
-                running[fut] = (lo, hi, ex, _processes(ex))  # now: a broken pool forgets its processes
+                running[fut] = (lo, hi, ex, pool_processes(ex))  # now: a broken pool forgets its processes
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 lo, hi, ex, procs = running.pop(fut)
                 try:
                     out[lo:hi] = fut.result()
                 except BrokenProcessPool:
-                    code = _exit_code(procs)
+                    code = exit_code(procs)
                     ex.shutdown(wait=True, cancel_futures=True)
                     if hi - lo > 1:  # the chunk again, one image per job (next): a worker that dies names its image
                         todo.extend((i, i + 1) for i in reversed(range(lo, hi)))
@@ -388,27 +389,6 @@ def compute_metrics_batch(
         for ex in [*idle, *(ex for _, _, ex, _ in running.values())]:
             ex.shutdown(wait=True, cancel_futures=True)
     return out  # type: ignore[return-value]
-
-
-def _processes(ex: Any) -> list[Any]:
-    """A pool's worker processes, read right after a submit (which starts them): once the pool breaks, its manager
-    thread may already have cleared the pool's own table, so the exit code must be read from these objects."""
-    return list((getattr(ex, "_processes", None) or {}).values())
-
-
-def _exit_code(procs: list[Any]) -> int | None:
-    """The exit code of a broken single-worker pool's process (negative: the signal), when it can be read. The pool's
-    manager thread may reap the process first; its waitpid then sets the code a moment later, so poll up to 5 s."""
-    import time
-
-    for p in procs:
-        deadline = time.monotonic() + 5
-        p.join(0.1)
-        while p.exitcode is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-            p.join(0.1)
-        return p.exitcode
-    return None
 
 
 def filter_reason(
