@@ -85,6 +85,10 @@ def text_scores(
     report = PoolReport()
     with stage_connection(wh, f"text_scores-{snapshot}", memory_limit_mb=config.memory_limit_mb,
                           temp_directory=config.temp_directory) as (con, scratch):
+        # one DuckDB thread (the scoring runs in worker processes): with two, the join + sort of 4.2 M captions ran
+        # out of 512 MB (per-thread sort and join state did not spill in time; one thread: 14 s, 0.6 GB), and the
+        # summaries after scoring (uniqueness, quantiles, distinct captions) took the step process to 1.52 GB
+        con.execute("SET threads = 1")
         pairs = f"read_parquet({parquet_literal(pairs_path)}, file_row_number = true)"
         if wh.exists("source_scores", snapshot) and "noun_count" in wh.columns("source_scores", snapshot):  # stage 1 stored the noun count
             query = (f"SELECT p.pair_id, p.caption, s.noun_count AS stage1_nouns FROM {pairs} p "
@@ -195,7 +199,11 @@ def text_refined_pairs(
                     *[c for c in wh.columns("text_scores", snapshot) if c not in ("snapshot", "pair_id")]]
     with stage_connection(wh, f"text_refined_pairs-{snapshot}", memory_limit_mb=config.memory_limit_mb,
                           temp_directory=config.temp_directory) as (con, scratch):
-        decided, passing = text_decided_view(con, pairs_path, scores_path, config.model_dump(), scratch)
+        # one DuckDB thread: its joins and sorts over the decided rows then spill within memory_limit_mb (with two,
+        # the ordered copy of 4.2 M passing captions ran out of 512 MB); insertion order kept, so that rows joined by
+        # position are written in the order they are read
+        con.execute("SET threads = 1; SET preserve_insertion_order = true")
+        decided, passing, in_order = text_decided_view(con, pairs_path, scores_path, config.model_dump(), scratch)
         rows_in = con.execute(f"SELECT count(*) FROM read_parquet({parquet_literal(pairs_path)})").fetchone()[0]
         kept_rows = con.execute(f"SELECT count(*) FROM {decided} WHERE reason IS NULL").fetchone()[0]
         return finish_stage_out_of_core(
@@ -206,7 +214,8 @@ def text_refined_pairs(
             entering=f"read_parquet({parquet_literal(pairs_path)})",
             decided=decided,
             kept_columns=kept_columns,
-            order_by="warc_file, warc_offset, img_index, _row",
+            # already in crawl order: written as read, no sort (a sort of the 30-column kept rows ran out of 512 MB)
+            order_by=None if in_order else "warc_file, warc_offset, img_index, _row",
             kept_schema=schemas.TextRefinedPairs,
             preview_columns=["caption", "caption_clean"],
             truth_path=config.truth_path,

@@ -101,13 +101,15 @@ def _aligned(con: Any, left: Path, scores: Path) -> bool:
     return mismatched == 0
 
 
-def _scored_view(con: Any, left: Path, scores: Path) -> None:
+def _scored_view(con: Any, left: Path, scores: Path) -> bool:
     """View `scored`: the stage's input rows (with their file order as `_row`) LEFT JOIN their stored scores.
 
     When the score file is aligned with the input row for row (the normal case, `_aligned`), the join is positional:
     the two files are read side by side and nothing is held; otherwise (scores written by other code, rows missing or
-    extra) it is a hash join on pair_id, which DuckDB spills. Both give the same rows."""
-    if _aligned(con, left, scores):
+    extra) it is a hash join on pair_id, which DuckDB spills. Both give the same rows; returns whether the view is
+    positional (then its rows come in `left`'s file order)."""
+    aligned = _aligned(con, left, scores)
+    if aligned:
         join = f"POSITIONAL JOIN read_parquet({parquet_literal(scores)}) s"
     else:
         join = f"LEFT JOIN read_parquet({parquet_literal(scores)}) s ON l.pair_id = s.pair_id"
@@ -117,6 +119,7 @@ def _scored_view(con: Any, left: Path, scores: Path) -> None:
         FROM read_parquet({parquet_literal(left)}, file_row_number = true) l
         {join}
     """)
+    return aligned
 
 
 def source_decided_view(con: Any, raw: Path, scores: Path, params: Mapping[str, Any], scratch: Path) -> str:
@@ -133,32 +136,45 @@ def source_decided_view(con: Any, raw: Path, scores: Path, params: Mapping[str, 
     return "decided"
 
 
-def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, Any], scratch: Path) -> tuple[str, int]:
+def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, Any],
+                      scratch: Path) -> tuple[str, int, bool]:
     """Stage 2 out of core (`decide_text` on files): the SQL rules written to `scratch`, then caption near-duplicates
     among the passing rows in crawl order (only their pair_id and caption_clean are read). Returns the decided view's
-    name (input rows with scores, `reason`, `detail`, `_row`) and the number of rows that passed the rules."""
+    name (input rows with scores, `reason`, `detail`, `_row`), the number of rows that passed the rules, and whether
+    the view reads the input in its file order and that order is crawl order for every passing row (then the kept rows
+    need no sort: stage 1 writes its table in crawl order)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from danqing_assets.lib.text_dedup import near_duplicate_reps
 
-    _scored_view(con, pairs, scores)
+    in_file_order = _scored_view(con, pairs, scores)
     rules = scratch / "text_rules.parquet"
     _query_to_parquet(con, TEXT.sql[0], _pick(params, TEXT_PARAMS), rules)
+    # the rules come out in crawl order, the order source_selected_pairs is written in: when `scored` reads the pairs
+    # in their file order too, rules are joined to their rows by position (nothing held; a hash join of 4.2 M
+    # decisions plus the sort below ran out of 512 MB), else by pair_id
+    positional = in_file_order and _aligned(con, pairs, rules)
+    if positional:
+        join = f"POSITIONAL JOIN read_parquet({parquet_literal(rules)}) r"
+    else:
+        join = f"JOIN read_parquet({parquet_literal(rules)}) r ON s.pair_id = r.pair_id"
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW ruled AS
         SELECT s.*, r.reason AS rule_reason, r.detail AS rule_detail
-        FROM scored s JOIN read_parquet({parquet_literal(rules)}) r ON s.pair_id = r.pair_id
+        FROM scored s {join}
     """)
     dups = scratch / "text_near_duplicates.parquet"
     passing = con.execute("SELECT count(*) FROM ruled WHERE rule_reason IS NULL").fetchone()[0]
     dup_ids = dup_detail = pa.array([], type=pa.string())
+    dup_at = np.zeros(0, dtype=np.int64)  # the input rows (`_row`) of the duplicates, in the order of dup_ids
+    crawl_ordered = False  # the passing rows' file order is their crawl order
     if params.get("dedup_captions", True) and passing:
         # the passing captions in crawl order go to a scratch file (DuckDB sorts out of core); the index reads back only
         # the caption column, and the pair ids once it is done
         ordered = scratch / "text_passing.parquet"
-        con.execute("COPY (SELECT pair_id, caption_clean FROM ruled WHERE rule_reason IS NULL "
+        con.execute("COPY (SELECT pair_id, caption_clean, _row FROM ruled WHERE rule_reason IS NULL "
                     "ORDER BY warc_file, warc_offset, img_index, _row) "
                     f"TO {parquet_literal(ordered)} (FORMAT PARQUET, ROW_GROUP_SIZE 65536)")
         captions = pq.read_table(ordered, columns=["caption_clean"]).column(0)
@@ -171,17 +187,37 @@ def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, 
         dup_ids = ids.take(pa.array(dup_rows)).combine_chunks()
         dup_detail = pc.binary_join_element_wise(
             "near_duplicate_of=", ids.take(pa.array(reps[dup_rows])).combine_chunks(), "").cast(pa.string())
+        rows = pq.read_table(ordered, columns=["_row"]).column(0).to_numpy()
+        crawl_ordered = bool(np.all(rows[1:] > rows[:-1]))
+        dup_at = rows[dup_rows]
+        del rows
         del reps, ids, dup_rows
-    pq.write_table(pa.table({"pair_id": dup_ids.cast(pa.string()), "detail": dup_detail}), dups)
-    del dup_ids, dup_detail
+    if positional:
+        # `ruled` is in the input file's order: the near-duplicate details go in one column aligned with it (NULL
+        # where none), joined by position; a hash join of millions of duplicates and the kept table's sort after it
+        # ran out of 512 MB at 5 M pairs
+        n_rows = con.execute(f"SELECT count(*) FROM read_parquet({parquet_literal(pairs)})").fetchone()[0]
+        order = np.argsort(dup_at, kind="stable")
+        mask = np.zeros(n_rows, dtype=bool)
+        mask[dup_at] = True
+        aligned = pc.replace_with_mask(pa.nulls(n_rows, pa.string()), pa.array(mask),
+                                       dup_detail.take(pa.array(order)))
+        pq.write_table(pa.table({"nd_detail": aligned}), dups)
+        del aligned, mask, order, dup_ids, dup_detail
+        join, hit, found = f"POSITIONAL JOIN read_parquet({parquet_literal(dups)}) d", "d.nd_detail IS NOT NULL", "d.nd_detail"
+    else:
+        pq.write_table(pa.table({"pair_id": dup_ids.cast(pa.string()), "detail": dup_detail}), dups)
+        del dup_ids, dup_detail
+        join = f"LEFT JOIN read_parquet({parquet_literal(dups)}) d ON r.pair_id = d.pair_id"
+        hit, found = "d.pair_id IS NOT NULL", "d.detail"
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW decided AS
         SELECT r.* EXCLUDE (rule_reason, rule_detail),
-               CASE WHEN d.pair_id IS NOT NULL THEN '{reasons.NEAR_DUPLICATE_CAPTION}' ELSE r.rule_reason END AS reason,
-               CASE WHEN d.pair_id IS NOT NULL THEN d.detail ELSE r.rule_detail END AS detail
-        FROM ruled r LEFT JOIN read_parquet({parquet_literal(dups)}) d ON r.pair_id = d.pair_id
+               CASE WHEN {hit} THEN '{reasons.NEAR_DUPLICATE_CAPTION}' ELSE r.rule_reason END AS reason,
+               CASE WHEN {hit} THEN {found} ELSE r.rule_detail END AS detail
+        FROM ruled r {join}
     """)
-    return "decided", int(passing)
+    return "decided", int(passing), positional and crawl_ordered
 
 
 class _ArrowStrings(Sequence):

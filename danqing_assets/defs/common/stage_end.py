@@ -271,7 +271,7 @@ def finish_stage_out_of_core(
     entering: str,
     decided: str,
     kept_columns: Sequence[str],
-    order_by: str,
+    order_by: str | None,
     kept_schema: type[pa.DataFrameModel],
     preview_columns: list[str],
     truth_path: str | None = None,
@@ -288,13 +288,14 @@ def finish_stage_out_of_core(
     table = stage.table
     cols = ", ".join(f'"{c}"' for c in kept_columns)
     snap, ledger_stage = snapshot.replace("'", "''"), stage.ledger.replace("'", "''")
+    order = f" ORDER BY {order_by}" if order_by else ""  # None: `decided` is in the wanted order, written as read
     with wh.staged(table, snapshot) as kept_out, wh.staged(LEDGER, snapshot, stage=stage.ledger) as ledger_out:
-        con.execute(f"COPY (SELECT {cols} FROM {decided} WHERE reason IS NULL ORDER BY {order_by}) "
+        con.execute(f"COPY (SELECT {cols} FROM {decided} WHERE reason IS NULL{order}) "
                     f"TO {parquet_literal(kept_out.path)} (FORMAT PARQUET, COMPRESSION ZSTD)")
         con.execute(
             f"COPY (SELECT '{snap}' AS snapshot, CAST(pair_id AS VARCHAR) AS pair_id, '{ledger_stage}' AS stage, "
             f"CAST(reason AS VARCHAR) AS reason, CAST(detail AS VARCHAR) AS detail FROM {decided} "
-            f"WHERE reason IS NOT NULL ORDER BY {order_by}) TO {parquet_literal(ledger_out.path)} "
+            f"WHERE reason IS NOT NULL{order}) TO {parquet_literal(ledger_out.path)} "
             "(FORMAT PARQUET, COMPRESSION ZSTD)")
         kept_rel, ledger_rel = f"read_parquet({parquet_literal(kept_out.path)})", f"read_parquet({parquet_literal(ledger_out.path)})"
         outcomes: list[tuple[str, Any]] = [
