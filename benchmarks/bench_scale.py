@@ -32,6 +32,10 @@ Measured here (helper session, 2 shared cores, load average 3-5), one run with t
 text_refined_pairs costs 78 -> 108 CPU s (the near-duplicate index's digest pass and Arrow look-ups). Still above the
 issue's 1.5 GB: text_scores with 2 workers (a worker holds jieba, OpenCC, lingua and the classifier, ~0.5 GB).
 An earlier run (base 9287e49, load ~2): 1 M base 1.95 / 2.94 / 2.09 / 4.66 GB.
+
+Then (lead session, load 1-2, after text_scores' scratch join and stage 2's one-thread positional DuckDB; no base):
+1 M 1.05 / 0.91 / 1.39 / 1.02 GB (73 / 19 / 38 / 69 s); 5 M 1.34 / 1.09 / 1.63 / 2.37 GB (260 / 139 / 171 / 340 s).
+Above 1.5 GB at 5 M: text_refined_pairs (the caption near-duplicate index of 4.2 M passing captions) and text_scores.
 """
 
 from __future__ import annotations
