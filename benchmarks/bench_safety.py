@@ -20,7 +20,8 @@ Split "fresh4" (`safety_eval_fresh4.tsv`), written blind while round 4 was tuned
 its header), then tuned on in round 5. Split "tune5" (`safety_eval_fresh4b.tsv`, probes and look-alikes written in
 round 5 by the author of the round-5 lexicon, one family per fresh4 miss or false positive) is not independent.
 Split "fresh5" (`safety_eval_fresh5.tsv`), written blind while round 5 (lexicon + model) was built, scored once:
-0.80 unsafe recall, 7.8 % of safe captions flagged (its header). Blind first scores so far: fresh2 0.62 / 4.0 %,
+0.80 unsafe recall, 7.8 % of safe captions flagged (its header); the lexicon alone, the default since the model
+was switched off for flagging ordinary text: 0.72 / 7.0 %. Blind first scores so far: fresh2 0.62 / 4.0 %,
 fresh3 0.81 / 5.4 %, fresh4 0.77 / 6.7 %, fresh5 0.80 / 7.8 %: tuning on each blind set has not moved the next one.
 
 A caption counts as flagged when the stage its category belongs to would reject it at the stage's default threshold

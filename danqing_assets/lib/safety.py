@@ -35,7 +35,8 @@ written for this project; its header states source, licence and format):
    of the same skeleton, pure-Python inference, no pickle; trained by `benchmarks/bench_safety.py --train-model` on the
    labelled sets named in its `trained_on`: safety_eval*.tsv orig, fresh1-4, tune3-5) decides where the lexicon did not:
    when no category reached 0.5, no context word matched and P(unsafe) >= the model's threshold, the model's category
-   scores 0.5 + 0.5 (p - t) / (1 - t), evidence "model:p". Used with the shipped lexicon (`model=False`: lexicon alone).
+   scores 0.5 + 0.5 (p - t) / (1 - t), evidence "model:p". OFF by default (spec "safety+model" or `model=True` turns it
+   on): on the sample crawl's ordinary captions it flagged English alt text as spam and filler as violence at p ~0.97.
    Leave-one-set-out (`bench_safety.py --loso`: each blind set scored by its blind-time lexicon plus a model trained
    without it) raised recall on all three blind sets with no false positive added.
 
@@ -409,10 +410,12 @@ class SafetyClassifier:
         self.stages: dict[str, str] = {}
         """category -> the stage it feeds ("source" or "text")."""
         self._load(self.path)
-        # the learned second opinion: the shipped model with the shipped lexicon (model=None), none with another
-        # lexicon unless named; model=False: the lexicon alone
+        # the learned second opinion is OFF unless asked for (model=True: the shipped one, or a path; spec
+        # "safety+model"): trained on a few hundred adversarial captions, it flagged ordinary text it had never seen
+        # at p ~0.97 (English alt text of the sample crawl as spam, repeated "现货" as drugs, Chinese filler as
+        # violence: 8 stage-1 and ~130 stage-2 false positives on the sample crawl's 600 captions)
         if model is None:
-            model = self.path.resolve() == DEFAULT_SAFETY_LEXICON.resolve() and DEFAULT_SAFETY_MODEL.is_file()
+            model = False
         if model is True:
             model = DEFAULT_SAFETY_MODEL
         self.model: CharNgramModel | None = load_model(model) if model else None
@@ -727,27 +730,30 @@ def stage_scores(classifier: TextSafetyClassifier, texts: Sequence[str | None], 
 
 
 @functools.cache
-def _default_classifier(path: str, mtime_ns: int) -> SafetyClassifier:
-    return SafetyClassifier(path)
+def _default_classifier(path: str, mtime_ns: int, model: bool) -> SafetyClassifier:
+    return SafetyClassifier(path, model=model)
 
 
-def default_classifier(path: str | Path | None = None) -> SafetyClassifier:
-    """The shipped `SafetyClassifier` (or one over `path`), cached per lexicon file version."""
+def default_classifier(path: str | Path | None = None, *, model: bool = False) -> SafetyClassifier:
+    """The shipped `SafetyClassifier` (or one over `path`), cached per lexicon file version; `model`: with the shipped
+    learned second opinion (off by default, see `SafetyClassifier`)."""
     p = Path(path) if path is not None else DEFAULT_SAFETY_LEXICON
     try:
         mtime = p.stat().st_mtime_ns
     except OSError as err:
         raise FileNotFoundError(f"safety lexicon not found: {p}") from err
-    return _default_classifier(str(p), mtime)
+    return _default_classifier(str(p), mtime, model)
 
 
-_SPEC_HELP = '"safety", "safety:/path/to/lexicon.txt", "lexicon:/path/to/terms.txt" or "package.module:ClassName"'
+_SPEC_HELP = ('"safety", "safety+model", "safety:/path/to/lexicon.txt", "lexicon:/path/to/terms.txt" or '
+              '"package.module:ClassName"')
 
 
 def load_text_safety_classifier(spec: str) -> TextSafetyClassifier:
     """A text-safety classifier from a configuration string.
 
-    - `"safety"`: the shipped `SafetyClassifier` (the default of both stages);
+    - `"safety"`: the shipped `SafetyClassifier` (the default of both stages), lexicon alone;
+    - `"safety+model"`: the same with its learned second opinion (off by default: see `SafetyClassifier`);
     - `"safety:/path/to/lexicon.txt"`: a `SafetyClassifier` over another lexicon in the same format;
     - `"lexicon:/path/to/file.txt"`: `LexiconClassifier(path)`, a flat term list (stage 1 only);
     - `"some.module:ClassName"`: the class is imported and instantiated with no arguments; it must have a `name` and a
@@ -760,6 +766,8 @@ def load_text_safety_classifier(spec: str) -> TextSafetyClassifier:
     spec = spec.strip()
     if spec == "safety":
         return default_classifier()
+    if spec == "safety+model":
+        return default_classifier(model=True)
     head, sep, tail = spec.partition(":")
     if head in ("lexicon", "safety"):
         if not tail.strip():

@@ -461,7 +461,9 @@ def test_learned_second_opinion(tmp_path):
     "model:p"), is cleared by context, and a malformed model file is refused."""
     from danqing_assets.lib.safety import DEFAULT_SAFETY_MODEL, CharNgramModel, SafetyClassifier
 
-    clf = default_classifier()
+    assert default_classifier().model is None and SafetyClassifier().model is None  # off unless asked for
+    clf = load_text_safety_classifier("safety+model")
+    assert clf is default_classifier(model=True)
     assert clf.model is not None and "fresh4" in clf.model.trained_on and 0.5 < clf.model.threshold < 1.0
     assert SafetyClassifier(model=False).model is None
     sk = clf.matching_form("出qiang 可验货")
@@ -479,3 +481,18 @@ def test_learned_second_opinion(tmp_path):
     with pytest.raises(FileNotFoundError):
         CharNgramModel.load(tmp_path / "missing.json")
     assert DEFAULT_SAFETY_MODEL.read_text(encoding="utf-8").startswith('{"about":')
+
+
+def test_default_classifier_keeps_ordinary_text_the_model_flagged():
+    """Captions of the sample crawl that the learned second opinion flagged at p ~0.97 (why it is off by default):
+    the default classifier keeps them; the lexicon alone does not mistake them."""
+    ordinary = [
+        "View of the old town with a lake, view of the old town with a flower",
+        "A wooden statue sitting in a small village during the festival",
+        "现货现货现货现货现货现货现货现货现货现货☆☆☆",
+        "我们马上购买了，他们觉得再简单，又分享过，轻轻明亮地购买，她们都渐渐等待",
+        "现场图：画面的左边，一个黑色的蘑菇出现在桌面上，画面右侧有一个雪白色的小球，（资料图），可免费下载",
+    ]
+    clf = default_classifier()
+    for stage in ("source", "text"):
+        assert [s.score < 0.5 for s in stage_scores(clf, ordinary, stage)] == [True] * len(ordinary)
