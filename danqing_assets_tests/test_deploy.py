@@ -28,6 +28,8 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.storage.config import pg_config
 from dagster._serdes import class_from_code_pointer, deserialize_value
 
+from danqing_assets_tests.processes import stop_group
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 PG_ENV = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "secret",
@@ -192,5 +194,4 @@ def test_dockerfile_command_serves_the_code_location_over_grpc(tmp_path):
         symbols = deserialize_value(client.list_repositories()).repository_symbols
         assert [s.repository_name for s in symbols] == ["__repository__"]
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=20)
+        stop_group(proc)

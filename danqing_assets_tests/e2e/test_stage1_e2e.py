@@ -13,6 +13,7 @@ from danqing_assets.lib import reasons
 from danqing_assets.lib.quality import reason_quality
 from danqing_assets.lib.warehouse import Warehouse
 from danqing_assets_tests.e2e.conftest import run_pipeline
+from danqing_assets_tests.processes import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -132,5 +133,4 @@ def _the_web_ui_shows_both_partitions_and_their_metadata(env):
         labels = {e["label"] for e in mats[0]["metadataEntries"]}
         assert {"rows_in", "rows_out", "dropped_caption_too_short", "cumulative_retention"} <= labels
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
+        stop_group(proc)

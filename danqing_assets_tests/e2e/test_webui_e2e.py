@@ -7,7 +7,6 @@ warehouse tables the run wrote.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from danqing_assets.lib.snapshots import SnapshotRegistry
 from danqing_assets.lib.stages import CROSS_MODAL
 from danqing_assets.lib.warehouse import Warehouse
 from danqing_assets_tests.e2e.conftest import THROUGH_STAGE3
+from danqing_assets_tests.processes import stop_group
 from danqing_sample.crawl import write_sample_crawl
 
 pytestmark = pytest.mark.slow
@@ -91,14 +91,7 @@ def _free_port() -> int:
 
 def _stop(proc: subprocess.Popen) -> None:
     """Stop a server and everything it started (run workers, code servers): its whole process group."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop_group(proc, timeout=15)
 
 
 def _gql(client: DagsterGraphQLClient, query: str, variables: dict) -> dict:
