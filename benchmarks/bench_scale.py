@@ -36,6 +36,8 @@ An earlier run (base 9287e49, load ~2): 1 M base 1.95 / 2.94 / 2.09 / 4.66 GB.
 Then (lead session, load 1-2, after text_scores' scratch join and stage 2's one-thread positional DuckDB; no base):
 1 M 1.05 / 0.91 / 1.39 / 1.02 GB (73 / 19 / 38 / 69 s); 5 M 1.34 / 1.09 / 1.63 / 2.37 GB (260 / 139 / 171 / 340 s).
 Above 1.5 GB at 5 M: text_refined_pairs (the caption near-duplicate index of 4.2 M passing captions) and text_scores.
+Same run with --base 9287e49 at 1 M (load 1.2-1.4): base 1.96 / 2.93 / 2.11 / 4.67 GB, 3820 pairs/s; this 1.04 / 0.90 /
+1.38 / 1.02 GB, 6371 pairs/s: 1.67x.
 """
 
 from __future__ import annotations
