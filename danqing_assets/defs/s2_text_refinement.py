@@ -86,8 +86,8 @@ def text_scores(
     with stage_connection(wh, f"text_scores-{snapshot}", memory_limit_mb=config.memory_limit_mb,
                           temp_directory=config.temp_directory) as (con, scratch):
         # one DuckDB thread (the scoring runs in worker processes): with two, the join + sort of 4.2 M captions ran
-        # out of 512 MB (per-thread sort and join state did not spill in time; one thread: 14 s, 0.6 GB), and the
-        # summaries after scoring (uniqueness, quantiles, distinct captions) took the step process to 1.52 GB
+        # out of 512 MB (per-thread sort and join state did not spill in time; one thread: 14 s, 0.6 GB). At 5 M pairs
+        # the step process still peaks at 1.42 GB (1.52 GB with two threads): not yet within 1.5 GB with a worker
         con.execute("SET threads = 1")
         pairs = f"read_parquet({parquet_literal(pairs_path)}, file_row_number = true)"
         if wh.exists("source_scores", snapshot) and "noun_count" in wh.columns("source_scores", snapshot):  # stage 1 stored the noun count
