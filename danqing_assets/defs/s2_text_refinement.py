@@ -204,9 +204,7 @@ def text_refined_pairs(
         # position are written in the order they are read
         con.execute("SET threads = 1; SET preserve_insertion_order = true")
         decided, passing, in_order = text_decided_view(con, pairs_path, scores_path, config.model_dump(), scratch)
-        rows_in = con.execute(f"SELECT count(*) FROM read_parquet({parquet_literal(pairs_path)})").fetchone()[0]
-        kept_rows = con.execute(f"SELECT count(*) FROM {decided} WHERE reason IS NULL").fetchone()[0]
-        return finish_stage_out_of_core(
+        result = finish_stage_out_of_core(
             stage=TEXT,
             snapshot=snapshot,
             wh=wh,
@@ -219,14 +217,14 @@ def text_refined_pairs(
             kept_schema=schemas.TextRefinedPairs,
             preview_columns=["caption", "caption_clean"],
             truth_path=config.truth_path,
-            extra_metadata={
-                "rules_passed": int(passing),
-                "order_vs_paper": dg.MetadataValue.md(
-                    "| order | step before stage 2 | pairs in | after stage 2 | kept |\n|---|---|---|---|---|\n"
-                    f"| paper: download, then text | downloaded images | 475.1 M | 397.2 M | {397.2 / 475.1:.1%} |\n"
-                    f"| here: text, then download | stage-1 survivors | {rows_in} | {kept_rows} | "
-                    f"{(kept_rows / rows_in if rows_in else 0):.1%} |\n\n"
-                    "Refining text first means images are fetched only for pairs whose text survives."
-                ),
-            },
+            extra_metadata={"rules_passed": int(passing)},
         )
+    # the counts the stage end already took (no second scan of the decided rows)
+    rows_in, kept_rows = int(result.metadata["rows_in"]), int(result.metadata["rows_out"])
+    return result._replace(metadata={**result.metadata, "order_vs_paper": dg.MetadataValue.md(
+        "| order | step before stage 2 | pairs in | after stage 2 | kept |\n|---|---|---|---|---|\n"
+        f"| paper: download, then text | downloaded images | 475.1 M | 397.2 M | {397.2 / 475.1:.1%} |\n"
+        f"| here: text, then download | stage-1 survivors | {rows_in} | {kept_rows} | "
+        f"{(kept_rows / rows_in if rows_in else 0):.1%} |\n\n"
+        "Refining text first means images are fetched only for pairs whose text survives."
+    )})

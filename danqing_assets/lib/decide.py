@@ -183,15 +183,15 @@ def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, 
                                    one_edit_min_chars=params["near_duplicate_one_edit_min_chars"], spill_dir=scratch)
         del captions
         dup_rows = np.flatnonzero(reps != np.arange(len(reps)))
-        ids = pq.read_table(ordered, columns=["pair_id"]).column(0)
+        back = pq.read_table(ordered, columns=["pair_id", "_row"])
+        ids, rows = back.column("pair_id"), back.column("_row").to_numpy()
+        del back
         dup_ids = ids.take(pa.array(dup_rows)).combine_chunks()
         dup_detail = pc.binary_join_element_wise(
             "near_duplicate_of=", ids.take(pa.array(reps[dup_rows])).combine_chunks(), "").cast(pa.string())
-        rows = pq.read_table(ordered, columns=["_row"]).column(0).to_numpy()
         crawl_ordered = bool(np.all(rows[1:] > rows[:-1]))
         dup_at = rows[dup_rows]
-        del rows
-        del reps, ids, dup_rows
+        del reps, ids, rows, dup_rows
     if positional:
         # `ruled` is in the input file's order: the near-duplicate details go in one column aligned with it (NULL
         # where none), joined by position; a hash join of millions of duplicates and the kept table's sort after it

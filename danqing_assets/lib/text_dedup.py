@@ -140,19 +140,6 @@ def near_duplicate_clusters(
     keys (default 4 M); beyond that they are spilled, split by key value, to a scratch folder in `spill_dir` (default:
     the system's temporary folder) and grouped a part at a time. The clusters are the same either way.
     """
-    if not 0.0 < threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-    if ngram < 1:
-        raise ValueError(f"ngram must be >= 1, got {ngram}")
-    if num_perm < 2:
-        raise ValueError(f"num_perm must be >= 2, got {num_perm}")
-    if edit_keys_in_memory is not None and edit_keys_in_memory < 1:
-        raise ValueError(f"edit_keys_in_memory must be >= 1, got {edit_keys_in_memory}")
-    if one_edit_min_chars is not None and one_edit_min_chars < 3:
-        raise ValueError(f"one_edit_min_chars must be >= 3 or None, got {one_edit_min_chars}")
-    n = len(texts)
-    if n == 0:
-        return []
     return near_duplicate_reps(texts, threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed,
                                one_edit_min_chars=one_edit_min_chars, spill_dir=spill_dir,
                                edit_keys_in_memory=edit_keys_in_memory).tolist()
@@ -174,6 +161,16 @@ def near_duplicate_reps(
     each distinct text is also looked up by index while candidate pairs are verified."""
     import numpy as np
 
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if ngram < 1:
+        raise ValueError(f"ngram must be >= 1, got {ngram}")
+    if num_perm < 2:
+        raise ValueError(f"num_perm must be >= 2, got {num_perm}")
+    if edit_keys_in_memory is not None and edit_keys_in_memory < 1:
+        raise ValueError(f"edit_keys_in_memory must be >= 1, got {edit_keys_in_memory}")
+    if one_edit_min_chars is not None and one_edit_min_chars < 3:
+        raise ValueError(f"one_edit_min_chars must be >= 3 or None, got {one_edit_min_chars}")
     if len(texts) == 0:
         return np.zeros(0, dtype=np.int64)
 

@@ -43,6 +43,7 @@ def test_missing_nan_or_stale_scores_reject_as_unscored(home):
     assert kept == set(ids[3:])
     md = result.asset_materializations_for_node("text_refined_pairs")[0].metadata
     assert md["dropped_unscored"].value == 3 and md["rows_in"].value == 6 and md["rows_out"].value == 3
+    assert "| stage-1 survivors | 6 | 3 | 50.0% |" in md["order_vs_paper"].value
 
 
 def test_a_failing_check_publishes_nothing_and_keeps_the_previous_partition(home):

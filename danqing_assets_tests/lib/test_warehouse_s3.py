@@ -113,15 +113,21 @@ def test_bad_locations_are_refused(bad):
     assert parse_s3_location("s3://ok-bucket/a/b/") == ("ok-bucket", "a/b")
 
 
-def test_the_registry_lives_in_the_bucket(local_s3, tmp_path):
-    """A snapshot registered by one machine is found by another (fresh home): its batches and their WARC files."""
+def _bucket_and_crawl(local_s3, tmp_path, bucket):
+    """(endpoint, client, crawl folder): an empty bucket on the local S3 server and three small WARC-named files."""
     endpoint, make_client = local_s3
     client = make_client()
-    client.create_bucket(Bucket="wh-bucket")
+    client.create_bucket(Bucket=bucket)
     crawl = tmp_path / "crawl"
     crawl.mkdir()
     for name in ("a.warc.gz", "b.warc.gz", "c.warc.gz"):
         (crawl / name).write_bytes(b"x" * 10)
+    return endpoint, client, crawl
+
+
+def test_the_registry_lives_in_the_bucket(local_s3, tmp_path):
+    """A snapshot registered by one machine is found by another (fresh home): its batches and their WARC files."""
+    endpoint, client, crawl = _bucket_and_crawl(local_s3, tmp_path, "wh-bucket")
 
     def resource(home):
         return WarehouseResource(home=str(tmp_path / home), location="s3://wh-bucket/p", s3_endpoint_url=endpoint)
@@ -148,13 +154,7 @@ def test_the_cli_and_the_code_location_take_the_location_from_the_environment(lo
     from danqing_assets import cli
     from danqing_assets.defs.common.resources import default_resources
 
-    endpoint, make_client = local_s3
-    client = make_client()
-    client.create_bucket(Bucket="env-bucket")
-    crawl = tmp_path / "crawl"
-    crawl.mkdir()
-    for name in ("a.warc.gz", "b.warc.gz", "c.warc.gz"):
-        (crawl / name).write_bytes(b"x" * 10)
+    endpoint, client, crawl = _bucket_and_crawl(local_s3, tmp_path, "env-bucket")
     monkeypatch.setenv("DANQING_WAREHOUSE_LOCATION", "s3://env-bucket/env")
     monkeypatch.setenv("DANQING_S3_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("DANQING_HOME", str(tmp_path / "one"))
