@@ -28,8 +28,10 @@ Method (linear in the number of texts):
    deletion keys: the form itself and the form with each single character and each pair of adjacent characters
    removed (~2n keys). Two forms one edit apart always share a key (delete the differing block, or the shorter
    swapped segment, from both), so the keys find every such pair; unrelated texts share a key only by hash collision;
-   more keys than `edit_keys_in_memory` (1 M captions make ~50 M) are split by key value into parts spilled to a
-   scratch folder and grouped one part at a time, so the index is bounded by that count, not by the captions;
+   more keys than `keys_in_memory` (1 M captions make ~50 M) are split by key value into parts spilled to a
+   scratch folder and grouped one part at a time, so the index is bounded by that count, not by the captions (the
+   LSH band keys likewise: past that count each band's keys go to a file of their own and are grouped a band at a
+   time);
 4. texts sharing a bucket (an LSH band or a deletion key) are candidates; a candidate pair joins a cluster only if the
    rule verifies exactly (no false positives from hashing); clusters are the connected components (union-find).
    Inside a bucket, a text is verified against one member at a time of each cluster already seen there (up to
@@ -41,17 +43,23 @@ Longer forms (over `_MAX_EDIT_KEY_CHARS`) get no deletion keys: one edit there c
 from __future__ import annotations
 
 import functools
+import re
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 _CHUNK = 8192  # texts sketched per numpy block
+_POOL_BLOCK = 32_768  # texts whose LSH keys one worker computes at a time
 _MAX_TRIES = 8
 _MAX_GROUPS = 64
 _MAX_EDIT_KEY_CHARS = 64
-_EDIT_KEYS_IN_MEMORY = 4_000_000  # deletion keys grouped in memory at once (more are spilled in parts)
-_EDIT_BLOCK = 50_000  # forms whose keys are made and spilled at once
-_EDIT_MAX_PARTS = 256  # spilled parts at most (a file each, open together); 5 M captions need ~63 of 4 M keys
+_KEYS_IN_MEMORY = 2_000_000  # deletion keys (or LSH band keys) grouped in memory at once (more are spilled)
+_EDIT_BLOCK = 10_000  # forms whose keys are made and spilled at once
+_EDIT_MAX_PARTS = 256  # spilled parts at most (a file each, open together); 4.2 M captions need ~125 of 2 M keys
+_DISTINCT_SHIFT = 16
+_DISTINCT_BLOCK = 1 << _DISTINCT_SHIFT  # distinct texts per Arrow chunk (indexing is a shift and a mask)
+_GRAMS_CACHED = 1 << 12  # n-gram sets cached while buckets are verified (~5 KB each)
 
 
 def _normalize(text: Any) -> str:
@@ -77,9 +85,13 @@ DEFAULT_ONE_EDIT_MIN_CHARS = 10
 """Shortest compared form (characters) for which one edit makes a near duplicate (rule (b)); None disables the rule."""
 
 
+_NOT_ALNUM = re.compile(r"[\W_]+")  # re's \w is str.isalnum() or "_" (checked for every code point by a test)
+
+
 def edit_form(text: str) -> str:
-    """What rule (b) compares: a normalised text without whitespace, punctuation and symbols (letters, digits, Han)."""
-    return "".join(ch for ch in text if ch.isalnum()) if not text.isalnum() else text
+    """What rule (b) compares: a normalised text without whitespace, punctuation and symbols (the characters for which
+    `str.isalnum()` holds: letters, digits, Han)."""
+    return _NOT_ALNUM.sub("", text)
 
 
 def one_edit(a: str, b: str, min_chars: int = DEFAULT_ONE_EDIT_MIN_CHARS) -> bool:
@@ -126,7 +138,8 @@ def near_duplicate_clusters(
     seed: int = 1,
     one_edit_min_chars: int | None = DEFAULT_ONE_EDIT_MIN_CHARS,
     spill_dir: Any = None,
-    edit_keys_in_memory: int | None = None,
+    keys_in_memory: int | None = None,
+    workers: int = 1,
 ) -> list[int]:
     """For each text, the index of its near-duplicate cluster's representative (the smallest index in the cluster).
 
@@ -136,13 +149,17 @@ def near_duplicate_clusters(
     disables this rule); clusters are the transitive closure. Texts are compared lower-cased with whitespace folded;
     None counts as "". See the module docstring for the rule and the method.
 
-    Memory: the one-edit rule's deletion keys (~2 per character) are grouped in memory up to `edit_keys_in_memory`
-    keys (default 4 M); beyond that they are spilled, split by key value, to a scratch folder in `spill_dir` (default:
-    the system's temporary folder) and grouped a part at a time. The clusters are the same either way.
+    Memory: the one-edit rule's deletion keys (~2 per character) are grouped in memory up to `keys_in_memory` keys
+    (default 2 M); beyond that they are spilled, split by key value, to a scratch folder in `spill_dir` (default: the
+    system's temporary folder) and grouped a part at a time. The LSH band keys (one per text and band) past that count
+    are spilled a band to a file and grouped a band at a time. The clusters are the same either way.
+
+    `workers` > 1 computes the MinHash LSH keys on that many cores: this process and `workers` - 1
+    spawned ones; the clusters are the same.
     """
     return near_duplicate_reps(texts, threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed,
                                one_edit_min_chars=one_edit_min_chars, spill_dir=spill_dir,
-                               edit_keys_in_memory=edit_keys_in_memory).tolist()
+                               keys_in_memory=keys_in_memory, workers=workers).tolist()
 
 
 def near_duplicate_reps(
@@ -154,11 +171,13 @@ def near_duplicate_reps(
     seed: int = 1,
     one_edit_min_chars: int | None = DEFAULT_ONE_EDIT_MIN_CHARS,
     spill_dir: Any = None,
-    edit_keys_in_memory: int | None = None,
+    keys_in_memory: int | None = None,
+    workers: int = 1,
 ) -> Any:
     """`near_duplicate_clusters` as a numpy int64 array (8 bytes a text instead of a list of Python ints). `texts`
-    may offer `iter_blocks()` (an Arrow column) to be read a block at a time; it is read three times, in order, and
-    each distinct text is also looked up by index while candidate pairs are verified."""
+    is only iterated (twice, in order) and measured with len(); it may offer `iter_blocks()` (an Arrow column, a
+    Parquet file) to be read a block at a time. Held: the distinct normalised texts (as Arrow chunks) and 8-24 bytes a
+    text of ids."""
     import numpy as np
 
     if not 0.0 < threshold <= 1.0:
@@ -167,16 +186,22 @@ def near_duplicate_reps(
         raise ValueError(f"ngram must be >= 1, got {ngram}")
     if num_perm < 2:
         raise ValueError(f"num_perm must be >= 2, got {num_perm}")
-    if edit_keys_in_memory is not None and edit_keys_in_memory < 1:
-        raise ValueError(f"edit_keys_in_memory must be >= 1, got {edit_keys_in_memory}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if keys_in_memory is not None and keys_in_memory < 1:
+        raise ValueError(f"keys_in_memory must be >= 1, got {keys_in_memory}")
     if one_edit_min_chars is not None and one_edit_min_chars < 3:
         raise ValueError(f"one_edit_min_chars must be >= 3 or None, got {one_edit_min_chars}")
     if len(texts) == 0:
         return np.zeros(0, dtype=np.int64)
 
+    from danqing_assets.lib.memory import trim
+
     # 1. Exact duplicates (after normalisation) collapse to one distinct text, numbered in first-occurrence order.
     uid, first_index = _exact_groups(texts)
+    trim()  # each phase gives back what it freed (its sorts, the texts' Python strings) before the next one grows
     uniq = _distinct_texts(texts, first_index)
+    trim()
     m = len(first_index)
 
     from array import array
@@ -190,12 +215,12 @@ def near_duplicate_reps(
         return x
 
     if m > 1:
-        bands = _band_keys(uniq, threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed)
-        _verify_buckets(bands, uniq, parent, find, threshold=threshold, ngram=ngram)
-        del bands
+        _lsh_pass(uniq, parent, find, threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed,
+                  spill_dir=spill_dir, keys_in_memory=keys_in_memory, workers=workers)
+        trim()
         if one_edit_min_chars is not None:
             _one_edit_pass(uniq, parent, find, min_chars=one_edit_min_chars, spill_dir=spill_dir,
-                           keys_in_memory=edit_keys_in_memory)
+                           keys_in_memory=keys_in_memory)
 
     # 4. Representative of each component: its smallest distinct id = its earliest original index.
     import numpy as np
@@ -203,8 +228,10 @@ def near_duplicate_reps(
     roots = np.fromiter((find(u) for u in range(m)), dtype=np.int64, count=m)
     _, first_u, comp = np.unique(roots, return_index=True, return_inverse=True)  # first_u: the smallest u of each root
     rep_uid = first_u[comp]
-    del roots, comp, parent
-    return first_index[rep_uid[uid]]
+    del roots, comp, parent, uniq
+    reps = first_index[rep_uid[uid]]
+    trim()
+    return reps
 
 
 def _exact_groups(texts: Sequence[str | None]) -> tuple[Any, Any]:
@@ -219,7 +246,7 @@ def _exact_groups(texts: Sequence[str | None]) -> tuple[Any, Any]:
     digests = bytearray()
     for t in _iter_texts(texts):
         digests += hashlib.blake2b(_normalize(t).encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    keys = np.frombuffer(bytes(digests), dtype="V16")
+    keys = np.frombuffer(digests, dtype="V16")  # no copy: the digests are done growing
     del digests
     _, first, group = np.unique(keys, return_index=True, return_inverse=True)  # first: the smallest index of a group
     del keys
@@ -241,25 +268,33 @@ def _iter_texts(texts: Sequence[str | None]) -> Any:
 
 
 class _Distinct(Sequence):
-    """The distinct normalised texts, by distinct id, held as one Arrow string array (its UTF-8 bytes and an offset a
-    text) instead of a list of Python strings; slices come back as lists."""
+    """The distinct normalised texts, by distinct id, held as Arrow string chunks of `_DISTINCT_BLOCK` texts (their
+    UTF-8 bytes and an offset a text, never concatenated: a concatenation would briefly hold them twice) instead of a
+    list of Python strings; slices come back as lists."""
 
-    def __init__(self, array: Any) -> None:
-        self.array = array
+    def __init__(self, chunks: list[Any]) -> None:
+        import pyarrow as pa
+
+        assert all(len(c) == _DISTINCT_BLOCK for c in chunks[:-1])
+        self.chunks = chunks
+        self.column = pa.chunked_array(chunks, type=pa.large_string())
+        self.n = len(self.column)
 
     def __len__(self) -> int:
-        return len(self.array)
+        return self.n
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
-            start, stop, step = i.indices(len(self.array))
+            start, stop, step = i.indices(self.n)
             assert step == 1
-            return self.array.slice(start, stop - start).to_pylist()
-        return self.array[i].as_py()
+            return self.column.slice(start, max(0, stop - start)).to_pylist()
+        if i < 0:
+            i += self.n
+        return self.chunks[i >> _DISTINCT_SHIFT][i & (_DISTINCT_BLOCK - 1)].as_py()
 
     def __iter__(self) -> Any:
-        for start in range(0, len(self.array), 65_536):
-            yield from self.array.slice(start, 65_536).to_pylist()
+        for chunk in self.chunks:
+            yield from chunk.to_pylist()
 
 
 class _Forms(Sequence):
@@ -294,11 +329,12 @@ def _distinct_texts(texts: Sequence[str | None], first_index: Any) -> Sequence[s
     for i, t in enumerate(_iter_texts(texts)):
         if is_first[i]:
             block.append(_normalize(t))
-            if len(block) >= 65_536:
+            if len(block) == _DISTINCT_BLOCK:
                 parts.append(pa.array(block, type=pa.large_string()))
                 block = []
-    parts.append(pa.array(block, type=pa.large_string()))
-    return _Distinct(pa.concat_arrays(parts))
+    if block or not parts:
+        parts.append(pa.array(block, type=pa.large_string()))
+    return _Distinct(parts)
 
 
 @functools.cache
@@ -313,44 +349,123 @@ def _banding(threshold: float, num_perm: int) -> tuple[int, int]:
     return lsh.b, lsh.r
 
 
-def _band_keys(uniq: list[str], *, threshold: float, ngram: int, num_perm: int, seed: int) -> Any:
-    """(texts x bands) uint64 keys: MinHash signatures cut into LSH bands, each band hashed to 64 bits."""
-    import numpy as np
-    from datasketch import MinHash
+@dataclass(frozen=True)
+class _BandKeyJob:
+    """The (texts x bands) uint64 LSH keys of a list of distinct texts: MinHash signatures cut into bands, each band
+    hashed to 64 bits. A picklable callable, so that worker processes can compute blocks of it."""
 
-    b, r = _banding(threshold, num_perm)
-    rng = np.random.default_rng(seed)
-    mult = rng.integers(1, 2**63, size=(b, r), dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd multipliers
-    m = len(uniq)
-    keys = np.empty((m, b), dtype=np.uint64)
-    for start in range(0, m, _CHUNK):
-        part = uniq[start : start + _CHUNK]
-        sketches = MinHash.generator(
-            ([s.encode("utf-8") for s in shingles(t, ngram)] for t in part),
-            num_perm=num_perm,
-            seed=seed,
-            hashfunc=zlib.crc32,
-        )
-        sig = np.vstack([mh.hashvalues for mh in sketches]).astype(np.uint64)
-        for j in range(b):
-            block = sig[:, j * r : (j + 1) * r] * mult[j]  # wraps modulo 2^64
-            h = block.sum(axis=1, dtype=np.uint64)
-            h ^= h >> np.uint64(29)  # finalise: spread high bits down
-            keys[start : start + len(part), j] = h * np.uint64(0xBF58476D1CE4E5B9)
+    threshold: float
+    ngram: int
+    num_perm: int
+    seed: int
+
+    def __call__(self, texts: list[str]) -> Any:
+        import numpy as np
+        from datasketch import MinHash
+
+        b, r = _banding(self.threshold, self.num_perm)
+        rng = np.random.default_rng(self.seed)
+        mult = rng.integers(1, 2**63, size=(b, r), dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # odd multipliers
+        keys = np.empty((len(texts), b), dtype=np.uint64)
+        for start in range(0, len(texts), _CHUNK):
+            part = texts[start : start + _CHUNK]
+            sketches = MinHash.generator(
+                ([s.encode("utf-8") for s in shingles(t, self.ngram)] for t in part),
+                num_perm=self.num_perm,
+                seed=self.seed,
+                hashfunc=zlib.crc32,
+            )
+            sig = np.vstack([mh.hashvalues for mh in sketches]).astype(np.uint64)
+            for j in range(b):
+                block = sig[:, j * r : (j + 1) * r] * mult[j]  # wraps modulo 2^64
+                h = block.sum(axis=1, dtype=np.uint64)
+                h ^= h >> np.uint64(29)  # finalise: spread high bits down
+                keys[start : start + len(part), j] = h * np.uint64(0xBF58476D1CE4E5B9)
+        return keys
+
+
+def _band_key_blocks(uniq: Sequence[str], *, threshold: float, ngram: int, num_perm: int, seed: int,
+                     workers: int = 1) -> Any:
+    """(first id, (texts x bands) uint64 keys) for each block of `_POOL_BLOCK` distinct texts, in order, computed on
+    `workers` cores (`map_chunks`: this process and `workers` - 1 spawned ones; a dead worker's blocks are computed
+    here)."""
+    from danqing_assets.lib.text.batch import map_chunks
+
+    job = _BandKeyJob(threshold, ngram, num_perm, seed)
+    starts = range(0, len(uniq), _POOL_BLOCK)
+    blocks = (uniq[start : start + _POOL_BLOCK] for start in starts)
+    yield from zip(starts, map_chunks(job, blocks, workers=workers), strict=True)
+
+
+def _band_keys(uniq: Sequence[str], *, threshold: float, ngram: int, num_perm: int, seed: int, workers: int = 1) -> Any:
+    """(texts x bands) uint64 keys, all in memory."""
+    import numpy as np
+
+    b, _ = _banding(threshold, num_perm)
+    keys = np.empty((len(uniq), b), dtype=np.uint64)
+    for start, block in _band_key_blocks(uniq, threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed,
+                                         workers=workers):
+        keys[start : start + len(block)] = block
     return keys
 
 
-def _verify_buckets(bands: Any, uniq: list[str], parent: list[int], find: Any, *, threshold: float, ngram: int) -> None:
-    """Union the verified near-duplicate pairs among texts that share a bucket in some band."""
-    @functools.lru_cache(maxsize=1 << 16)
+def _spilled_bands(uniq: Sequence[str], folder: Any, *, threshold: float, ngram: int, num_perm: int, seed: int,
+                   workers: int = 1) -> Any:
+    """Each band's keys (one uint64 a text, in id order), yielded a band at a time: the keys are made once, a block of
+    texts at a time, each band's column appended to a file of its own (`folder/band-<j>.keys`), which is then read
+    back alone (texts x 8 bytes in memory instead of texts x bands x 8)."""
+    import numpy as np
+
+    b, _ = _banding(threshold, num_perm)
+    paths = [folder / f"band-{j}.keys" for j in range(b)]
+    files = [open(path, "wb") for path in paths]  # noqa: SIM115 (closed below)
+    try:
+        for _, block in _band_key_blocks(uniq, threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed,
+                                         workers=workers):
+            for j in range(b):
+                np.ascontiguousarray(block[:, j]).tofile(files[j])
+    finally:
+        for f in files:
+            f.close()
+    for path in paths:
+        keys = np.fromfile(path, dtype=np.uint64)
+        path.unlink()
+        yield keys
+        del keys
+
+
+def _lsh_pass(uniq: Sequence[str], parent: Any, find: Any, *, threshold: float, ngram: int, num_perm: int, seed: int,
+              spill_dir: Any = None, keys_in_memory: int | None = None, workers: int = 1) -> None:
+    """Rule (a): union the verified pairs among texts sharing a bucket in some LSH band. Up to `keys_in_memory` band
+    keys (texts x bands) are held at once; more are spilled a band to a file (same clusters). The keys are computed on
+    `workers` cores."""
+    import tempfile
+    from pathlib import Path
+
+    from danqing_assets.lib.tempfiles import scratch_dir
+
+    b, _ = _banding(threshold, num_perm)
+    params = dict(threshold=threshold, ngram=ngram, num_perm=num_perm, seed=seed, workers=workers)
+    if len(uniq) * b <= (keys_in_memory or _KEYS_IN_MEMORY):
+        bands = _band_keys(uniq, **params)
+        _verify_buckets((bands[:, j] for j in range(b)), uniq, parent, find, threshold=threshold, ngram=ngram)
+        return
+    with scratch_dir(Path(spill_dir or tempfile.gettempdir()), "lsh-band-keys") as folder:
+        _verify_buckets(_spilled_bands(uniq, folder, **params), uniq, parent, find, threshold=threshold, ngram=ngram)
+
+
+def _verify_buckets(bands: Any, uniq: Sequence[str], parent: Any, find: Any, *, threshold: float, ngram: int) -> None:
+    """Union the verified near-duplicate pairs among texts that share a bucket in some band (`bands`: each band's keys,
+    one a text)."""
+    @functools.lru_cache(maxsize=_GRAMS_CACHED)
     def grams(u: int) -> frozenset[str]:
         return frozenset(shingles(uniq[u], ngram))
 
     def similar(x: int, y: int) -> bool:
         return jaccard(grams(x), grams(y)) >= threshold
 
-    for j in range(bands.shape[1]):
-        for members in _buckets(bands[:, j]):
+    for keys in bands:
+        for members in _buckets(keys):
             _union_bucket(members.tolist(), parent, find, similar)
 
 
@@ -415,9 +530,20 @@ def _deletion_keys(forms: Sequence[str], min_chars: int, offset: int = 0) -> tup
     return np.frombuffer(keys, dtype=np.int64), np.frombuffer(owners, dtype=np.int64)
 
 
-def _key_count(forms: Sequence[str], min_chars: int) -> int:
-    """An upper bound of the deletion keys `_deletion_keys` makes for `forms` (2n per eligible form of n chars)."""
-    return sum(2 * len(f) for f in forms if min_chars - 2 <= len(f) <= _MAX_EDIT_KEY_CHARS)
+def _key_count(uniq: Sequence[str], min_chars: int) -> int:
+    """An upper bound of the deletion keys `_deletion_keys` makes for the forms of `uniq` (2n per eligible form of n
+    chars), from the texts' lengths (a form is never longer than its text; no form is computed)."""
+    chunks = getattr(uniq, "chunks", None)
+    if chunks is None:
+        return sum(2 * min(len(t), _MAX_EDIT_KEY_CHARS) for t in uniq if len(t) >= min_chars - 2)
+    import pyarrow.compute as pc
+
+    total = 0
+    for chunk in chunks:
+        n = pc.utf8_length(chunk)
+        eligible = pc.greater_equal(n, min_chars - 2)
+        total += 2 * (pc.sum(pc.min_element_wise(pc.filter(n, eligible), _MAX_EDIT_KEY_CHARS)).as_py() or 0)
+    return total
 
 
 def _spilled_key_parts(forms: Sequence[str], min_chars: int, parts: int, folder: Any) -> Any:
@@ -456,7 +582,7 @@ def _one_edit_pass(uniq: list[str], parent: list[int], find: Any, *, min_chars: 
                    spill_dir: Any = None, keys_in_memory: int | None = None) -> None:
     """Rule (b): union the verified one-edit pairs among texts sharing a deletion key.
 
-    Up to `keys_in_memory` keys (default _EDIT_KEYS_IN_MEMORY, ~32 MB an array) are grouped in memory; more are
+    Up to `keys_in_memory` keys (default _KEYS_IN_MEMORY, ~16 MB an array) are grouped in memory; more are
     split by key value into parts spilled to a scratch folder in `spill_dir` (default: the system's temporary folder)
     and grouped one part at a time, so memory stays bounded whatever the number of captions (same clusters)."""
     import tempfile
@@ -469,8 +595,8 @@ def _one_edit_pass(uniq: list[str], parent: list[int], find: Any, *, min_chars: 
     def one_edit_apart(x: int, y: int) -> bool:
         return one_edit(forms[x], forms[y], min_chars)
 
-    limit = keys_in_memory or _EDIT_KEYS_IN_MEMORY
-    parts = min(_EDIT_MAX_PARTS, -(-_key_count(forms, min_chars) // limit))  # one open file a part
+    limit = keys_in_memory or _KEYS_IN_MEMORY
+    parts = min(_EDIT_MAX_PARTS, -(-_key_count(uniq, min_chars) // limit))  # one open file a part
     if parts <= 1:
         _union_key_buckets(*_deletion_keys(forms, min_chars), parent, find, one_edit_apart)
         return

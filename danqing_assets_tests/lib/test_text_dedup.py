@@ -241,10 +241,11 @@ def test_merge_rates_on_the_near_duplicate_evaluation_set():
     assert r["template"] <= 0.02, r["template_merged"][:10]
 
 
-def test_one_edit_keys_spilled_in_parts_give_the_same_clusters(tmp_path):
-    """Beyond `edit_keys_in_memory` deletion keys, the one-edit index is split by key value into parts spilled to a
-    scratch folder and grouped a part at a time: the same clusters as one in-memory index (here ~90 k keys in parts
-    of 5 k, and in the most parts allowed), and the scratch folder is gone afterwards."""
+def test_keys_spilled_in_parts_give_the_same_clusters(tmp_path, monkeypatch):
+    """Beyond `keys_in_memory` keys, the one-edit index is split by key value into parts spilled to a scratch folder
+    and grouped a part at a time, and the LSH band keys (2,400 texts x 9 bands) go a band to a file: the same clusters
+    as the in-memory indexes (here ~90 k deletion keys in parts of 5 k, and in the most parts allowed), and the
+    scratch folder is gone afterwards."""
     rng = random.Random(8)
     texts = [_distinct_han(rng, rng.randint(11, 30)) for _ in range(2000)]
     for k in range(400):  # one-edit variants: substituted, inserted, deleted, swapped
@@ -252,11 +253,51 @@ def test_one_edit_keys_spilled_in_parts_give_the_same_clusters(tmp_path):
         texts.append([t[:i] + "甲" + t[i + 1 :], t[:i] + "乙" + t[i:], t[:i] + t[i + 1 :],
                       t[:i] + t[i + 1] + t[i] + t[i + 2 :]][k % 4])
     rng.shuffle(texts)
+    from danqing_assets.lib import text_dedup
+
+    bands_spilled = []
+    spill_bands = text_dedup._spilled_bands
+    monkeypatch.setattr(text_dedup, "_spilled_bands", lambda *a, **k: bands_spilled.append(1) or spill_bands(*a, **k))
     whole = near_duplicate_clusters(texts)
-    assert sum(r != i for i, r in enumerate(whole)) == 400
+    assert sum(r != i for i, r in enumerate(whole)) == 400 and not bands_spilled
     for limit in (5_000, 100):
         spill = tmp_path / f"spill-{limit}"
-        assert near_duplicate_clusters(texts, spill_dir=spill, edit_keys_in_memory=limit) == whole
+        assert near_duplicate_clusters(texts, spill_dir=spill, keys_in_memory=limit) == whole
         assert spill.is_dir() and not any(spill.iterdir())
-    with pytest.raises(ValueError, match="edit_keys_in_memory"):
-        near_duplicate_clusters(texts, edit_keys_in_memory=0)
+    assert len(bands_spilled) == 2
+    with pytest.raises(ValueError, match="keys_in_memory"):
+        near_duplicate_clusters(texts, keys_in_memory=0)
+
+
+def test_lsh_keys_on_two_processes_give_the_same_clusters(tmp_path):
+    """`workers=2` computes the MinHash keys of every other block of texts in a spawned worker process: the same
+    clusters as one process, spilled or not."""
+    from danqing_assets.lib import text_dedup
+
+    rng = random.Random(9)
+    base = [_distinct_han(rng, rng.randint(20, 40)) for _ in range(300)]
+    texts = base + [t[:-2] + "的图" for t in base[:100]] + [t + "。" for t in base[100:150]]  # Jaccard and punctuation
+    rng.shuffle(texts)
+    old_block = text_dedup._POOL_BLOCK
+    try:
+        text_dedup._POOL_BLOCK = 64  # several blocks for the worker
+        one = near_duplicate_clusters(texts, one_edit_min_chars=None)
+        two = near_duplicate_clusters(texts, one_edit_min_chars=None, workers=2)
+        spilled = near_duplicate_clusters(texts, one_edit_min_chars=None, workers=2, keys_in_memory=100,
+                                          spill_dir=tmp_path)
+    finally:
+        text_dedup._POOL_BLOCK = old_block
+    assert one == two == spilled
+    assert sum(r != i for i, r in enumerate(one)) >= 100  # most variants merged (the equality above is the point)
+    with pytest.raises(ValueError, match="workers"):
+        near_duplicate_clusters(texts, workers=0)
+
+
+def test_edit_form_keeps_exactly_the_alphanumeric_characters():
+    """`edit_form` (a regex) keeps a character exactly when `str.isalnum()` holds, for every Unicode code point, and
+    keeps the order of what it keeps."""
+    from danqing_assets.lib.text_dedup import edit_form
+
+    dropped = [cp for cp in range(0x110000) if (edit_form(chr(cp)) == chr(cp)) != chr(cp).isalnum()]
+    assert dropped == []
+    assert edit_form("  iPhone 15 Pro（256GB）—— 深空黑！_x²") == "iPhone15Pro256GB深空黑x²"
