@@ -312,3 +312,23 @@ def test_band_quantile_mode_is_per_snapshot():
     assert len(low) == 10 and "p9" in low and "p10" not in low
     assert len(high) == 5 and "p96" in high and "p95" not in high
     assert decide_band([], band_mode="quantile") == {}  # an empty snapshot decides nothing and loses nothing
+
+
+def test_release_memory_gives_the_cache_back_and_keeps_the_limit(tmp_path):
+    """After a sort of 2 M rows, `release_memory` brings DuckDB's resident memory down at once (not after its
+    background threads' 1-2 s) and leaves the connection with the limit it was given."""
+    from danqing_assets.lib.sql import out_of_core, release_memory
+
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * 4096
+
+    con = out_of_core(memory_limit_mb=256, temp_directory=tmp_path)
+    con.execute("SET allocator_flush_threshold = '32MB'; SET allocator_background_threads = false")
+    before = rss()
+    con.execute(f"COPY (SELECT md5(range::VARCHAR) AS h FROM range(2000000) ORDER BY h) TO '{tmp_path / 'x.parquet'}'")
+    held = rss() - before
+    release_memory(con, 256)
+    assert rss() - before < held / 2, (held, rss() - before)
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == "244.1 MiB"  # 256 MB
+    assert con.execute(f"SELECT count(*) FROM '{tmp_path / 'x.parquet'}'").fetchone()[0] == 2_000_000
