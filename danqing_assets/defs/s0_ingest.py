@@ -14,6 +14,7 @@ from pydantic import Field
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import Table, publish, table_check_spec, versioned
+from danqing_assets.defs.common.batches import BATCH_BACKFILL_POLICY, each_batch
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import S3ClientResource, WarehouseResource
 from danqing_assets.lib import schemas
@@ -98,10 +99,12 @@ def _local_size(ref: WarcRef) -> int | None:
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=INGEST.group,
     code_version=versioned("2", config=WarcFilesConfig),  # 2: a batch's files as fixed at registration
     check_specs=[table_check_spec("warc_files")],
 )
+@each_batch
 def warc_files(
     context: dg.AssetExecutionContext, config: WarcFilesConfig, warehouse: WarehouseResource, s3: S3ClientResource
 ) -> dg.MaterializeResult:
@@ -151,6 +154,7 @@ class RawPairsConfig(dg.Config):
 
 @dg.multi_asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=INGEST.group,
     specs=[
         dg.AssetSpec(
@@ -171,6 +175,7 @@ class RawPairsConfig(dg.Config):
     ],
     check_specs=[table_check_spec("raw_pairs"), table_check_spec("warc_image_captures")],
 )
+@each_batch
 def raw_pairs(context: dg.AssetExecutionContext, config: RawPairsConfig, warehouse: WarehouseResource, s3: S3ClientResource):
     """Decode each page with the right charset, resolve image URLs, and keep alt text, title and figcaption."""
     snapshot = context.partition_key

@@ -19,6 +19,7 @@ from danqing_assets.defs.common.out_of_core import (
     temp_directory_field,
     workers_field,
 )
+from danqing_assets.defs.common.batches import BATCH_BACKFILL_POLICY, each_batch
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.lib import schemas
@@ -63,11 +64,13 @@ SCORE_SCHEMA = SOURCE_SCORE_SCHEMA
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=SOURCE.group,
     code_version=versioned("3", config=SourceScoresConfig),  # 3: chunks on every core, noun_count for stage 2
     deps=["raw_pairs"],
     check_specs=[table_check_spec("source_scores")],
 )
+@each_batch
 def source_scores(
     context: dg.AssetExecutionContext, config: SourceScoresConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -127,11 +130,13 @@ DROP_COLUMNS = ("blacklisted_by", "unsafe_score", "unsafe_category", "unsafe_ter
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=SOURCE.group,
     code_version=versioned("4", sql=SOURCE.sql, config=SourceSelectionConfig),  # 4: out of core (DuckDB on Parquet)
     deps=["raw_pairs", "source_scores"],
     check_specs=stage_check_specs(SOURCE),
 )
+@each_batch
 def source_selected_pairs(
     context: dg.AssetExecutionContext, config: SourceSelectionConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

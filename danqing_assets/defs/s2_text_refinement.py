@@ -26,6 +26,7 @@ from danqing_assets.defs.common.stage_end import (
     table_check_spec,
     versioned,
 )
+from danqing_assets.defs.common.batches import BATCH_BACKFILL_POLICY, each_batch
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.lib import schemas
@@ -53,11 +54,13 @@ class TextScoresConfig(dg.Config):
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=TEXT.group,
     code_version=versioned("5", config=TextScoresConfig),  # 4: safety score; 5: chunks on every core, stage-1 nouns
     deps=["source_selected_pairs", "source_scores"],
     check_specs=[table_check_spec("text_scores")],
 )
+@each_batch
 def text_scores(
     context: dg.AssetExecutionContext, config: TextScoresConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -190,11 +193,13 @@ class TextRefinementConfig(dg.Config):
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=TEXT.group,
     code_version=versioned("4", sql=TEXT.sql, config=TextRefinementConfig),  # 4: out of core (DuckDB on Parquet)
     deps=["source_selected_pairs", "text_scores"],
     check_specs=stage_check_specs(TEXT),
 )
+@each_batch
 def text_refined_pairs(
     context: dg.AssetExecutionContext, config: TextRefinementConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

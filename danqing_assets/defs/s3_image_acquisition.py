@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs, versioned
+from danqing_assets.defs.common.batches import BATCH_BACKFILL_POLICY, each_batch
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import reasons, schemas
@@ -120,12 +121,14 @@ def _capture_reader(wh, snapshot: str, s3: S3ClientResource, max_bytes: int):
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=FETCH.group,
     code_version=versioned("3", config=FetchImagesConfig),  # 3: opt-outs on captures, AVIF, RFC 9309 robots, deadline
     deps=["text_refined_pairs", "warc_image_captures"],
     check_specs=stage_check_specs(FETCH),
     tags={"danqing/io": "network"},
 )
+@each_batch
 def fetched_images(
     context: dg.AssetExecutionContext,
     config: FetchImagesConfig,

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from danqing_assets.defs.common.metadata import markdown_table, png_markdown
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
+from danqing_assets.defs.common.batches import BATCH_BACKFILL_POLICY, each_batch
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import GPU_POOL, ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.lib import schemas
@@ -80,12 +81,14 @@ def _fetched_ok(wh, snapshot: str) -> pl.DataFrame:
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=IMAGE.group,
     code_version=versioned("3", config=ImageScoresConfig),  # 3: a plug-in taking `clip` gets the model, not None
     deps=["fetched_images"],
     pool=GPU_POOL,  # a CLIP-based NSFW scorer puts the model on the GPU
     check_specs=[table_check_spec("image_scores")],
 )
+@each_batch
 def image_scores(
     context: dg.AssetExecutionContext,
     config: ImageScoresConfig,
@@ -183,6 +186,7 @@ EMBEDDING_SCHEMA = {"snapshot": pl.String, "image_sha256": pl.String, "model": p
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=IMAGE.group,
     code_version=versioned("1", config=ImageEmbeddingsConfig),
     deps=["fetched_images", "bootstrap_checkpoint"],
@@ -190,6 +194,7 @@ EMBEDDING_SCHEMA = {"snapshot": pl.String, "image_sha256": pl.String, "model": p
     pool=GPU_POOL,
     check_specs=[table_check_spec("image_embeddings")],
 )
+@each_batch
 def image_embeddings(
     context: dg.AssetExecutionContext,
     config: ImageEmbeddingsConfig,
@@ -282,6 +287,7 @@ class VisualDiversificationConfig(dg.Config):
 
 @dg.multi_asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=IMAGE.group,
     specs=[
         dg.AssetSpec(
@@ -299,6 +305,7 @@ class VisualDiversificationConfig(dg.Config):
     ],
     check_specs=[*stage_check_specs(IMAGE), table_check_spec("image_clusters")],
 )
+@each_batch
 def visually_diversified_pairs(
     context: dg.AssetExecutionContext,
     config: VisualDiversificationConfig,

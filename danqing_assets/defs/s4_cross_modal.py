@@ -14,6 +14,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from danqing_assets.defs.common.metadata import markdown_table
+from danqing_assets.defs.common.batches import BATCH_BACKFILL_POLICY, each_batch
 from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import GPU_POOL, ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
@@ -37,6 +38,7 @@ class CrossModalScoresConfig(dg.Config):
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=CROSS_MODAL.group,
     code_version=versioned("1", config=CrossModalScoresConfig),
     deps=["visually_diversified_pairs", "image_embeddings", "bootstrap_checkpoint"],
@@ -44,6 +46,7 @@ class CrossModalScoresConfig(dg.Config):
     pool=GPU_POOL,
     check_specs=[table_check_spec("cross_modal_scores")],
 )
+@each_batch
 def cross_modal_scores(
     context: dg.AssetExecutionContext,
     config: CrossModalScoresConfig,
@@ -156,11 +159,13 @@ class AlignedPairsConfig(dg.Config):
 
 @dg.asset(
     partitions_def=snapshot_partitions,
+    backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=CROSS_MODAL.group,
     code_version=versioned("1", sql=CROSS_MODAL.sql, config=AlignedPairsConfig),
     deps=["visually_diversified_pairs", "cross_modal_scores"],
     check_specs=stage_check_specs(CROSS_MODAL),
 )
+@each_batch
 def aligned_pairs(
     context: dg.AssetExecutionContext, config: AlignedPairsConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
