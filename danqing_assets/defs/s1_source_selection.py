@@ -124,10 +124,6 @@ class SourceSelectionConfig(dg.Config):
     temp_directory: str | None = temp_directory_field()
 
 
-DROP_COLUMNS = ("blacklisted_by", "unsafe_score", "unsafe_category", "unsafe_term", "caption_md5", "noun_count")
-"""Score columns of source_scores not carried into source_selected_pairs (`noun_count` is read by text_scores)."""
-
-
 @dg.asset(
     partitions_def=snapshot_partitions,
     backfill_policy=BATCH_BACKFILL_POLICY,
@@ -143,7 +139,7 @@ def source_selected_pairs(
     """Pairs from Chinese pages on non-blacklisted domains whose caption has 5-60 words, is safe, and is not an
     exact duplicate of an earlier (image_url, caption). Drops go to `rejected_pairs` with stage `source`; a pair
     without current scores is rejected as `unscored`."""
-    from danqing_assets.lib.decide import source_decided_view
+    from danqing_assets.lib.decide import source_decided_view, source_kept_columns
     from danqing_assets.lib.sql import parquet_literal
 
     snapshot = context.partition_key
@@ -152,9 +148,7 @@ def source_selected_pairs(
     for table, path in (("raw_pairs", raw_path), ("source_scores", scores_path)):
         if not wh.exists(table, snapshot):
             raise FileNotFoundError(f"table {table!r} has no rows for snapshot {snapshot!r} yet ({path}): materialize it first")
-    dropped = {"snapshot", "pair_id", *DROP_COLUMNS}
-    kept_columns = [*wh.columns("raw_pairs", snapshot),
-                    *[c for c in wh.columns("source_scores", snapshot) if c not in dropped]]
+    kept_columns = source_kept_columns(wh.columns("raw_pairs", snapshot), wh.columns("source_scores", snapshot))
     with stage_connection(wh, f"source_selected_pairs-{snapshot}", memory_limit_mb=config.memory_limit_mb,
                           temp_directory=config.temp_directory) as (con, scratch):
         decided = source_decided_view(con, raw_path, scores_path, config.model_dump(), scratch)

@@ -76,6 +76,16 @@ def decide_text(pairs: pl.DataFrame, scores: pl.DataFrame, params: Mapping[str, 
 
 
 SOURCE_PARAMS = ("require_chinese_page", "min_words", "max_words", "min_unsafe_score")
+SOURCE_DROP_COLUMNS = ("blacklisted_by", "unsafe_score", "unsafe_category", "unsafe_term", "caption_md5", "noun_count")
+"""Score columns of source_scores not carried into source_selected_pairs (`noun_count` is read by text_scores)."""
+
+
+def source_kept_columns(raw_columns: Sequence[str], score_columns: Sequence[str]) -> list[str]:
+    """The columns of `source_selected_pairs`: every raw_pairs column, then the stage-1 scores it carries."""
+    dropped = {"snapshot", "pair_id", *SOURCE_DROP_COLUMNS}
+    return [*raw_columns, *[c for c in score_columns if c not in dropped]]
+
+
 TEXT_PARAMS = ("min_han_share", "min_nouns", "max_unk", "min_entropy", "min_sensitive_score")
 
 

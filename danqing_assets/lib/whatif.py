@@ -1,7 +1,10 @@
 """What-if: the funnel other thresholds would give, decided again from the stored scores, without materializing.
 
-Each stage's decision (`lib/decide.py`) is re-run in memory, in pipeline order, on the snapshot's stored tables with
-the thresholds given; nothing is written. Scores exist only for pairs that reached a stage when it last ran, so pairs
+Each stage's decision (`lib/decide.py`) is re-run, in pipeline order, on the snapshot's stored tables with the
+thresholds given; nothing is written to the warehouse. Stages 1 and 2 decide out of core, as their assets do: DuckDB
+over the Parquet files under the stage's `memory_limit_mb`, spilling to a scratch folder (removed after), and the
+caption near-duplicate index streamed from a scratch file; only the pair ids and crawl order of stage 2's survivors
+come into memory for the image stages. Scores exist only for pairs that reached a stage when it last ran, so pairs
 that looser thresholds let further than before have no scores (or no fetched image) downstream: they are counted as
 `not_scored_yet` (or `not_fetched_yet`) instead of being decided, and materializing with the new thresholds decides
 them for real.
@@ -14,12 +17,13 @@ from typing import Any
 
 import polars as pl
 
-from danqing_assets.lib.decide import decide_aligned, decide_image, decide_source, decide_text
+from danqing_assets.lib.decide import decide_aligned, decide_image
 from danqing_assets.lib.funnel import FunnelStep
 from danqing_assets.lib.stages import CROSS_MODAL, FETCH, IMAGE, SOURCE, TEXT, reason_order
 from danqing_assets.lib.warehouse import Warehouse
 
 NOT_SCORED_YET = "not_scored_yet"
+SCRATCH_DIR = ".scratch"  # the warehouse's scratch folder (as the stages' `defs/common/out_of_core.SCRATCH_DIR`)
 NOT_FETCHED_YET = "not_fetched_yet"
 
 
@@ -34,23 +38,49 @@ def _step(table: str, decided: pl.DataFrame, ledger: str, *, no_row: pl.Expr | N
     return FunnelStep(table, kept.height, dropped), kept
 
 
+def _sql_step(con: Any, table: str, decided: str, ledger: str, reason: str = "reason") -> FunnelStep:
+    kept = con.execute(f"SELECT count(*) FROM {decided} WHERE {reason} IS NULL").fetchone()[0]
+    counts = dict(con.execute(f"SELECT {reason}, count(*) FROM {decided} WHERE {reason} IS NOT NULL GROUP BY 1").fetchall())
+    order = reason_order(ledger)
+    return FunnelStep(table, int(kept), dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], 99))))
+
+
 def what_if(wh: Warehouse, snapshot: str, params: Mapping[str, Mapping[str, Any]]) -> list[FunnelStep]:
     """The funnel of `snapshot` under `params` (asset name -> the thresholds of its Config, every field given)."""
-    raw = wh.read("raw_pairs", snapshot)
-    steps = [FunnelStep("raw_pairs", raw.height, {})]
+    from danqing_assets.lib.decide import source_decided_view, source_kept_columns, text_decided_view
+    from danqing_assets.lib.sql import out_of_core, parquet_literal
+    from danqing_assets.lib.tempfiles import scratch_dir
+
+    steps = [FunnelStep("raw_pairs", wh.count("raw_pairs", snapshot) or 0, {})]
     if not wh.exists("source_scores", snapshot):
         return steps
-    d1 = decide_source(raw, wh.read("source_scores", snapshot), params[SOURCE.table])
-    step, kept = _step(SOURCE.table, d1, SOURCE.ledger)
-    steps.append(step)
-    if not wh.exists("text_scores", snapshot):
-        return steps
-    text_scores = wh.read("text_scores", snapshot)
-    d2 = decide_text(kept.drop("reason", "detail", "blacklisted_by", "unsafe_score", "unsafe_category", "unsafe_term",
-                               "caption_md5",
-                               strict=False), text_scores, params[TEXT.table])
-    step, kept = _step(TEXT.table, d2, TEXT.ledger, no_row=pl.col("caption_md5").is_null())
-    steps.append(step)
+    p1, p2 = params[SOURCE.table], params[TEXT.table]
+    with scratch_dir(p1.get("temp_directory") or wh.home / SCRATCH_DIR, f"what-if-{snapshot}") as scratch:
+        con = out_of_core(memory_limit_mb=p1.get("memory_limit_mb") or 512, temp_directory=scratch, threads=1)
+        try:
+            con.execute("SET allocator_flush_threshold = '32MB'; SET preserve_insertion_order = true")
+            wh.configure_connection(con)
+            decided = source_decided_view(con, wh.partition_path("raw_pairs", snapshot),
+                                          wh.partition_path("source_scores", snapshot), p1, scratch)
+            steps.append(_sql_step(con, SOURCE.table, decided, SOURCE.ledger))
+            if not wh.exists("text_scores", snapshot):
+                return steps
+            # stage 1's survivors, as source_selected_pairs would hold them, in their order
+            survivors = scratch / "what_if_source_selected_pairs.parquet"
+            columns = source_kept_columns(wh.columns("raw_pairs", snapshot), wh.columns("source_scores", snapshot))
+            quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+            con.execute(f"COPY (SELECT {quoted} FROM {decided} WHERE reason IS NULL ORDER BY _row) "
+                        f"TO {parquet_literal(survivors)} (FORMAT PARQUET)")
+            decided, _, _ = text_decided_view(con, survivors, wh.partition_path("text_scores", snapshot),
+                                              {**p2, "memory_limit_mb": p2.get("memory_limit_mb") or 512}, scratch)
+            # a survivor stage 2 never scored (no text_scores row) is not decided here
+            con.execute(f"CREATE OR REPLACE TEMP VIEW what_if_text AS SELECT *, CASE WHEN caption_md5 IS NULL "
+                        f"THEN '{NOT_SCORED_YET}' ELSE reason END AS what_if_reason FROM {decided}")
+            steps.append(_sql_step(con, TEXT.table, "what_if_text", TEXT.ledger, reason="what_if_reason"))
+            kept = con.execute("SELECT pair_id, warc_file, warc_offset, img_index FROM what_if_text "
+                               "WHERE what_if_reason IS NULL").pl()
+        finally:
+            con.close()
     if not wh.exists("fetched_images", snapshot):
         return steps
     fetched = wh.read("fetched_images", snapshot).select("pair_id", "image_sha256", "status", "reason")
@@ -66,8 +96,9 @@ def what_if(wh: Warehouse, snapshot: str, params: Mapping[str, Mapping[str, Any]
     emb = wh.read("image_embeddings", snapshot) if wh.exists("image_embeddings", snapshot) else None
     embeddings = dict(zip(emb["image_sha256"].to_list(), emb["embedding"].to_list())) if emb is not None and emb.height else None
     pairs = kept.drop("image_sha256", "status", "fetch_reason", "reason", "detail", strict=False)
+    entropy = wh.read("text_scores", snapshot, columns=["pair_id", "entropy"]).rename({"entropy": "caption_entropy"})
     d4, _, _ = decide_image(pairs, kept.select("pair_id", "image_sha256"), wh.read("image_scores", snapshot),
-                            text_scores.select("pair_id", caption_entropy="entropy"), embeddings, params[IMAGE.table])
+                            entropy, embeddings, params[IMAGE.table])
     step, kept = _step(IMAGE.table, d4, IMAGE.ledger, no_row=pl.col("scored_image").is_null())
     steps.append(step)
     if not wh.exists("cross_modal_scores", snapshot) or CROSS_MODAL.table not in params:
