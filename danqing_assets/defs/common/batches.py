@@ -21,10 +21,17 @@ pairs in the order batches arrive, and `danqing backfill --parallel N` merges in
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
+
+# Dagster marks the `backfill_policy` parameter beta and warns once per asset that uses it, at import: ten lines on
+# every command. The policy's effect is pinned by defs/common/test_batches.py, so a change of behaviour in a Dagster
+# upgrade fails there instead.
+warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy` of function `(multi_)?asset`",
+                        category=dg.BetaWarning)
 
 BATCHES_PER_RUN = 4
 """Batches per run in a Dagster backfill of the per-batch assets (docs/scaling.md section 5b)."""
