@@ -15,6 +15,7 @@ the stage then publishes from the returned view without ever holding the partiti
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,32 +112,49 @@ def _aligned(con: Any, left: Path, scores: Path) -> bool:
     return mismatched == 0
 
 
-def _scored_view(con: Any, left: Path, scores: Path) -> bool:
+def _scored_view(con: Any, left: Path, scores: Path, scratch: Path) -> bool:
     """View `scored`: the stage's input rows (with their file order as `_row`) LEFT JOIN their stored scores.
 
     When the score file is aligned with the input row for row (the normal case, `_aligned`), the join is positional:
-    the two files are read side by side and nothing is held; otherwise (scores written by other code, rows missing or
-    extra) it is a hash join on pair_id, which DuckDB spills. Both give the same rows; returns whether the view is
-    positional (then its rows come in `left`'s file order)."""
+    the two files are read side by side and nothing is held. Otherwise (scores written by other code, rows missing or
+    extra, the what-if's stage-1 survivors) it is a hash join on pair_id, done in parts of at most `_JOIN_PART_ROWS`
+    score rows split by the hash of pair_id (a grace hash join: each part's build side fits DuckDB's memory limit; one
+    join of 4.2 M score rows ran out of 512 MB at 5 M pairs) and written to files in `scratch`, with insertion order
+    off. Both give the same rows; returns whether the view is positional (then its rows come in `left`'s file order)."""
     aligned = _aligned(con, left, scores)
+    select = "SELECT l.* EXCLUDE (file_row_number), s.* EXCLUDE (snapshot, pair_id), l.file_row_number AS _row"
     if aligned:
-        join = f"POSITIONAL JOIN read_parquet({parquet_literal(scores)}) s"
-    else:
-        join = f"LEFT JOIN read_parquet({parquet_literal(scores)}) s ON l.pair_id = s.pair_id"
-    con.execute(f"""
-        CREATE OR REPLACE TEMP VIEW scored AS
-        SELECT l.* EXCLUDE (file_row_number), s.* EXCLUDE (snapshot, pair_id), l.file_row_number AS _row
-        FROM read_parquet({parquet_literal(left)}, file_row_number = true) l
-        {join}
-    """)
-    return aligned
+        con.execute(f"CREATE OR REPLACE TEMP VIEW scored AS {select} "
+                    f"FROM read_parquet({parquet_literal(left)}, file_row_number = true) l "
+                    f"POSITIONAL JOIN read_parquet({parquet_literal(scores)}) s")
+        return True
+    # nothing downstream of an unaligned join relies on file order (joins by pair_id, explicit ORDER BY)
+    con.execute("SET preserve_insertion_order = false")
+    rows = con.execute(f"SELECT count(*) FROM read_parquet({parquet_literal(scores)})").fetchone()[0]
+    parts = max(1, -(-rows // _JOIN_PART_ROWS))
+    folder = scratch / f"scored_{uuid.uuid4().hex}"  # one per call: the what-if joins twice in one scratch
+    folder.mkdir()
+    for k in range(parts):
+        where = f"WHERE hash(pair_id) % {parts} = {k}" if parts > 1 else ""
+        con.execute(f"""
+            COPY ({select}
+                  FROM (SELECT * FROM read_parquet({parquet_literal(left)}, file_row_number = true) {where}) l
+                  LEFT JOIN (SELECT * FROM read_parquet({parquet_literal(scores)}) {where}) s ON l.pair_id = s.pair_id)
+            TO {parquet_literal(folder / f"part-{k}.parquet")} (FORMAT PARQUET)
+        """)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW scored AS SELECT * FROM read_parquet({parquet_literal(folder / '*.parquet')})")
+    return False
+
+
+_JOIN_PART_ROWS = 500_000
+"""Score rows per part of an unaligned join (~0.15 GB of build side for stage 2's score columns)."""
 
 
 def source_decided_view(con: Any, raw: Path, scores: Path, params: Mapping[str, Any], scratch: Path) -> str:
     """Stage 1 out of core (`decide_source` on files): `raw_pairs` LEFT JOIN `source_scores`, the SQL decision
     written to `scratch`; returns the name of a view of every input row with its scores, `reason`, `detail` and
     `_row` (its raw_pairs order)."""
-    _scored_view(con, raw, scores)
+    _scored_view(con, raw, scores, scratch)
     decision = scratch / "source_decision.parquet"
     _query_to_parquet(con, SOURCE.sql[0], _pick(params, SOURCE_PARAMS), decision)
     con.execute(f"""
@@ -161,7 +179,7 @@ def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, 
     from danqing_assets.lib.text.batch import default_workers
     from danqing_assets.lib.text_dedup import near_duplicate_reps
 
-    in_file_order = _scored_view(con, pairs, scores)
+    in_file_order = _scored_view(con, pairs, scores, scratch)
     rules = scratch / "text_rules.parquet"
     _query_to_parquet(con, TEXT.sql[0], _pick(params, TEXT_PARAMS), rules)
     # the rules come out in crawl order, the order source_selected_pairs is written in: when `scored` reads the pairs

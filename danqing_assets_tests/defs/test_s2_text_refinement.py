@@ -22,7 +22,13 @@ def test_clean_captions_are_kept_with_their_scores(home):
     assert kept["noun_count"].min() >= 1 and "caption_clean" in kept.columns
 
 
-def test_missing_nan_or_stale_scores_reject_as_unscored(home):
+@pytest.mark.parametrize("join_part_rows", [500_000, 2])
+def test_missing_nan_or_stale_scores_reject_as_unscored(home, join_part_rows, monkeypatch):
+    """Scores not aligned with the pairs are joined by pair_id (in parts split by its hash beyond `_JOIN_PART_ROWS`
+    score rows: here also 3 parts of ~2); either way the same decisions."""
+    from danqing_assets.lib import decide
+
+    monkeypatch.setattr(decide, "_JOIN_PART_ROWS", join_part_rows)
     wh = Warehouse(home)
     ids = pair_rows()["pair_id"].to_list()
     scores = wh.read("text_scores", SNAPSHOT)
