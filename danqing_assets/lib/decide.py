@@ -7,9 +7,11 @@ stage Config's field names), and returns the input rows with `reason` (NULL = ke
 removed here afterwards (caption MinHash near-duplicates, image pHash / embedding clusters), so a rejected row never
 decides which copy survives.
 
-Stages 1 and 2 also decide out of core (`source_decided_view`, `text_decided_view`): the same SQL runs on a DuckDB
+Stages 1 and 2 decide out of core (`source_decided_view`, `text_decided_view`): their SQL runs on a DuckDB
 connection with a memory limit over the Parquet files themselves, and its answer is streamed to a scratch Parquet file;
-the stage then publishes from the returned view without ever holding the partition (`finish_stage_out_of_core`).
+the stage (or the what-if) then reads the returned view without ever holding the partition
+(`finish_stage_out_of_core`). Stages 3 and 4 decide on polars frames of their (much smaller) inputs (`decide_image`,
+`decide_aligned`).
 """
 
 from __future__ import annotations
@@ -40,40 +42,6 @@ def _pick(params: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
     if missing:
         raise KeyError(f"missing thresholds {missing}")
     return {n: params[n] for n in names}
-
-
-def decide_source(raw: pl.DataFrame, scores: pl.DataFrame, params: Mapping[str, Any]) -> pl.DataFrame:
-    """Stage 1: raw pairs LEFT JOIN their stored `source_scores`; see sql/s1_source_selection/."""
-    scored = raw.join(scores.drop("snapshot", strict=False), on="pair_id", how="left")
-    decision = run_sql(SOURCE.sql[0], tables={"scored": scored},
-                       params=_pick(params, ("require_chinese_page", "min_words", "max_words", "min_unsafe_score")))
-    return scored.join(decision, on="pair_id", how="left")
-
-
-def decide_text(pairs: pl.DataFrame, scores: pl.DataFrame, params: Mapping[str, Any]) -> pl.DataFrame:
-    """Stage 2: stage-1 survivors LEFT JOIN `text_scores`, the SQL rules, then caption near-duplicates (MinHash LSH
-    and the one-edit rule, lib/text_dedup; the first in crawl order keeps)."""
-    from danqing_assets.lib.text_dedup import near_duplicate_clusters
-
-    scored = pairs.join(scores.drop("snapshot", strict=False), on="pair_id", how="left").sort(CRAWL_ORDER)
-    rules = run_sql(TEXT.sql[0], tables={"scored": scored},
-                    params=_pick(params, ("min_han_share", "min_nouns", "max_unk", "min_entropy",
-                                                 "min_sensitive_score")))
-    decided = scored.join(rules, on="pair_id", how="left")
-    passing = decided.filter(pl.col("reason").is_null())
-    if params.get("dedup_captions", True) and passing.height:
-        reps = near_duplicate_clusters(passing["caption_clean"].to_list(),
-                                       threshold=params["near_duplicate_threshold"], ngram=params["near_duplicate_ngram"],
-                                       one_edit_min_chars=params["near_duplicate_one_edit_min_chars"])
-        ids = passing["pair_id"].to_list()
-        dups = {ids[i]: f"near_duplicate_of={ids[rep]}" for i, rep in enumerate(reps) if rep != i}
-        is_dup = pl.col("pair_id").is_in(list(dups))
-        decided = decided.with_columns(
-            pl.when(is_dup).then(pl.lit(reasons.NEAR_DUPLICATE_CAPTION)).otherwise(pl.col("reason")).alias("reason"),
-            pl.when(is_dup).then(pl.col("pair_id").replace_strict(dups, default=None, return_dtype=pl.String))
-            .otherwise(pl.col("detail")).alias("detail"),
-        )
-    return decided
 
 
 SOURCE_PARAMS = ("require_chinese_page", "min_words", "max_words", "min_unsafe_score")
@@ -151,7 +119,7 @@ _JOIN_PART_ROWS = 500_000
 
 
 def source_decided_view(con: Any, raw: Path, scores: Path, params: Mapping[str, Any], scratch: Path) -> str:
-    """Stage 1 out of core (`decide_source` on files): `raw_pairs` LEFT JOIN `source_scores`, the SQL decision
+    """Stage 1 out of core: `raw_pairs` LEFT JOIN `source_scores`, the SQL decision
     written to `scratch`; returns the name of a view of every input row with its scores, `reason`, `detail` and
     `_row` (its raw_pairs order)."""
     _scored_view(con, raw, scores, scratch)
@@ -166,7 +134,7 @@ def source_decided_view(con: Any, raw: Path, scores: Path, params: Mapping[str, 
 
 def text_decided_view(con: Any, pairs: Path, scores: Path, params: Mapping[str, Any],
                       scratch: Path) -> tuple[str, int, bool]:
-    """Stage 2 out of core (`decide_text` on files): the SQL rules written to `scratch`, then caption near-duplicates
+    """Stage 2 out of core: the SQL rules written to `scratch`, then caption near-duplicates
     among the passing rows in crawl order (only their pair_id and caption_clean are read). Returns the decided view's
     name (input rows with scores, `reason`, `detail`, `_row`), the number of rows that passed the rules, and whether
     the view reads the input in its file order and that order is crawl order for every passing row (then the kept rows

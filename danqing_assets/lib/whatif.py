@@ -23,8 +23,8 @@ from danqing_assets.lib.stages import CROSS_MODAL, FETCH, IMAGE, SOURCE, TEXT, r
 from danqing_assets.lib.warehouse import Warehouse
 
 NOT_SCORED_YET = "not_scored_yet"
-SCRATCH_DIR = ".scratch"  # the warehouse's scratch folder (as the stages' `defs/common/out_of_core.SCRATCH_DIR`)
 NOT_FETCHED_YET = "not_fetched_yet"
+SCRATCH_DIR = ".scratch"  # the warehouse's scratch folder (as the stages' `defs/common/out_of_core.SCRATCH_DIR`)
 
 
 def _step(table: str, decided: pl.DataFrame, ledger: str, *, no_row: pl.Expr | None = None) -> tuple[FunnelStep, pl.DataFrame]:
