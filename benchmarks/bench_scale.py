@@ -44,8 +44,9 @@ MinHash keys on every core, DuckDB released its cache before scoring, the summar
 column, and lingua ran in low-accuracy mode): `--sizes 1M --base 9287e49` base 1.99 / 2.96 / 2.06 / 4.66 GB (89 / 5 /
 76 / 70 s), 4173 pairs/s; this 1.04 / 0.89 / 1.08 / 1.06 GB (36 / 18 / 22 / 52 s), 7796 pairs/s: 1.87x; same kept
 table and ledger part at 1 M as before the change. 5 M, stage 2 alone: text_scores 1.32 GB, 104 s; text_refined_pairs
-1.34 GB, 239 s (1.48 GB before the index gave its freed memory back, lib/memory.trim). Every step is
-under 1.5 GB at 5 M.
+1.34 GB, 239 s (1.48 GB before the index gave its freed memory back, lib/memory.trim); stage 1 (while make demo
+trained on the same cores) source_scores 1.35 GB, 261 s, source_selected_pairs 1.08 GB, 296 s. Every step is under
+1.5 GB at 5 M.
 """
 
 from __future__ import annotations
