@@ -22,11 +22,10 @@ from danqing_assets.lib.extract_jobs import CAPTURE_SCHEMA, PAIR_SCHEMA, Extract
 from danqing_assets.lib.s3 import S3Config
 from danqing_assets.lib.snapshots import Snapshot, WarcRef, list_warcs
 from danqing_assets.lib.stages import INGEST
-from danqing_assets.lib.tempfiles import scratch_dir
+from danqing_assets.lib.tempfiles import SCRATCH_DIR, scratch_dir
 from danqing_assets.lib.warc import merge_stats
 
 MAX_LOGGED_ERRORS = 200
-SCRATCH_DIR = ".scratch"
 """Folder of the warehouse home where steps keep their intermediate files while they run."""
 
 

@@ -177,11 +177,7 @@ class TextRefinementConfig(dg.Config):
         "word moved; lib/text_dedup.py); null disables this rule.",
     )
     dedup_captions: bool = Field(default=True, description="Remove caption near-duplicates.")
-    workers: int | None = Field(
-        default=None, ge=1, le=256,
-        description="Processes that compute the caption near-duplicate index's MinHash keys (1: the step's own "
-        "process only); unset: one per core.",
-    )
+    workers: int | None = workers_field("compute the caption near-duplicate index's MinHash keys")
     truth_path: str | None = Field(
         default=None,
         description="Optional labelled sample (parquet: pair_id, expected_stage, expected_reason): per-reason "

@@ -399,7 +399,7 @@ class SafetyClassifier:
     name = "safety"
 
     def __init__(self, path: str | Path | None = None, *, threshold: float = DEFAULT_THRESHOLD,
-                 context_factor: float = 0.3, model: str | Path | bool | None = None) -> None:
+                 context_factor: float = 0.3, model: str | Path | bool = False) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         if not 0.0 <= context_factor <= 1.0:
@@ -414,8 +414,6 @@ class SafetyClassifier:
         # "safety+model"): trained on a few hundred adversarial captions, it flagged ordinary text it had never seen
         # at p ~0.97 (English alt text of the sample crawl as spam, repeated "现货" as drugs, Chinese filler as
         # violence: 8 stage-1 and ~130 stage-2 false positives on the sample crawl's 600 captions)
-        if model is None:
-            model = False
         if model is True:
             model = DEFAULT_SAFETY_MODEL
         self.model: CharNgramModel | None = load_model(model) if model else None

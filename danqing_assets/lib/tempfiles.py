@@ -24,6 +24,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+SCRATCH_DIR = ".scratch"
+"""The warehouse home's folder for scratch files (stages' spill and part files, the what-if's)."""
+
 _OWNED = re.compile(r"^\..+\.[0-9a-f]{12}\.(\d+)@([A-Za-z0-9_.-]+)\.tmp$")
 
 

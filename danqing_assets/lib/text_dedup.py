@@ -530,16 +530,13 @@ def _deletion_keys(forms: Sequence[str], min_chars: int, offset: int = 0) -> tup
     return np.frombuffer(keys, dtype=np.int64), np.frombuffer(owners, dtype=np.int64)
 
 
-def _key_count(uniq: Sequence[str], min_chars: int) -> int:
+def _key_count(uniq: _Distinct, min_chars: int) -> int:
     """An upper bound of the deletion keys `_deletion_keys` makes for the forms of `uniq` (2n per eligible form of n
     chars), from the texts' lengths (a form is never longer than its text; no form is computed)."""
-    chunks = getattr(uniq, "chunks", None)
-    if chunks is None:
-        return sum(2 * min(len(t), _MAX_EDIT_KEY_CHARS) for t in uniq if len(t) >= min_chars - 2)
     import pyarrow.compute as pc
 
     total = 0
-    for chunk in chunks:
+    for chunk in uniq.chunks:
         n = pc.utf8_length(chunk)
         eligible = pc.greater_equal(n, min_chars - 2)
         total += 2 * (pc.sum(pc.min_element_wise(pc.filter(n, eligible), _MAX_EDIT_KEY_CHARS)).as_py() or 0)
@@ -578,7 +575,7 @@ def _spilled_key_parts(forms: Sequence[str], min_chars: int, parts: int, folder:
         del rows
 
 
-def _one_edit_pass(uniq: list[str], parent: list[int], find: Any, *, min_chars: int,
+def _one_edit_pass(uniq: _Distinct, parent: Any, find: Any, *, min_chars: int,
                    spill_dir: Any = None, keys_in_memory: int | None = None) -> None:
     """Rule (b): union the verified one-edit pairs among texts sharing a deletion key.
 

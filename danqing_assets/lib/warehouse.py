@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -266,22 +267,35 @@ class Warehouse:
         return names
 
 
-def iter_parquet_file(path: Path, columns: list[str] | None, batch_rows: int) -> Iterator[pl.DataFrame]:
-    """A Parquet file's rows as frames of at most `batch_rows` rows, one row group at a time; an empty file gives one
-    empty frame with the columns."""
+def iter_parquet_tables(path: Path, columns: list[str] | None, batch_rows: int) -> Iterator[Any]:
+    """A Parquet file's rows as Arrow tables of at most `batch_rows` rows, read one row group at a time (pyarrow's
+    `iter_batches` over the same file kept ~0.3 GB more resident: 4.2 M captions in 65 row groups); nothing for a file
+    without rows."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, pre_buffer=False)
     try:
-        empty = True
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
-            empty = False
-            yield pl.from_arrow(batch)  # type: ignore[misc]
-        if empty:
-            schema = pf.schema_arrow.empty_table()
-            yield pl.from_arrow(schema.select(columns) if columns else schema)  # type: ignore[misc]
+        for group in range(pf.num_row_groups):
+            table = pf.read_row_group(group, columns=columns, use_threads=False)
+            for start in range(0, table.num_rows, batch_rows):
+                yield table.slice(start, batch_rows)
+            del table
     finally:
         pf.close()
+
+
+def iter_parquet_file(path: Path, columns: list[str] | None, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """A Parquet file's rows as frames of at most `batch_rows` rows, one row group at a time (`iter_parquet_tables`);
+    an empty file gives one empty frame with the columns."""
+    import pyarrow.parquet as pq
+
+    empty = True
+    for table in iter_parquet_tables(path, columns, batch_rows):
+        empty = False
+        yield pl.from_arrow(table)  # type: ignore[misc]
+    if empty:
+        schema = pq.read_schema(path).empty_table()
+        yield pl.from_arrow(schema.select(columns) if columns else schema)  # type: ignore[misc]
 
 
 class StagedPartition:

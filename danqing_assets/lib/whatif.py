@@ -24,7 +24,6 @@ from danqing_assets.lib.warehouse import Warehouse
 
 NOT_SCORED_YET = "not_scored_yet"
 NOT_FETCHED_YET = "not_fetched_yet"
-SCRATCH_DIR = ".scratch"  # the warehouse's scratch folder (as the stages' `defs/common/out_of_core.SCRATCH_DIR`)
 
 
 def _step(table: str, decided: pl.DataFrame, ledger: str, *, no_row: pl.Expr | None = None) -> tuple[FunnelStep, pl.DataFrame]:
@@ -33,30 +32,32 @@ def _step(table: str, decided: pl.DataFrame, ledger: str, *, no_row: pl.Expr | N
             pl.when(no_row).then(pl.lit(NOT_SCORED_YET)).otherwise(pl.col("reason")).alias("reason"))
     kept = decided.filter(pl.col("reason").is_null())
     counts = dict(decided.filter(pl.col("reason").is_not_null()).group_by("reason").len().iter_rows())
+    return FunnelStep(table, kept.height, _in_ledger_order(counts, ledger)), kept
+
+
+def _in_ledger_order(counts: Mapping[str, int], ledger: str) -> dict[str, int]:
     order = reason_order(ledger)
-    dropped = dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], 99)))
-    return FunnelStep(table, kept.height, dropped), kept
+    return dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], 99)))
 
 
 def _sql_step(con: Any, table: str, decided: str, ledger: str, reason: str = "reason") -> FunnelStep:
     kept = con.execute(f"SELECT count(*) FROM {decided} WHERE {reason} IS NULL").fetchone()[0]
     counts = dict(con.execute(f"SELECT {reason}, count(*) FROM {decided} WHERE {reason} IS NOT NULL GROUP BY 1").fetchall())
-    order = reason_order(ledger)
-    return FunnelStep(table, int(kept), dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], 99))))
+    return FunnelStep(table, int(kept), _in_ledger_order(counts, ledger))
 
 
 def what_if(wh: Warehouse, snapshot: str, params: Mapping[str, Mapping[str, Any]]) -> list[FunnelStep]:
     """The funnel of `snapshot` under `params` (asset name -> the thresholds of its Config, every field given)."""
     from danqing_assets.lib.decide import source_decided_view, source_kept_columns, text_decided_view
     from danqing_assets.lib.sql import out_of_core, parquet_literal
-    from danqing_assets.lib.tempfiles import scratch_dir
+    from danqing_assets.lib.tempfiles import SCRATCH_DIR, scratch_dir
 
     steps = [FunnelStep("raw_pairs", wh.count("raw_pairs", snapshot) or 0, {})]
     if not wh.exists("source_scores", snapshot):
         return steps
     p1, p2 = params[SOURCE.table], params[TEXT.table]
-    with scratch_dir(p1.get("temp_directory") or wh.home / SCRATCH_DIR, f"what-if-{snapshot}") as scratch:
-        con = out_of_core(memory_limit_mb=p1.get("memory_limit_mb") or 512, temp_directory=scratch, threads=1)
+    with scratch_dir(p1["temp_directory"] or wh.home / SCRATCH_DIR, f"what-if-{snapshot}") as scratch:
+        con = out_of_core(memory_limit_mb=p1["memory_limit_mb"], temp_directory=scratch, threads=1)
         try:
             con.execute("SET allocator_flush_threshold = '32MB'; SET preserve_insertion_order = true")
             wh.configure_connection(con)
@@ -71,8 +72,7 @@ def what_if(wh: Warehouse, snapshot: str, params: Mapping[str, Mapping[str, Any]
             quoted = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
             con.execute(f"COPY (SELECT {quoted} FROM {decided} WHERE reason IS NULL ORDER BY _row) "
                         f"TO {parquet_literal(survivors)} (FORMAT PARQUET)")
-            decided, _, _ = text_decided_view(con, survivors, wh.partition_path("text_scores", snapshot),
-                                              {**p2, "memory_limit_mb": p2.get("memory_limit_mb") or 512}, scratch)
+            decided, _, _ = text_decided_view(con, survivors, wh.partition_path("text_scores", snapshot), p2, scratch)
             # a survivor stage 2 never scored (no text_scores row) is not decided here
             con.execute(f"CREATE OR REPLACE TEMP VIEW what_if_text AS SELECT *, CASE WHEN caption_md5 IS NULL "
                         f"THEN '{NOT_SCORED_YET}' ELSE reason END AS what_if_reason FROM {decided}")

@@ -89,11 +89,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop a server and everything it started (run workers, code servers): its whole process group."""
-    stop_group(proc, timeout=15)
-
-
 def _gql(client: DagsterGraphQLClient, query: str, variables: dict) -> dict:
     return client._execute(query, variables)  # the client's own transport; it raises on GraphQL errors
 
@@ -142,7 +137,7 @@ def webui(tmp_path_factory):
         yield client, home, logs
     finally:
         for proc in procs.values():
-            _stop(proc)
+            stop_group(proc, timeout=15)
 
 
 def _selector() -> dict:

@@ -105,7 +105,7 @@ def each_batch(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def body(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        keys = list(context.partition_keys) if context.has_partition_key_range else [context.partition_key]
+        keys = list(context.partition_keys)
         if len(keys) == 1:
             yield from _results(fn(context, *args, **kwargs))
             return

@@ -7,10 +7,10 @@ from typing import Any
 from pydantic import Field
 
 
-def workers_field() -> Any:
+def workers_field(what: str = "score chunks") -> Any:
     return Field(
         default=None, ge=1, le=256,
-        description="Worker processes that score chunks (1: in the step's own process); unset: one per core.",
+        description=f"Worker processes that {what} (1: in the step's own process); unset: one per core.",
     )
 
 
@@ -38,17 +38,13 @@ def temp_directory_field() -> Any:
     )
 
 
-SCRATCH_DIR = ".scratch"
-"""The steps' scratch folder under the warehouse home (lib/tempfiles.scratch_dir)."""
-
-
 @contextmanager
 def stage_connection(wh: Any, step: str, *, memory_limit_mb: int, temp_directory: str | None = None) -> Iterator[tuple[Any, Any]]:
     """(DuckDB connection, scratch folder) for one step: a fresh scratch folder (`temp_directory`, else the warehouse's
     .scratch/; removed after), DuckDB limited to `memory_limit_mb` and spilling there, configured for the warehouse
     (on S3: httpfs and the bucket's secret); closed on exit."""
     from danqing_assets.lib.sql import out_of_core
-    from danqing_assets.lib.tempfiles import scratch_dir
+    from danqing_assets.lib.tempfiles import SCRATCH_DIR, scratch_dir
 
     with scratch_dir(temp_directory or wh.home / SCRATCH_DIR, step) as scratch:
         con = out_of_core(memory_limit_mb=memory_limit_mb, temp_directory=scratch)

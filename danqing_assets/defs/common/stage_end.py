@@ -42,7 +42,7 @@ from danqing_assets.defs.common.metadata import (
 from danqing_assets.lib import schemas
 from danqing_assets.lib.sql import load_sql, parquet_literal
 from danqing_assets.lib.stages import Stage
-from danqing_assets.lib.warehouse import LEDGER, LEDGER_SCHEMA, Warehouse
+from danqing_assets.lib.warehouse import LEDGER, LEDGER_SCHEMA, Warehouse, iter_parquet_file
 
 
 def config_defaults(config_cls: type[dg.Config]) -> dict[str, Any]:
@@ -218,17 +218,7 @@ def _unique_outcome(con: Any, path: Path, column: str = "pair_id") -> schemas.Va
 def validate_file(schema: type[pa.DataFrameModel], path: Path, con: Any, *, batch_rows: int = 50_000,
                   unique: Sequence[str] = ("pair_id",)) -> schemas.ValidationOutcome:
     """Validate a written Parquet file in batches (pandera per batch, uniqueness over the file in DuckDB)."""
-    import pyarrow.parquet as pq
-
-    outcomes = []
-    pf = pq.ParquetFile(path)
-    try:
-        for batch in pf.iter_batches(batch_size=batch_rows, use_threads=False):
-            outcomes.append(schemas.validate(schema, pl.from_arrow(batch)))  # type: ignore[arg-type]
-        if not outcomes:
-            outcomes.append(schemas.validate(schema, pl.from_arrow(pf.schema_arrow.empty_table())))  # type: ignore[arg-type]
-    finally:
-        pf.close()
+    outcomes = [schemas.validate(schema, frame) for frame in iter_parquet_file(path, None, batch_rows)]
     outcomes += [_unique_outcome(con, path, c) for c in unique]
     return _merge(outcomes)
 

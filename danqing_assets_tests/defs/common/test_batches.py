@@ -2,7 +2,6 @@
 a run over a range of batches writes, for each batch, what a run of that batch alone writes."""
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from danqing_assets.definitions import defs
