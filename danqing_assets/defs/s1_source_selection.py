@@ -39,8 +39,9 @@ class SourceSelectionConfig(dg.Config):
     )
     text_safety_classifier: str = Field(
         default="safety",
-        description="Text-safety classifier: 'safety' (the shipped lexicon classifier, categories per stage), "
-        "'safety:/path/lexicon.txt', 'lexicon:/path/terms.txt' (flat list), or 'package.module:ClassName' "
+        description="Text-safety classifier: 'safety' (the shipped lexicon + learned model, categories per stage), "
+        "'safety-lexicon' (the shipped lexicon alone), 'safety:/path/lexicon.txt', 'lexicon:/path/terms.txt' (flat "
+        "list), or 'package.module:ClassName' "
         "implementing predict(texts) -> [(unsafe, detail)] and optionally score(texts, stage).",
     )
 
@@ -51,8 +52,9 @@ class SourceScoresConfig(dg.Config):
     )
     text_safety_classifier: str = Field(
         default="safety",
-        description="Text-safety classifier: 'safety' (the shipped lexicon classifier, categories per stage), "
-        "'safety:/path/lexicon.txt', 'lexicon:/path/terms.txt' (flat list), or 'package.module:ClassName' "
+        description="Text-safety classifier: 'safety' (the shipped lexicon + learned model, categories per stage), "
+        "'safety-lexicon' (the shipped lexicon alone), 'safety:/path/lexicon.txt', 'lexicon:/path/terms.txt' (flat "
+        "list), or 'package.module:ClassName' "
         "implementing predict(texts) -> [(unsafe, detail)] and optionally score(texts, stage).",
     )
     workers: int | None = workers_field()
@@ -66,7 +68,7 @@ SCORE_SCHEMA = SOURCE_SCORE_SCHEMA
     partitions_def=snapshot_partitions,
     backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=SOURCE.group,
-    code_version=versioned("3", config=SourceScoresConfig),  # 3: chunks on every core, noun_count for stage 2
+    code_version=versioned("4", config=SourceScoresConfig),  # 3: chunks on every core, noun_count for stage 2; 4: safety model on
     deps=["raw_pairs"],
     check_specs=[table_check_spec("source_scores")],
 )

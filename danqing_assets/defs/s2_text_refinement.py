@@ -43,7 +43,7 @@ class TextScoresConfig(dg.Config):
     text_safety_classifier: str = Field(
         default="safety",
         description="Text-safety classifier whose stage-2 categories (suggestive, spam) give sensitive_score: 'safety' "
-        "(shipped), 'safety:/path/lexicon.txt', or 'package.module:ClassName' with score(texts, stage) "
+        "(shipped lexicon + model), 'safety-lexicon', 'safety:/path/lexicon.txt', or 'package.module:ClassName' with score(texts, stage) "
         "(a classifier without it scores 0 here). Use the same one as stage 1.",
     )
     workers: int | None = workers_field()
@@ -56,7 +56,7 @@ class TextScoresConfig(dg.Config):
     partitions_def=snapshot_partitions,
     backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=TEXT.group,
-    code_version=versioned("5", config=TextScoresConfig),  # 4: safety score; 5: chunks on every core, stage-1 nouns
+    code_version=versioned("6", config=TextScoresConfig),  # 4: safety score; 5: chunks on every core, stage-1 nouns; 6: safety model on
     deps=["source_selected_pairs", "source_scores"],
     check_specs=[table_check_spec("text_scores")],
 )

@@ -31,14 +31,19 @@ written for this project; its header states source, licence and format):
    >= 1 (a police or court event, or several context words: news about an illegal sale names the sale, never the
    dealer's WeChat).
 
-5. a learned second opinion (`CharNgramModel`, `data/safety_model.json`: logistic regression over character 1-3-grams
-   of the same skeleton, pure-Python inference, no pickle; trained by `benchmarks/bench_safety.py --train-model` on the
-   labelled sets named in its `trained_on`: safety_eval*.tsv orig, fresh1-4, tune3-5) decides where the lexicon did not:
-   when no category reached 0.5, no context word matched and P(unsafe) >= the model's threshold, the model's category
-   scores 0.5 + 0.5 (p - t) / (1 - t), evidence "model:p". OFF by default (spec "safety+model" or `model=True` turns it
-   on): on the sample crawl's ordinary captions it flagged English alt text as spam and filler as violence at p ~0.97.
-   Leave-one-set-out (`bench_safety.py --loso`: each blind set scored by its blind-time lexicon plus a model trained
-   without it) raised recall on all three blind sets with no false positive added.
+5. a learned model (`CharNgramModel`, `data/safety_model.json`: logistic regressions over character 1-3-grams of the
+   same skeleton (a pinyin-syllable view exists, `MODEL_VIEWS`; the shipped model does not use it), pure-Python
+   inference, no pickle; trained by `benchmarks/bench_safety.py --train-model` on the labelled sets named in its
+   `trained_on`: ~7,200 captions, unsafe cases, safe look-alikes and ordinary captions written for this project) has
+   the last word:
+   - it clears a category the lexicon flagged when its local P(unsafe) (the caption's, or its most unsafe window's, so
+     an ad pasted into ordinary text is still judged as an ad) is below its `veto`: a film review naming a scam, game
+     talk, a cocktail;
+   - it flags, in its most likely category, a caption the lexicon passed when P(unsafe) >= its `threshold` (evidence
+     "model:p") and the caption has enough distinct characters for a linear model to go on.
+   Both cut-offs are chosen on sets the lexicon was never tuned on, each scored by a model trained without it, for at
+   most 1.5 % of their safe captions flagged. It is on by default (spec "safety"); "safety-lexicon" is the lexicon
+   alone. The measured effect, per held-out set, is printed by `bench_safety.py --loso` (README).
 
 Any other classifier plugs in through `load_text_safety_classifier("my.module:MyClassifier")`: it needs `name` and
 `predict(texts) -> [(unsafe, detail)]` (`TextSafetyClassifier`); with a `score(texts, stage)` method as well it feeds
@@ -53,6 +58,7 @@ import importlib
 import math
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,42 +193,70 @@ class LexiconClassifier:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The learned second opinion.
+# The learned model.
 
 DEFAULT_SAFETY_MODEL = DATA_DIR / "safety_model.json"
-MODEL_FORMAT = "danqing-safety-charngram-1"
+MODEL_FORMAT = "danqing-safety-charngram-2"
+MODEL_VIEWS = ("chars", "syllables")
+"""The views the model reads a skeleton in: its characters, and its characters mapped to their toneless pinyin
+syllable (`_syllables`: 博彩 and 菠菜 are the same two syllables), each as 1-3-grams."""
+
+
+def _view(sk: str, view: str) -> str:
+    if view == "chars":
+        return sk
+    if view == "syllables":
+        return sk.translate(_syllables()[0])
+    raise ValueError(f"unknown model view {view!r} (known: {MODEL_VIEWS})")
 
 
 class CharNgramModel:
-    """A logistic regression over character 1-3-grams of the caption's skeleton (`skeleton(fold(text))`), TF-IDF
-    weighted (1 + log tf, times idf, L2-normalised over the known n-grams), from a JSON file written by
-    `benchmarks/bench_safety.py --train-model` (no pickle). `unsafe_probability(sk)`: P(unsafe); `category(sk)`: the
-    most likely unsafe category (a second, multinomial regression over the unsafe cases). The file states the sets it
-    was trained on (`trained_on`) and the probability from which it flags (`threshold`, chosen by leave-one-set-out
-    on the training sets, see bench_safety.py)."""
+    """Logistic regressions over character 1-3-grams of a caption's skeleton (`SafetyClassifier.matching_form`), read
+    in each of `views` (`MODEL_VIEWS`), TF-IDF weighted (1 + log tf, times idf, L2-normalised per view over the known
+    n-grams), from a JSON file written by `benchmarks/bench_safety.py --train-model` (no pickle).
+
+    `predict(sk)`: P(unsafe) (a binary regression over safe and unsafe captions) and the most likely unsafe category (a
+    multinomial regression over the unsafe captions); `local_probability(sk)`: the highest P(unsafe) of the whole
+    skeleton and of its windows of `window` characters (every `stride`), so that an ad pasted into ordinary text is
+    judged on its own. The file states the sets it was trained on (`trained_on`) and the cut-offs chosen on held-out
+    sets (see bench_safety.py): `threshold`, the P(unsafe) from which the model flags a caption the lexicon passed, and
+    `veto`, the local P(unsafe) below which it clears a caption the lexicon flagged; it does neither on a caption of
+    fewer than `min_distinct` distinct characters (a short or repetitive one gives a linear model too little to go
+    on)."""
 
     def __init__(self, data: dict[str, Any], *, source: str = "<model>") -> None:
         if data.get("format") != MODEL_FORMAT:
             raise ValueError(f"{source}: not a {MODEL_FORMAT} model (format {data.get('format')!r})")
         try:
             self.threshold = float(data["threshold"])
+            self.veto = float(data["veto"])
+            self.window, self.stride = (int(x) for x in data["window"])
+            self.min_distinct = int(data["min_distinct"])
+            self.views: tuple[str, ...] = tuple(data["views"])
             self.intercept = float(data["intercept"])
             self.categories: tuple[str, ...] = tuple(data["categories"])
             self.cat_intercept = [float(x) for x in data["cat_intercept"]]
             self.trained_on: tuple[str, ...] = tuple(data.get("trained_on", ()))
-            feats = data["features"]
             k = len(self.categories)
-            self._bin: dict[str, tuple[float, float]] = {}
-            self._cat: dict[str, list[float]] = {}
-            for g, row in feats.items():
-                if len(row) != 2 + k:
-                    raise ValueError(f"feature {g!r} has {len(row)} values, expected {2 + k}")
-                self._bin[g] = (float(row[0]), float(row[1]))
-                self._cat[g] = [float(x) for x in row[2:]]
-        except (KeyError, TypeError, ValueError) as err:
+            self._feats: list[dict[str, tuple[float, float, tuple[float, ...]]]] = []
+            for view in self.views:
+                if view not in MODEL_VIEWS:
+                    raise ValueError(f"unknown view {view!r}")
+                table = {}
+                for g, row in data["features"][view].items():
+                    if len(row) != 2 + k:
+                        raise ValueError(f"feature {g!r} has {len(row)} values, expected {2 + k}")
+                    idf = float(row[0])
+                    table[g] = (idf, idf * float(row[1]), tuple(float(x) for x in row[2:]))  # idf x binary weight
+                self._feats.append(table)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"{source}: malformed safety model: {err}") from err
-        if not 0.0 < self.threshold < 1.0 or len(self.cat_intercept) != len(self.categories):
-            raise ValueError(f"{source}: malformed safety model (threshold {self.threshold})")
+        ok = (0.0 < self.threshold < 1.0 and 0.0 <= self.veto <= self.threshold and self.views
+              and 0 < self.stride <= self.window and self.min_distinct >= 0
+              and len(self.cat_intercept) == len(self.categories) and all(map(math.isfinite, (self.intercept, *self.cat_intercept))))
+        if not ok:
+            raise ValueError(f"{source}: malformed safety model (threshold {self.threshold}, veto {self.veto}, "
+                             f"views {self.views})")
         self.source = source
 
     @classmethod
@@ -236,35 +270,70 @@ class CharNgramModel:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"safety model {p} is not UTF-8 JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{p}: malformed safety model (not a JSON object)")
         return cls(data, source=str(p))
 
-    def _features(self, sk: str) -> tuple[dict[str, float], float]:
-        """The known n-grams of a skeleton with their TF-IDF values (not normalised) and the L2 norm."""
-        counts: dict[str, int] = {}
-        n = len(sk)
-        for size in (1, 2, 3):
-            for i in range(n - size + 1):
-                g = sk[i : i + size]
-                counts[g] = counts.get(g, 0) + 1
-        known = self._bin
-        vals = {g: (1.0 + math.log(c)) * known[g][0] for g, c in counts.items() if g in known}
-        return vals, math.sqrt(sum(v * v for v in vals.values()))
+    def _rows(self, sk: str) -> list[tuple[list[tuple[float, tuple[float, float, tuple[float, ...]]]], float]]:
+        """Per view: (1 + log tf, the n-gram's (idf, idf x binary weight, category weights)) of each known n-gram, and
+        the view's L2 norm of the tf-idf values."""
+        out = []
+        for view, table in zip(self.views, self._feats):
+            text = _view(sk, view)
+            grams = list(text)
+            grams += [text[i : i + 2] for i in range(len(text) - 1)]
+            grams += [text[i : i + 3] for i in range(len(text) - 2)]
+            counts = Counter(grams)
+            rows = []
+            sq = 0.0
+            for g in counts.keys() & table.keys():
+                hit = table[g]
+                c = counts[g]
+                tf = 1.0 + math.log(c) if c > 1 else 1.0
+                rows.append((tf, hit))
+                sq += (tf * hit[0]) ** 2
+            out.append((rows, math.sqrt(sq)))
+        return out
 
-    def unsafe_probability(self, sk: str) -> float:
-        vals, norm = self._features(sk)
+    def _probability(self, rows) -> float:
         z = self.intercept
-        if norm > 0:
-            known = self._bin
-            z += sum(v * known[g][1] for g, v in vals.items()) / norm
+        for view_rows, norm in rows:
+            if norm > 0:
+                z += sum(tf * hit[1] for tf, hit in view_rows) / norm
         return 1.0 / (1.0 + math.exp(-z)) if z > -50 else 0.0
 
+    def _category(self, rows) -> str:
+        zc = list(self.cat_intercept)
+        for view_rows, norm in rows:
+            if norm > 0:
+                for tf, (idf, _, cw) in view_rows:
+                    v = tf * idf / norm
+                    for j, x in enumerate(cw):
+                        zc[j] += v * x
+        return self.categories[max(range(len(zc)), key=zc.__getitem__)]
+
+    def predict(self, sk: str) -> tuple[float, str]:
+        """(P(unsafe), the most likely unsafe category) of a skeleton."""
+        rows = self._rows(sk)
+        return self._probability(rows), self._category(rows)
+
+    def unsafe_probability(self, sk: str) -> float:
+        return self._probability(self._rows(sk))
+
     def category(self, sk: str) -> str:
-        vals, norm = self._features(sk)
-        z = list(self.cat_intercept)
-        for g, v in vals.items():
-            for j, w in enumerate(self._cat[g]):
-                z[j] += v * w / norm
-        return self.categories[max(range(len(z)), key=z.__getitem__)]
+        return self._category(self._rows(sk))
+
+    def local_probability(self, sk: str) -> float:
+        """The highest P(unsafe) of `sk` and of its windows of `window` characters, every `stride` characters."""
+        p = self.unsafe_probability(sk)
+        w, step = self.window, self.stride
+        if len(sk) > w:
+            for i in range(0, len(sk) - w + step, step):
+                p = max(p, self.unsafe_probability(sk[i : i + w]))
+        return p
+
+    def category(self, sk: str) -> str:
+        return self.predict(sk)[1]
 
 
 @functools.cache
@@ -391,10 +460,13 @@ def _trie_regex(terms: Sequence[str]) -> re.Pattern[str] | None:
 
 
 class SafetyClassifier:
-    """The default text-safety classifier: a weighted lexicon with evasion handling and context rules (module
-    docstring). `path`: a lexicon in the format of `data/safety_lexicon.txt` (default that file); `threshold`: the
-    score at which `predict` answers unsafe (stage 1's categories); `context_factor`: what a news / public-service
-    context multiplies the scores by. Raises FileNotFoundError / ValueError (with the line) for a bad lexicon."""
+    """The default text-safety classifier: a weighted lexicon with evasion handling and context rules, and a learned
+    model that has the last word (module docstring). `path`: a lexicon in the format of `data/safety_lexicon.txt`
+    (default that file); `threshold`: the score at which `predict` answers unsafe (stage 1's categories);
+    `context_factor`: what a news / public-service context (or the model's veto) multiplies the scores by; `model`:
+    True for the shipped model, a path for another, False for the lexicon alone (`default_classifier()`, spec
+    "safety", is the shipped lexicon with the shipped model). Raises FileNotFoundError / ValueError (with the line) for
+    a bad lexicon or model."""
 
     name = "safety"
 
@@ -410,10 +482,8 @@ class SafetyClassifier:
         self.stages: dict[str, str] = {}
         """category -> the stage it feeds ("source" or "text")."""
         self._load(self.path)
-        # the learned second opinion is OFF unless asked for (model=True: the shipped one, or a path; spec
-        # "safety+model"): trained on a few hundred adversarial captions, it flagged ordinary text it had never seen
-        # at p ~0.97 (English alt text of the sample crawl as spam, repeated "现货" as drugs, Chinese filler as
-        # violence: 8 stage-1 and ~130 stage-2 false positives on the sample crawl's 600 captions)
+        # model: True for the shipped `CharNgramModel`, a path for another, False for the lexicon alone (this class is
+        # also the building block for other lexicons, whose categories the shipped model may not know)
         if model is True:
             model = DEFAULT_SAFETY_MODEL
         self.model: CharNgramModel | None = load_model(model) if model else None
@@ -606,30 +676,39 @@ class SafetyClassifier:
         found = self._matches(sk)
         out = self._explain_lexicon(found)
         if self.model is not None:
-            self._second_opinion(sk, found, out)
+            self._second_opinion(sk, out)
         return out
 
-    def _second_opinion(self, sk: str, found: list[_Entry], out: dict[str, tuple[float, list[str]]]) -> None:
-        """The model decides where the lexicon did not: when no category reached 0.5, no context word matched
-        (strength < 0.5) and P(unsafe) >= the model's threshold, the model's category gets the score
-        0.5 + 0.5 * (p - t) / (1 - t) (>= 0.5, so the stage flags it) with evidence "model:p"."""
-        if any(sc >= DEFAULT_THRESHOLD for sc, _ in out.values()):
-            return
+    def _second_opinion(self, sk: str, out: dict[str, tuple[float, list[str]]]) -> None:
+        """The model's say (`CharNgramModel`):
+        Only for a caption of at least `min_distinct` distinct characters (a shorter or repetitive one gives a linear
+        model too little to go on: the lexicon's scores stand):
+        - when the lexicon flagged a category and the model's local P(unsafe) (the highest of the caption and of its
+          windows) is below its `veto`, every flagged category is cleared as context clears it (score times
+          `context_factor`, evidence "model-cleared:p"): the caption uses a flagged word the way safe text does (a film
+          review naming a scam, a cocktail, game talk); an ad pasted into ordinary text is judged on its own window;
+        - when nothing reached 0.5 and P(unsafe) p >= the model's `threshold` t, the model's category scores 0.5 + 0.5 * (p - t) / (1 - t) (>= 0.5, so its stage flags
+          it), evidence "model:p";
+        - otherwise the lexicon's scores stand (the flagged ones carry "model:p")."""
         model = self.model
-        p = model.unsafe_probability(sk)
-        if p < model.threshold:
+        flagged = [c for c, (sc, _) in out.items() if sc >= DEFAULT_THRESHOLD]
+        enough = len(set(sk)) >= model.min_distinct
+        if flagged:
+            if not enough:
+                return
+            p = model.local_probability(sk)
+            for c in flagged:
+                sc, ev = out[c]
+                out[c] = (round(sc * self.context_factor, 4), [*ev, f"model-cleared:{p:.2f}"]) if p < model.veto \
+                    else (sc, [*ev, f"model:{p:.2f}"])
             return
-        context: dict[str, float] = {}
-        for e in found:
-            if e.kind == "context":
-                context[e.source] = max(e.weight, context.get(e.source, 0.0))
-        if sum(context.values()) >= 0.5:
-            return
-        cat = model.category(sk)
-        t = model.threshold
-        score = round(0.5 + 0.5 * (p - t) / (1.0 - t), 4)
-        prev = out.get(cat, (0.0, []))[1]
-        out[cat] = (score, [*prev, f"model:{p:.2f}"])
+        rows = model._rows(sk)
+        p = model._probability(rows)
+        if p >= model.threshold and enough:
+            cat = model._category(rows)
+            t = model.threshold
+            prev = out.get(cat, (0.0, []))[1]
+            out[cat] = (round(0.5 + 0.5 * (p - t) / (1.0 - t), 4), [*prev, f"model:{p:.2f}"])
 
     def _explain_lexicon(self, found: list[_Entry]) -> dict[str, tuple[float, list[str]]]:
         if not any(e.kind == "term" for e in found):
@@ -732,9 +811,9 @@ def _default_classifier(path: str, mtime_ns: int, model: bool) -> SafetyClassifi
     return SafetyClassifier(path, model=model)
 
 
-def default_classifier(path: str | Path | None = None, *, model: bool = False) -> SafetyClassifier:
+def default_classifier(path: str | Path | None = None, *, model: bool = True) -> SafetyClassifier:
     """The shipped `SafetyClassifier` (or one over `path`), cached per lexicon file version; `model`: with the shipped
-    learned second opinion (off by default, see `SafetyClassifier`)."""
+    learned model (`CharNgramModel`; its categories must all be in the lexicon at `path`)."""
     p = Path(path) if path is not None else DEFAULT_SAFETY_LEXICON
     try:
         mtime = p.stat().st_mtime_ns
@@ -743,16 +822,16 @@ def default_classifier(path: str | Path | None = None, *, model: bool = False) -
     return _default_classifier(str(p), mtime, model)
 
 
-_SPEC_HELP = ('"safety", "safety+model", "safety:/path/to/lexicon.txt", "lexicon:/path/to/terms.txt" or '
+_SPEC_HELP = ('"safety", "safety-lexicon", "safety:/path/to/lexicon.txt", "lexicon:/path/to/terms.txt" or '
               '"package.module:ClassName"')
 
 
 def load_text_safety_classifier(spec: str) -> TextSafetyClassifier:
     """A text-safety classifier from a configuration string.
 
-    - `"safety"`: the shipped `SafetyClassifier` (the default of both stages), lexicon alone;
-    - `"safety+model"`: the same with its learned second opinion (off by default: see `SafetyClassifier`);
-    - `"safety:/path/to/lexicon.txt"`: a `SafetyClassifier` over another lexicon in the same format;
+    - `"safety"`: the shipped `SafetyClassifier` (the default of both stages): lexicon and learned model;
+    - `"safety-lexicon"`: the shipped lexicon alone (no model: its rules only, as before the model shipped);
+    - `"safety:/path/to/lexicon.txt"`: a `SafetyClassifier` over another lexicon in the same format, no model;
     - `"lexicon:/path/to/file.txt"`: `LexiconClassifier(path)`, a flat term list (stage 1 only);
     - `"some.module:ClassName"`: the class is imported and instantiated with no arguments; it must have a `name` and a
       `predict(texts)` method (see `TextSafetyClassifier`), and may have `score(texts, stage)` (see `stage_scores`).
@@ -764,13 +843,13 @@ def load_text_safety_classifier(spec: str) -> TextSafetyClassifier:
     spec = spec.strip()
     if spec == "safety":
         return default_classifier()
-    if spec == "safety+model":
-        return default_classifier(model=True)
+    if spec == "safety-lexicon":
+        return default_classifier(model=False)
     head, sep, tail = spec.partition(":")
     if head in ("lexicon", "safety"):
         if not tail.strip():
             raise ValueError(f"spec {spec!r} names no lexicon file; expected {_SPEC_HELP}")
-        return LexiconClassifier(tail.strip()) if head == "lexicon" else default_classifier(tail.strip())
+        return LexiconClassifier(tail.strip()) if head == "lexicon" else default_classifier(tail.strip(), model=False)
     if not sep or not head or not tail:
         raise ValueError(f"bad text-safety classifier spec {spec!r}; expected {_SPEC_HELP}")
     module_name, class_name = head.strip(), tail.strip()

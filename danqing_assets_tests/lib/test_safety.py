@@ -3,6 +3,7 @@ its lexicon loader, the plug-in interface, and the targets on the independent ev
 
 from __future__ import annotations
 
+import math
 import random
 import textwrap
 
@@ -115,11 +116,16 @@ def test_load_text_safety_classifier_specs(tmp_path):
         load_text_safety_classifier(f"safety:{tmp_path / 'missing.txt'}")
 
 
-# --- the shipped classifier on real captions --------------------------------------------------------------------------
+# --- the shipped lexicon's rules on real captions ----------------------------------------------------------------------
+# (the lexicon alone, spec "safety-lexicon": the shipped model has the last word on top of it; its own tests are below)
+
+
+def _lexicon():
+    return default_classifier(model=False)
 
 
 def _verdict(text, stage="source"):
-    s = default_classifier().score([text], stage)[0]
+    s = _lexicon().score([text], stage)[0]
     return s.category if s.score >= 0.5 else None
 
 
@@ -188,7 +194,7 @@ def test_context_and_look_alikes_stay_safe(text):
 def test_context_does_not_clear_a_caption_that_solicits():
     """Spam dressed as news: a contact handle or sales cue keeps the score."""
     assert _verdict("警方提醒 网络赌场 注册送彩金 加微信abc123", "source") == "gambling"
-    s = default_classifier().score(["警方破获特大网络赌博案"], "source")[0]
+    s = _lexicon().score(["警方破获特大网络赌博案"], "source")[0]
     assert s.category == "gambling" and s.score == pytest.approx(0.3) and "ctx:警方" in s.evidence
 
 
@@ -201,7 +207,7 @@ def test_contact_cues_and_context_strength():
     assert _verdict("提醒 仿真枪 出售 正品", "source") == "weapons"
     assert _verdict("警方 同款 仿真枪 出售 私聊", "source") == "weapons"
     assert _verdict("民警 推荐 甩棍 货到付款", "source") == "weapons"
-    s = default_classifier().score(["比赛 赌博"], "source")[0]
+    s = _lexicon().score(["比赛 赌博"], "source")[0]
     assert s.score == 1.0 and "ctx:" not in s.evidence
 
 
@@ -225,7 +231,7 @@ def test_contact_cues_and_context_strength():
     ],
 )
 def test_round4_families(text, category):
-    stage = default_classifier().stages[category]
+    stage = _lexicon().stages[category]
     assert _verdict(text, stage) == category
 
 
@@ -259,7 +265,7 @@ def test_single_han_characters_are_weak_terms(tmp_path):
     assert _verdict("枪", "source") is None and _verdict("弩", "source") is None
     assert _verdict("筋膜枪 出售 全国 发货", "source") is None
     assert _verdict("儿童 水枪 出售 包邮", "source") is None
-    assert default_classifier().explain("手枪")["weapons"][1] == ["手枪"]
+    assert _lexicon().explain("手枪")["weapons"][1] == ["手枪"]
     with pytest.raises(ValueError, match="fewer than two"):
         SafetyClassifier(_write(tmp_path / "lex.txt", "[categories]\nx source\n[x]\n色 0.6\n"))
     clf = SafetyClassifier(_write(tmp_path / "lex2.txt", "[categories]\nx source\n[x]\n色 0.4\n色情\n[cue:x]\n出售 0.5\n"))
@@ -338,12 +344,10 @@ def test_stage_scores_for_plugins_without_score():
 
 
 def test_targets_on_the_independent_evaluation_set():
-    """The issue's targets, on the hand-written evaluation sets (tuned and md5-held-out cases both, the first fresh set,
-    tuned on in round 2, the second, tuned on in round 3, the round-3 safe look-alikes, the third, written blind and
-    tuned on in round 4, the round-4 probes and look-alikes, the fourth, written blind and tuned on in round 5, and the
-    round-5 probes and look-alikes): unsafe recall >= 0.9
-    overall and >= 0.8 per category, false positives on safe captions (look-alikes included) <= 2 %. Every split here
-    has been tuned on; generalisation is measured by the blind sets the lead adds to benchmarks/bench_safety.py."""
+    """The issue's targets - unsafe recall >= 0.9 overall and >= 0.8 per category, false positives on safe captions
+    (look-alikes included) <= 2 % - with the shipped classifier, on every evaluation split: the ones the lexicon or the
+    model was tuned or trained on (orig's halves, fresh1-6, tune3-5) and fresh7, written blind and never trained or
+    calibrated on (its first score, 0.95 / 0 of 140, is in its header)."""
     import importlib.util
     from pathlib import Path
 
@@ -351,10 +355,11 @@ def test_targets_on_the_independent_evaluation_set():
     spec = importlib.util.spec_from_file_location("bench_safety", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    splits = ("tune", "heldout", "fresh1", "fresh2", "tune3", "fresh3", "tune4", "fresh4", "tune5")
-    cases = bench.load_cases() + [c for name in splits[2:] for c in bench.load_cases(bench.FRESH_SETS[name], split=name)]
-    assert len(cases) >= 1000 and {c["split"] for c in cases} == set(splits)
-    for split in splits:
+    fresh = ("fresh1", "fresh2", "tune3", "fresh3", "tune4", "fresh4", "tune5", "fresh5", "fresh6", "fresh7")
+    cases = bench.load_cases() + [c for name in fresh for c in bench.load_cases(bench.FRESH_SETS[name], split=name)]
+    assert len(cases) >= 2000 and {c["split"] for c in cases} == {"tune", "heldout", *fresh}
+    assert set(bench.HELD_OUT) == {"fresh7"} and "fresh7" not in default_classifier().model.trained_on
+    for split in ("tune", "heldout", *fresh):
         r = bench.evaluate(default_classifier(), [c for c in cases if c["split"] == split])
         assert r["recall"] is None if split == "tune3" else r["recall"] >= 0.9, (split, r["misses"])
         assert r["fp_rate"] <= 0.02, (split, [c["caption"] for c in r["fp"]])
@@ -370,7 +375,7 @@ def test_targets_on_the_independent_evaluation_set():
     "丁字裤 翘臀 私房", "绅士向 本子 高清", "资料私信我 免费发", "转发到三个群 就送会员", "评论区扣1 私信你链接",
 ])
 def test_round5_families_flag(text):
-    clf = default_classifier()
+    clf = _lexicon()
     assert max(clf.score([text], "source")[0].score, clf.score([text], "text")[0].score) >= 0.5, clf.explain(text)
 
 
@@ -380,7 +385,7 @@ def test_round5_families_flag(text):
     "狗粮 成犬 包邮", "黄金 纯度99.9", "止咳水 儿童 正品", "明前新茶 品茶", "深夜放毒 炸鸡",
 ])
 def test_round5_lookalikes_pass(text):
-    clf = default_classifier()
+    clf = _lexicon()
     assert max(clf.score([text], "source")[0].score, clf.score([text], "text")[0].score) < 0.5, clf.explain(text)
 
 
@@ -456,36 +461,125 @@ def test_run_classifier_checks_the_contract():
     assert run_classifier(default_classifier(), ["赌博网站", "好"]) == [(True, "gambling:赌博"), (False, None)]
 
 
-def test_learned_second_opinion(tmp_path):
-    """The shipped model is loaded with the shipped lexicon, decides only where the lexicon did not (evidence
-    "model:p"), is cleared by context, and a malformed model file is refused."""
-    from danqing_assets.lib.safety import DEFAULT_SAFETY_MODEL, CharNgramModel, SafetyClassifier
+_MODEL_LEXICON = "[categories]\nsexual source\nspam text\n[sexual]\n色情\n[spam]\n加微信\n"
 
-    assert default_classifier().model is None and SafetyClassifier().model is None  # off unless asked for
-    clf = load_text_safety_classifier("safety+model")
-    assert clf is default_classifier(model=True)
-    assert clf.model is not None and "fresh4" in clf.model.trained_on and 0.5 < clf.model.threshold < 1.0
-    assert SafetyClassifier(model=False).model is None
-    sk = clf.matching_form("出qiang 可验货")
-    assert 0.0 <= clf.model.unsafe_probability(sk) <= 1.0 and clf.model.category(sk) in clf.stages
-    # a caption the model flags alone carries "model:" in its evidence and scores >= 0.5
-    for text in ["高仿证件 各类 办理", "今晚 一起 嗨 到天亮 货 到付款"]:
-        ex = clf.explain(text)
-        for sc, ev in ex.values():
-            if any(e.startswith("model:") for e in ev):
-                assert sc >= 0.5
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"format": "other"}', encoding="utf-8")
-    with pytest.raises(ValueError, match="not a danqing-safety-charngram-1"):
-        CharNgramModel.load(bad)
+
+def _tiny_model(**overrides):
+    """A model in the shipped format with hand-set weights (chars view, idf 1): 猫 is unsafe (sexual), 新闻 is safe,
+    广告 is spam; P(unsafe) of a text with none of them is sigmoid(-2) = 0.12."""
+    data = {"format": "danqing-safety-charngram-2", "threshold": 0.6, "veto": 0.4, "window": [4, 2],
+            "min_distinct": 3, "views": ["chars"], "intercept": -2.0, "categories": ["sexual", "spam"],
+            "cat_intercept": [0.0, 0.0], "trained_on": ["hand-set"],
+            "features": {"chars": {"猫": [1.0, 6.0, 2.0, 0.0], "新闻": [1.0, -6.0, 0.0, 0.0],
+                                   "广告": [1.0, 6.0, 0.0, 3.0]}}}
+    data.update(overrides)
+    return data
+
+
+def _model_file(tmp_path, data, name="model.json"):
+    import json
+
+    path = tmp_path / name
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_the_model_clears_flags_and_judges_a_pasted_ad_on_its_own_window(tmp_path):
+    """The fusion rule of `SafetyClassifier._second_opinion`, on a model whose probabilities are computed by hand."""
+    from danqing_assets.lib.safety import CharNgramModel
+
+    clf = SafetyClassifier(_write(tmp_path / "lex.txt", _MODEL_LEXICON), model=_model_file(tmp_path, _tiny_model()))
+    m = clf.model
+    assert m.predict("猫咪图片") == (pytest.approx(1 / (1 + math.exp(-4))), "sexual")
+    assert m.unsafe_probability("今天天气") == pytest.approx(1 / (1 + math.exp(2)))
+    # 新闻 x3 (tf 1 + ln 3) and 猫 x1, L2-normalised: the whole caption is safe, its last window is not
+    z = -2 + (-6 * (1 + math.log(3)) + 6) / math.hypot(1 + math.log(3), 1)
+    assert m.unsafe_probability("新闻新闻新闻色情猫") == pytest.approx(1 / (1 + math.exp(-z)))
+    assert m.local_probability("新闻新闻新闻色情猫") == pytest.approx(1 / (1 + math.exp(-4)))  # window "色情猫"
+    # the lexicon flags 色情; the model clears it in a news caption (score x context_factor) ...
+    assert clf.explain("新闻色情") == {"sexual": (0.3, ["色情", "model-cleared:0.00"])}
+    # ... not where an unsafe window follows ordinary text, nor in a caption too short to judge (2 distinct < 3)
+    assert clf.explain("新闻新闻新闻色情猫") == {"sexual": (1.0, ["色情", "model:0.98"])}
+    assert clf.explain("色情") == {"sexual": (1.0, ["色情"])}
+    # the model flags alone (score 0.5 + 0.5 (p - t) / (1 - t)), in its most likely category and that category's stage
+    p = 1 / (1 + math.exp(-4))
+    assert clf.explain("猫咪图片") == {"sexual": (round(0.5 + 0.5 * (p - 0.6) / 0.4, 4), ["model:0.98"])}
+    assert clf.score(["猫咪图片"], "source")[0].category == "sexual" and clf.score(["猫咪图片"], "text")[0].score == 0.0
+    assert clf.explain("看广告领红包")["spam"][1] == ["model:0.98"] and clf.score(["看广告领红包"], "text")[0].score >= 0.5
+    assert clf.explain("猫猫") == {} and clf.explain("今天天气真好") == {}  # too few distinct characters; p 0.12
+    assert CharNgramModel(_tiny_model()).trained_on == ("hand-set",)
+
+
+def test_the_syllable_view_reads_homophones_as_one_feature(tmp_path):
+    """A model over the pinyin-syllable view (`MODEL_VIEWS`) gives 菠菜 (bocai) the weight it learned for 博彩."""
+    from danqing_assets.lib.safety import CharNgramModel, _view
+
+    key = _view("博彩", "syllables")
+    assert len(key) == 2 and key == _view("菠菜", "syllables") != _view("白菜", "syllables")
+    m = CharNgramModel(_tiny_model(views=["syllables"], features={"syllables": {key: [1.0, 6.0, 0.0, 1.0]}}))
+    assert m.predict("菠菜平台") == (pytest.approx(1 / (1 + math.exp(-4))), "spam")
+    assert m.unsafe_probability("白菜平台") == pytest.approx(1 / (1 + math.exp(2)))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"format": "danqing-safety-charngram-1"}, "not a danqing-safety-charngram-2"),
+    ({"veto": None}, "malformed"),
+    ({"veto": 0.7}, "veto 0.7"),  # above the threshold
+    ({"threshold": 1.0}, "threshold 1.0"),
+    ({"window": [2, 4]}, "malformed"),  # stride above the window
+    ({"window": "12"}, "malformed"),
+    ({"views": ["words"]}, "unknown view"),
+    ({"views": []}, "malformed"),
+    ({"features": {"chars": {"猫": [1.0, 6.0]}}}, "has 2 values, expected 4"),
+    ({"features": {}}, "malformed"),
+    ({"intercept": float("nan")}, "malformed"),
+])
+def test_malformed_models_are_refused_with_the_reason(tmp_path, overrides, message):
+    from danqing_assets.lib.safety import CharNgramModel
+
+    with pytest.raises(ValueError, match=message):
+        CharNgramModel.load(_model_file(tmp_path, _tiny_model(**overrides)))
+
+
+def test_model_files_that_cannot_be_read_and_models_with_unknown_categories(tmp_path):
+    from danqing_assets.lib.safety import CharNgramModel
+
     with pytest.raises(FileNotFoundError):
         CharNgramModel.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_bytes(b"\xff{")
+    with pytest.raises(ValueError, match="not UTF-8 JSON"):
+        CharNgramModel.load(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        CharNgramModel.load(tmp_path / "list.json")
+    lexicon = _write(tmp_path / "lex.txt", "[categories]\nsexual source\n[sexual]\n色情\n")
+    with pytest.raises(ValueError, match="categories \\['spam'\\] are missing from the lexicon"):
+        SafetyClassifier(lexicon, model=_model_file(tmp_path, _tiny_model()))
+
+
+def test_the_shipped_classifier_is_lexicon_and_model():
+    """Spec "safety" (both stages' default) is the shipped lexicon with the shipped model, trained on the written
+    training sets and calibrated on the lexicon-blind ones; "safety-lexicon" and "safety:/path" have no model."""
+    from danqing_assets.lib.safety import DEFAULT_SAFETY_MODEL
+
+    clf = load_text_safety_classifier("safety")
+    assert clf is default_classifier() and clf.model is not None and clf.model.source == str(DEFAULT_SAFETY_MODEL)
+    assert {"w1", "w2", "w3", "w4", "w5", "w6", "w7", "o1", "o2", "o3", "fresh5"} <= set(clf.model.trained_on)
+    assert "fresh6" in clf.model.trained_on and "fresh7" not in clf.model.trained_on  # fresh7: scored once, blind
+    assert 0.0 < clf.model.veto <= clf.model.threshold < 1.0 and clf.model.views == ("chars",)
+    assert load_text_safety_classifier("safety-lexicon").model is None and SafetyClassifier().model is None
+    assert default_classifier(model=False) is load_text_safety_classifier("safety-lexicon")
     assert DEFAULT_SAFETY_MODEL.read_text(encoding="utf-8").startswith('{"about":')
+    # the planted snippets of the sample crawl, alone and pasted into the ordinary text around them
+    for text in ["出售仿真枪钢珠枪可发射", "地铁旁边的三只松鼠，哈尔滨中午的沙拉，出售仿真枪钢珠枪可发射地铁",
+                 "代刷粉丝点赞播放量珠海深夜的公园，健康轮船特写，杂志与乌龟", "信用卡套现秒到账"]:
+        assert max(s.score for s in (clf.score([text], "source")[0], clf.score([text], "text")[0])) >= 0.5, \
+            clf.explain(text)
 
 
-def test_default_classifier_keeps_ordinary_text_the_model_flagged():
-    """Captions of the sample crawl that the learned second opinion flagged at p ~0.97 (why it is off by default):
-    the default classifier keeps them; the lexicon alone does not mistake them."""
+def test_the_shipped_classifier_keeps_ordinary_text():
+    """Captions of the sample crawl that an earlier model, trained without ordinary text, flagged at p ~0.97: English
+    alt text, repeated words, Chinese filler, scene descriptions."""
     ordinary = [
         "View of the old town with a lake, view of the old town with a flower",
         "A wooden statue sitting in a small village during the festival",

@@ -130,7 +130,7 @@ def _score_chunk(raws: list[str], cols: dict[str, list[Any]], unk: WordPieceUnkC
     cols["sensitive_score"].extend(s.score for s in sensitive)
     cols["sensitive_category"].extend(s.category for s in sensitive)
     cols["sensitive_terms"].extend(s.evidence for s in sensitive)
-    cols["sensitive_hits"].extend(sum(not e.startswith(("cue:", "ctx:")) for e in s.evidence.split("|")) if s.evidence
+    cols["sensitive_hits"].extend(sum(not e.startswith(("cue:", "ctx:", "model:", "model-cleared:")) for e in s.evidence.split("|")) if s.evidence
                                   else 0 for s in sensitive)
 
 
@@ -226,7 +226,7 @@ def score_captions(
       (vocabulary: `vocab_path`, default cn_clip's `vocab.txt`);
     - `entropy` (f64): information density in [0, 1] (`caption_entropy`; recommended keep >= DEFAULT_MIN_ENTROPY);
     - `sensitive_score` (f64, 0..1) / `sensitive_category` (str or None) / `sensitive_terms` (str, the evidence: terms,
-      "cue:" and "ctx:" entries "|"-joined, "" when none) / `sensitive_hits` (i64, matched terms in the evidence): the
+      "cue:", "ctx:" and "model:" entries "|"-joined, "" when none) / `sensitive_hits` (i64, matched terms in the evidence): the
       text-safety classifier's verdict on the cleaned caption for the stage-2 categories (suggestive, spam; see
       `lib/safety.py`). `safety_classifier` is a classifier object or a spec for `load_text_safety_classifier`.
 
