@@ -2,8 +2,10 @@
 
 No pretrained weights can be fetched on a laptop without a network, and a randomly initialised model is worse than
 none (it merges distinct images and scores every pair alike). So the project trains a small model itself
-(`embed.BOOTSTRAP_MODEL_CONFIG`, 4.4 M parameters) on image-text pairs taken from a crawl that is *not* the one the
-demo judges: a sample crawl written with a seed no demo snapshot uses.
+(`embed.BOOTSTRAP_MODEL_CONFIG`: a conv image tower and a BERT-id text tower) on image-text pairs taken from a crawl
+that is *not* the one the demo judges: a sample crawl written with a seed no demo snapshot uses. Besides the sigmoid
+loss it learns the head nouns of its captions (`lib/caption_targets.py`, weight `train_config.aux_weight`): with pairs
+alone it told captions apart by colour and background and never learned what the things are.
 
 The pairs are what the project's own extraction gives: every `<img>` with alt text whose image the crawl captured,
 unfiltered (no truth labels, no stage decisions), so the few mismatched or poster pairs of the seed crawl are
@@ -12,6 +14,7 @@ training noise, as they would be on the web.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +77,7 @@ class BootstrapResult:
     train: Any  # lib.train.TrainResult
     pairs: int
     seconds: float
+    labels: int = 0  # head-noun label words of the auxiliary loss (0: off)
 
 
 def train_bootstrap(
@@ -91,6 +95,7 @@ def train_bootstrap(
     import torch
 
     from danqing_assets.lib.checkpoints import save_checkpoint_dir
+    from danqing_assets.lib.caption_targets import head_noun_targets
     from danqing_assets.lib.embed import BOOTSTRAP_MODEL_CONFIG, BOOTSTRAP_MODEL_NAME, register_model_config
     from danqing_assets.lib.tokenizer import ChineseTokenizer
     from danqing_assets.lib.train import train
@@ -104,13 +109,25 @@ def train_bootstrap(
     model, preprocess_train, _ = open_clip.create_model_and_transforms(BOOTSTRAP_MODEL_NAME, pretrained=None)
     tokenizer = ChineseTokenizer(context_length=BOOTSTRAP_MODEL_CONFIG["text_cfg"]["context_length"])
     dataset = RecordDataset(list(zip(pairs.images, pairs.captions)))
-    result = train(model, tokenizer, preprocess_train, dataset, train_config, work_dir, log=log)
+    targets = None
+    if train_config.aux_weight > 0:
+        targets = head_noun_targets(pairs.captions)
+        say = log or _log.info
+        say(f"head-noun labels: {len(targets.vocab)} words, {targets.covered:.0%} of captions labelled")
+        if not targets.vocab:  # a tiny crawl: no word is a head often enough
+            say("no head-noun label: training without the auxiliary loss")
+            train_config = dataclasses.replace(train_config, aux_weight=0.0)
+            targets = None
+    result = train(model, tokenizer, preprocess_train, dataset, train_config, work_dir, log=log,
+                   aux_targets=targets.matrix() if targets is not None else None)
     model.eval()
     path = save_checkpoint_dir(
         model, out_dir, model_name=BOOTSTRAP_MODEL_NAME, model_config=BOOTSTRAP_MODEL_CONFIG,
         tokenizer_spec=tokenizer.spec(),
         lineage={**lineage, "train_pairs": len(pairs.images), "train_steps": result.steps,
+                 "head_noun_labels": list(targets.vocab) if targets is not None else [],
                  "samples_seen": result.samples_seen, "final_loss": result.loss_curve[-1][1] if result.loss_curve else None},
         overwrite=True,
     )
-    return BootstrapResult(path, result, len(pairs.images), time.monotonic() - started)
+    return BootstrapResult(path, result, len(pairs.images), time.monotonic() - started,
+                           len(targets.vocab) if targets is not None else 0)

@@ -94,21 +94,34 @@ def chinese_clip_config(
 
 
 BOOTSTRAP_MODEL_NAME = "danqing-bootstrap-clip"
-BOOTSTRAP_MODEL_CONFIG: dict[str, Any] = chinese_clip_config()
-"""The project's bootstrap Chinese CLIP: ViT 64 px / patch 8 (64 patches), 4 layers x 128 wide, BERT-id text tower
-4 x 128 over 64 tokens, embedding 128; 4.4 M parameters. Small enough to train from scratch in minutes on 2 CPU cores:
-forward + backward + AdamW on a batch of 64 ran at about 160 samples/s (SigLIP or CLIP loss; ~50k pairs in 5 minutes)
-and inference at about 580 pairs/s, on 2 shared cores with torch 2.14 CPU."""
+def conv_tower(config: dict[str, Any], tower: str = "danqing_convnet_bn") -> dict[str, Any]:
+    """`config` with its image tower replaced by one of `lib/convnet.py`'s timm towers (global max pool, linear
+    projection to the embedding), at the same image size."""
+    out = {**config, "vision_cfg": {"image_size": config["vision_cfg"]["image_size"], "timm_model_name": tower,
+                                    "timm_pool": "max", "timm_proj": "linear"}}
+    return out
+
+
+BOOTSTRAP_MODEL_CONFIG: dict[str, Any] = conv_tower(chinese_clip_config())
+"""The project's bootstrap Chinese CLIP: a 4-stage conv image tower at 64 px (`lib/convnet.py`: 3x3 convolutions with
+batch norm and max pooling, 0.26 M parameters; a ViT of this size did not learn the shapes of things), BERT-id text
+tower 4 x 128 over 64 tokens, embedding 128. Small enough to train from scratch in minutes on 2 CPU cores (about 110
+samples/s forward + backward + AdamW on a batch of 64, on 2 shared cores with torch 2.14 CPU)."""
 
 ImageInput = Any  # a PIL image or encoded image bytes
 Tokenizer = Callable[[list[str]], Any]  # list of strings -> LongTensor (n, context_length)
 
 
 def register_model_config(name: str, config: dict[str, Any]) -> None:
-    """Make an open_clip architecture config available under `name` (idempotent; survives open_clip rescans)."""
+    """Make an open_clip architecture config available under `name` (idempotent; survives open_clip rescans); a config
+    naming one of the project's timm towers (`lib/convnet.py`) registers that tower too."""
     import open_clip
     from open_clip import factory
 
+    from danqing_assets.lib import convnet
+
+    if convnet.uses_tower(config):
+        convnet.register()
     existing = factory.get_model_config(name)
     if existing is not None and existing == config:
         return

@@ -36,6 +36,11 @@ Design decisions:
   GradScaler; fp32 on CPU. Parameters stay fp32 either way.
 - Examples whose images cannot be decoded are skipped and counted by reason; a step always trains on
   `accumulation_steps` non-empty micro-batches, and a whole epoch without one decodable image is an error.
+- Auxiliary caption labels (`aux_weight` > 0, `aux_targets`): a linear head on the normalised image and text
+  embeddings (x10) predicts each example's label distribution (cross-entropy; examples without labels add nothing),
+  weighted by `aux_weight`, on top of the contrastive loss (`lib/caption_targets.py` makes head-noun labels: they
+  make a small model learn what the things in the picture are, not just how captions differ). The head is trained
+  with the model, checkpointed for resume, and not part of the returned model. Only with accumulation "micro_batch".
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _CKPT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 # Fields a resumed run must share with the checkpoint: they decide which examples and which loss a step sees.
-_RESUME_FIXED = ("loss", "batch_size", "accumulation_steps", "accumulation", "seed")
+_RESUME_FIXED = ("loss", "batch_size", "accumulation_steps", "accumulation", "seed", "aux_weight")
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     workers: int = 4  # DataLoader worker processes (0: decode in the training process)
     log_every: int = 50
+    aux_weight: float = 0.0  # weight of the auxiliary caption-label loss (0: off; needs train(aux_targets=...))
 
     def __post_init__(self) -> None:
         def integer(name: str, minimum: int) -> None:
@@ -121,7 +127,7 @@ class TrainConfig:
             integer(name, 0)
         for name in ("lr", "eps"):
             number(name, positive=True)
-        for name in ("min_lr", "weight_decay", "beta1", "beta2"):
+        for name in ("min_lr", "weight_decay", "beta1", "beta2", "aux_weight"):
             number(name, positive=False)
         if self.grad_clip is not None:
             number("grad_clip", positive=True)
@@ -133,6 +139,8 @@ class TrainConfig:
         if self.batch_size % self.accumulation_steps:
             raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of accumulation_steps "
                              f"({self.accumulation_steps})")
+        if self.aux_weight > 0 and self.accumulation == "full_batch":
+            raise ValueError("TrainConfig.aux_weight needs accumulation='micro_batch'")
         if self.min_lr > self.lr:
             raise ValueError(f"TrainConfig.min_lr ({self.min_lr}) must be <= lr ({self.lr})")
         if self.warmup_steps > self.total_steps:
@@ -328,6 +336,7 @@ def train(
     *,
     log: Callable[[str], None] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    aux_targets: Any = None,
 ) -> TrainResult:
     """Train `model` in place for `config.total_steps` optimizer steps, resuming from `work_dir` when it holds a
     checkpoint; see the module docstring.
@@ -338,6 +347,8 @@ def train(
     dataset: a `lib.train_data` example source (`RecordDataset`, `TarShardDataset`, or anything with len/get).
     log: receives one progress line every `log_every` steps (default: this module's logger at INFO).
     on_step: called after every step with a `StepInfo` (makes the loss a float each step: a GPU sync).
+    aux_targets: with `config.aux_weight` > 0, a float tensor (len(dataset), labels): example i's label distribution
+        (a row of zeros: no label), e.g. `caption_targets.HeadNounTargets.matrix()`.
     """
     import torch
 
@@ -348,10 +359,29 @@ def train(
     torch.set_flush_denormal(True)
     work = Path(work_dir)
     _check_model(model, config)
+    if config.aux_weight > 0:
+        if aux_targets is None or getattr(aux_targets, "ndim", 0) != 2 or aux_targets.shape[0] != len(dataset):
+            raise ValueError(f"aux_weight {config.aux_weight} needs aux_targets, a tensor of one row per example "
+                             f"({len(dataset)}); got {getattr(aux_targets, 'shape', aux_targets)!r}")
+    else:
+        aux_targets = None
     ckpt_dir = _checkpoint_dir(work)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with _work_dir_lock(work):
-        return _train(model, tokenizer, preprocess, dataset, config, work, log or _log.info, on_step, t_enter)
+        return _train(model, tokenizer, preprocess, dataset, config, work, log or _log.info, on_step, t_enter,
+                      aux_targets)
+
+
+def _embed_dim(model: Any) -> int:
+    """The width of the model's joint embedding (for the auxiliary head)."""
+    proj = getattr(model, "text_projection", None)
+    if proj is not None and getattr(proj, "ndim", 0) == 2:
+        return int(proj.shape[1])
+    out = getattr(getattr(model, "visual", None), "output_dim", None)
+    if out is None:
+        raise TypeError(f"cannot tell the embedding width of {type(model).__name__} (no text_projection or "
+                        "visual.output_dim) for the auxiliary head")
+    return int(out)
 
 
 def _check_model(model: Any, config: TrainConfig) -> None:
@@ -381,7 +411,7 @@ def _work_dir_lock(work: Path) -> Iterator[None]:
 def _train(
     model: Any, tokenizer: Callable[[list[str]], Any], preprocess: Callable[[Any], Any], dataset: ExampleSource,
     config: TrainConfig, work: Path, say: Callable[[str], None], on_step: Callable[[StepInfo], None] | None,
-    t_enter: float,
+    t_enter: float, aux_targets: Any = None,
 ) -> TrainResult:
     import torch
     from open_clip.loss import ClipLoss, SigLipLoss
@@ -398,8 +428,13 @@ def _train(
 
     model.to(device)
     model.train()
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
-                                  betas=(config.beta1, config.beta2), eps=config.eps)
+    groups = param_groups(model, config.weight_decay)
+    aux_head = None
+    if aux_targets is not None:
+        torch.manual_seed(config.seed)  # the head's initialisation (a resumed run loads it)
+        aux_head = torch.nn.Linear(_embed_dim(model), int(aux_targets.shape[1])).to(device)
+        groups.append({"params": list(aux_head.parameters()), "weight_decay": config.weight_decay})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps)
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     loss_fn = SigLipLoss() if config.loss == "sigmoid" else ClipLoss()
     device_type = device.split(":")[0]
@@ -422,6 +457,8 @@ def _train(
             raise ValueError(f"cannot resume from {path}: it was trained on {data['n_examples']} examples, this "
                              f"dataset has {len(dataset)} (the example order would change; use a new work_dir)")
         model.load_state_dict(ckpt["model"])
+        if aux_head is not None:
+            aux_head.load_state_dict(ckpt["aux_head"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if use_scaler and ckpt["scaler"]:
             scaler.load_state_dict(ckpt["scaler"])
@@ -465,6 +502,7 @@ def _train(
             "format": CHECKPOINT_FORMAT,
             "step": step,
             "model": model.state_dict(),
+            "aux_head": aux_head.state_dict() if aux_head is not None else {},
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if use_scaler else {},
             "scheduler": {"kind": "warmup_cosine", "last_lr": lr_at(max(step - 1, 0), config)},
@@ -484,6 +522,16 @@ def _train(
         tokens = mb["tokens"].to(device, non_blocking=True)
         with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
             return model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True)
+
+    def auxiliary(img: Any, txt: Any, ids: Any) -> Any:
+        """The caption-label loss of a micro-batch (0 when none of its examples has a label)."""
+        target = aux_targets[ids].to(device)
+        has = target.sum(dim=1) > 0
+        if not bool(has.any()):
+            return img.sum() * 0.0
+        t = target[has]
+        ce = torch.nn.functional.cross_entropy
+        return ce(aux_head(img[has].float() * 10), t) + ce(aux_head(txt[has].float() * 10), t)
 
     def contrastive(img: Any, txt: Any, live: bool) -> Any:
         scale = model.logit_scale.exp()
@@ -544,7 +592,10 @@ def _train(
                 total = None
                 for mb in group_batches:
                     img, txt = features(mb)
-                    loss = contrastive(img, txt, live=True) / len(group_batches)
+                    loss = contrastive(img, txt, live=True)
+                    if aux_head is not None:
+                        loss = loss + config.aux_weight * auxiliary(img, txt, mb["ids"])
+                    loss = loss / len(group_batches)
                     scaler.scale(loss).backward()
                     total = loss.detach() if total is None else total + loss.detach()
                 step_loss = total

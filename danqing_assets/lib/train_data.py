@@ -202,7 +202,8 @@ class MicroBatchSource:
 
     `self[(epoch, index)]` loads, decodes, preprocesses and tokenises that micro-batch and returns a dict:
     epoch, index, images (float tensor (b, 3, H, W), or None when nothing decoded), tokens (LongTensor or None),
-    size b, skipped {reason: count}, and errors (up to 3 "reason: detail" strings, for the log).
+    size b, ids (LongTensor (b,): the dataset indices of the examples kept), skipped {reason: count}, and errors (up to
+    3 "reason: detail" strings, for the log).
     """
 
     def __init__(
@@ -234,7 +235,7 @@ class MicroBatchSource:
         import torch
 
         epoch, index = int(key[0]), int(key[1])
-        images, captions = [], []
+        images, captions, ids = [], [], []
         skipped: dict[str, int] = {}
         errors: list[str] = []
 
@@ -270,6 +271,7 @@ class MicroBatchSource:
                         skip(DECODE_ERROR, f"example {i}: {type(exc).__name__}: {exc}")
                         continue
                     captions.append(caption)
+                    ids.append(int(i))
             finally:
                 random.setstate(py_state)
                 np.random.set_state(np_state)
@@ -279,6 +281,7 @@ class MicroBatchSource:
             "images": torch.stack(images) if images else None,
             "tokens": self.tokenizer(captions) if captions else None,
             "size": len(images),
+            "ids": torch.tensor(ids, dtype=torch.long),
             "skipped": skipped,
             "errors": errors,
         }

@@ -499,3 +499,84 @@ def test_embed_images_keeps_rows_in_order_while_decoding_ahead() -> None:
         direct = clip.model.encode_image(batch, normalize=True).numpy()
     assert np.isnan(emb[sorted(bad)]).all()
     np.testing.assert_allclose(emb[good], direct, atol=1e-5, rtol=0)
+
+
+# --- auxiliary caption labels ----------------------------------------------------------------------------------------
+
+
+def _shape_records() -> list[tuple[bytes, str]]:
+    """16 pictures of a square or a disc (same colour, noisy): captions that only the shape tells apart."""
+    rng = np.random.default_rng(3)
+    out = []
+    for i in range(16):
+        a = np.clip(rng.normal(128, 12, (64, 64, 3)), 0, 255).astype(np.uint8)
+        yy, xx = np.mgrid[:64, :64]
+        if i % 2:
+            a[(yy - 32) ** 2 + (xx - 32) ** 2 < 18 ** 2] = (200, 40, 40)
+        else:
+            a[14:50, 14:50] = (200, 40, 40)
+        out.append((_jpeg(a), f"picture {i} of a {'disc' if i % 2 else 'square'}"))
+    return out
+
+
+def test_auxiliary_labels_train_with_the_model_and_resume_exactly(tmp_path: Path) -> None:
+    """aux_weight > 0 adds a label head (its loss on top of the contrastive one); the head is checkpointed, so a run
+    stopped and resumed ends with the same weights as one that was not; bad targets are refused."""
+    records = _shape_records()
+    targets = torch.zeros(len(records), 2)
+    for i in range(len(records)):
+        targets[i, i % 2] = 1.0
+    cfg = _config(total_steps=8, aux_weight=1.0, checkpoint_every=4)
+    model, pre_train, _, tok = _build()
+    plain, _, _, _ = _build()
+    res = train(model, tok, pre_train, RecordDataset(records), cfg, tmp_path / "a", log=lambda _: None,
+                aux_targets=targets)
+    res_plain = train(plain, tok, pre_train, RecordDataset(records), _config(total_steps=8, checkpoint_every=4),
+                      tmp_path / "plain", log=lambda _: None)
+    assert res.steps == 8 and all(math.isfinite(v) for _, v in res.loss_curve)
+    assert [v for _, v in res.loss_curve] != [v for _, v in res_plain.loss_curve]  # the label loss is in the step
+    head = read_checkpoint(res.final_checkpoint)["aux_head"]
+    assert head["weight"].shape == (2, TINY_MODEL_CONFIG["embed_dim"]) and "aux_head" not in "".join(_weights(model))
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_4(info: Any) -> None:
+        if info.step == 4:
+            raise Stop
+
+    half, _, _, _ = _build()
+    with pytest.raises(Stop):  # the same run, stopped after its step-4 checkpoint
+        train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "b", log=lambda _: None,
+              aux_targets=targets, on_step=stop_at_4)
+    half, _, _, _ = _build(seed=1)  # other initial weights: everything comes from the checkpoint
+    resumed = train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "b", log=lambda _: None,
+                    aux_targets=targets)
+    assert resumed.resumed_from_step == 4
+    _assert_same_weights(_weights(half), _weights(model))
+    with pytest.raises(ValueError, match="aux_weight=0.0"):  # a resumed run keeps the label loss
+        train(half, tok, pre_train, RecordDataset(records), _config(total_steps=12, checkpoint_every=4),
+              tmp_path / "b", log=lambda _: None)
+    with pytest.raises(ValueError, match="needs aux_targets"):
+        train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "c", aux_targets=targets[:5])
+    with pytest.raises(ValueError, match="aux_weight needs accumulation='micro_batch'"):
+        _config(aux_weight=1.0, accumulation="full_batch", accumulation_steps=2)
+
+
+def test_head_noun_targets_come_from_the_captions_grammar() -> None:
+    """Heads of noun phrases after a numeral / measure word or after 的; words that are rarely heads (画面, colours,
+    backgrounds named as places) are no labels; captions without a head noun get none; Traditional text is read."""
+    from danqing_assets.lib.caption_targets import head_noun_targets, head_nouns
+
+    assert head_nouns("草地上，画面左边有两个红色的圆球") == {"圆球"}
+    captions = [f"画面{pos}有{n}个{colour}的{thing}" for thing in ("圆球", "箱子", "星星")
+                for pos in ("左边", "右边") for n in ("一", "两", "三") for colour in ("红色", "蓝色")]
+    captions += ["一張漂亮的風景照片", "背景是柔软的草地", "画面很干净"]
+    t = head_noun_targets(captions, min_count=5)
+    assert set(t.vocab) == {"圆球", "箱子", "星星"}
+    assert [t.vocab[j] for j in t.labels[0]] == ["圆球"] and t.labels[-1] == () and t.labels[-2] == ()
+    assert t.covered == pytest.approx(36 / 39)
+    m = t.matrix()
+    assert m.shape == (39, 3) and float(m[0].sum()) == 1.0 and float(m[-1].sum()) == 0.0
+    with pytest.raises(ValueError, match="min_count"):
+        head_noun_targets(captions, min_count=0)
