@@ -22,12 +22,12 @@ sides) defaults to cpu_count - workers, so on a 2-core machine 1 worker decodes 
 or synthetic ones when those are not installed. "cores busy" is the CPU time of the process and its workers over the
 wall time: below the cores the side could use, other users' work was taking the rest.
 
-Measured on the 2-core build machine (torch 2.14 CPU; load average 2.5-5.8 from other users, i.e. about one core
-free, and round-to-round spread of up to 40 %): (1) bootstrap model, batch 64: train() / bare = 0.99 (86.5 vs 87.4
-samples/s, load 4.4) and 0.84 (61.3 vs 72.8, load 5.8); the tiny model is decode-bound there (decode + random crop
-1.3 ms per image on the worker's core vs 1.6 ms of compute): 0.32. (2) bootstrap model: embed_images / bare =
-0.56-0.60 (305-384 vs 511-686 img/s; missed: with one free core, decode and forward take turns whatever the code
-does); overlap check 0.87-0.92 of perfect overlap (e.g. 4.13 s vs 3.78 s, in turn 5.95 s). No GPU was lent.
+Measured on the 2-core build machine, torch 2.14 CPU, with the conv-tower bootstrap model (issue 10 session 21;
+load average 0.5, nothing else running): (1) batch 64: train() / bare = 1.00 (99.5 vs 99.7 samples/s, 1 worker
+decoding beside 1 compute thread); (2) embed_images / bare = 0.97 (509 vs 525 img/s); overlap check 0.91 of perfect
+overlap (4.19 s vs 3.81 s, in turn 5.38 s). The earlier ViT bootstrap, on a loaded machine (load 4.4-5.8): (1) 0.84-0.99,
+(2) 0.56-0.60 (one free core: decode and forward took turns); the tiny test model is decode-bound (0.32). No GPU was
+lent.
 """
 
 from __future__ import annotations

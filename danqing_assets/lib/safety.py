@@ -320,6 +320,13 @@ class CharNgramModel:
     def unsafe_probability(self, sk: str) -> float:
         return self._probability(self._rows(sk))
 
+    def flag(self, sk: str) -> tuple[float, str | None]:
+        """(P(unsafe), the most likely unsafe category when P >= `threshold`, else None): the category regression
+        runs only for a flagged caption."""
+        rows = self._rows(sk)
+        p = self._probability(rows)
+        return p, (self._category(rows) if p >= self.threshold else None)
+
     def category(self, sk: str) -> str:
         return self._category(self._rows(sk))
 
@@ -702,10 +709,8 @@ class SafetyClassifier:
                 out[c] = (round(sc * self.context_factor, 4), [*ev, f"model-cleared:{p:.2f}"]) if p < model.veto \
                     else (sc, [*ev, f"model:{p:.2f}"])
             return
-        rows = model._rows(sk)
-        p = model._probability(rows)
-        if p >= model.threshold and enough:
-            cat = model._category(rows)
+        p, cat = model.flag(sk)
+        if cat is not None and enough:
             t = model.threshold
             prev = out.get(cat, (0.0, []))[1]
             out[cat] = (round(0.5 + 0.5 * (p - t) / (1.0 - t), 4), [*prev, f"model:{p:.2f}"])

@@ -492,6 +492,7 @@ def test_the_model_clears_flags_and_judges_a_pasted_ad_on_its_own_window(tmp_pat
     m = clf.model
     assert m.predict("猫咪图片") == (pytest.approx(1 / (1 + math.exp(-4))), "sexual")
     assert m.unsafe_probability("今天天气") == pytest.approx(1 / (1 + math.exp(2)))
+    assert m.flag("猫咪图片")[1] == "sexual" and m.flag("今天天气") == (pytest.approx(1 / (1 + math.exp(2))), None)
     # 新闻 x3 (tf 1 + ln 3) and 猫 x1, L2-normalised: the whole caption is safe, its last window is not
     z = -2 + (-6 * (1 + math.log(3)) + 6) / math.hypot(1 + math.log(3), 1)
     assert m.unsafe_probability("新闻新闻新闻色情猫") == pytest.approx(1 / (1 + math.exp(-z)))
