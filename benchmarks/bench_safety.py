@@ -14,14 +14,15 @@ The sets (`danqing_assets_tests/lib/data/`, each file's header gives author, dat
   blind by a helper session that read neither the classifier, its lexicon nor another set, scored once, and (fresh1-4)
   tuned on afterwards: fresh1 (round 2), fresh2 (round 3), fresh3 (round 4), fresh4 (round 5), fresh5 (not tuned on),
   fresh6 (written blind for the first learned model, scored once with it, then trained on), fresh7 (written blind for
-  the second, never trained or calibrated on); their first scores are in their headers and in the README. tune3-5 (`safety_eval_fresh2b/3b/4b.tsv`) are probes and look-alikes written by the lexicon's
-  author after reading a blind set's errors: not independent. Blind first scores of the lexicon: fresh2 0.62 / 4.0 %,
+  the second, never trained or calibrated on); their first scores are in their headers and in the README. tune3-5
+  (`safety_eval_fresh2b/3b/4b.tsv`) are probes and look-alikes written by the lexicon's author after reading a blind
+  set's errors: not independent. Blind first scores of the lexicon: fresh2 0.62 / 4.0 %,
   fresh3 0.81 / 5.4 %, fresh4 0.77 / 6.7 %, fresh5 0.72 / 7.0 % (recall / safe captions flagged): tuning the lexicon
   on each blind set did not move the next one, hence the learned model.
 - training (`safety_train_*.tsv`, `TRAIN_SETS`): w1-w7, unsafe captions, safe look-alikes and ordinary captions, and
   o1-o3, ordinary captions only, each written by a helper session that read neither the classifier nor another set.
-  The model is trained on every set but the held-out one (`HELD_OUT`); its two cut-offs are chosen on the lexicon-blind sets (`CALIBRATION`)
-  each scored by a model trained without it (`train_model`).
+  The model is trained on every set but the held-out one (`HELD_OUT`); its two cut-offs are chosen on the
+  lexicon-blind sets (`CALIBRATION`), each scored by a model trained without it (`train_model`).
 
 A caption counts as flagged when the stage its category belongs to would reject it at the stage's default threshold
 (stage 1 `unsafe_text`: score of the stage-1 categories; stage 2 `sensitive_text`: score of the stage-2 categories).
@@ -195,10 +196,11 @@ def _training_sets(sets: dict[str, list[dict]], without: str) -> list[dict]:
     return [c for k, v in sets.items() if k != without and k not in DERIVED.get(without, ()) for c in v]
 
 
-def fused_flags(p, local, distinct, lex, veto: float, threshold: float):
-    """What `SafetyClassifier` with a model flags (its `_second_opinion`), from P(unsafe), the local P(unsafe), the
-    distinct characters and the lexicon's best stage score of each caption (numpy arrays)."""
-    enough = distinct >= MODEL_MIN_DISTINCT
+def fused_flags(p, local, distinct, lex, veto: float, threshold: float, min_distinct: int = MODEL_MIN_DISTINCT):
+    """What `SafetyClassifier` with a model flags (its `_second_opinion`, vectorised for the cut-off search; a test
+    checks the two agree), from P(unsafe), the local P(unsafe), the distinct characters and the lexicon's best stage
+    score of each caption (numpy arrays)."""
+    enough = distinct >= min_distinct
     return ((lex >= 0.5) & ((local >= veto) | ~enough)) | ((lex < 0.5) & (p >= threshold) & enough)
 
 
@@ -259,10 +261,10 @@ def _write_model(data: dict, path: Path) -> None:
     import json
 
     sets = ", ".join(data["trained_on"])
-    data = {"about": f"Learned part of danqing_assets.lib.safety.SafetyClassifier: logistic regressions over "
-                     f"character and pinyin-syllable 1-3-grams, trained by benchmarks/bench_safety.py --train-model on "
-                     f"the labelled sets {sets} (danqing_assets_tests/lib/data/safety_*.tsv as listed in "
-                     f"bench_safety.py).", **data}
+    views = " and ".join({"chars": "character", "syllables": "pinyin-syllable"}[v] for v in data["views"])
+    data = {**data, "about": f"Learned part of danqing_assets.lib.safety.SafetyClassifier: logistic regressions over "
+                             f"{views} 1-3-grams, trained by benchmarks/bench_safety.py --train-model on the labelled "
+                             f"sets {sets} (danqing_assets_tests/lib/data/safety_*.tsv as listed in bench_safety.py)."}
     path.write_text(json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
 
 

@@ -74,14 +74,14 @@ def _heads(seg: list[tuple[str, str]]) -> set[str]:
 
 def head_noun_targets(captions: Sequence[str], *, min_count: int = 5, min_head_share: float = 0.3) -> HeadNounTargets:
     """The head-noun labels of `captions` (Traditional text is read as Simplified)."""
-    import jieba
     import jieba.posseg as pseg
 
     from danqing_assets.lib.text.normalize import to_simplified
+    from danqing_assets.lib.text.tokens import _jieba
 
     if min_count < 1 or not 0.0 < min_head_share <= 1.0:
         raise ValueError(f"min_count must be >= 1 and min_head_share in (0, 1]; got {min_count}, {min_head_share}")
-    jieba.setLogLevel(60)
+    _jieba()  # the project's jieba set-up (log level, dictionary loaded once)
     noun_uses: Counter[str] = Counter()
     head_uses: Counter[str] = Counter()
     per_caption: list[set[str]] = []

@@ -97,16 +97,16 @@ BOOTSTRAP_MODEL_NAME = "danqing-bootstrap-clip"
 def conv_tower(config: dict[str, Any], tower: str = "danqing_convnet_bn") -> dict[str, Any]:
     """`config` with its image tower replaced by one of `lib/convnet.py`'s timm towers (global max pool, linear
     projection to the embedding), at the same image size."""
-    out = {**config, "vision_cfg": {"image_size": config["vision_cfg"]["image_size"], "timm_model_name": tower,
-                                    "timm_pool": "max", "timm_proj": "linear"}}
-    return out
+    return {**config, "vision_cfg": {"image_size": config["vision_cfg"]["image_size"], "timm_model_name": tower,
+                                     "timm_pool": "max", "timm_proj": "linear"}}
 
 
 BOOTSTRAP_MODEL_CONFIG: dict[str, Any] = conv_tower(chinese_clip_config())
 """The project's bootstrap Chinese CLIP: a 4-stage conv image tower at 64 px (`lib/convnet.py`: 3x3 convolutions with
 batch norm and max pooling, 0.26 M parameters; a ViT of this size did not learn the shapes of things), BERT-id text
-tower 4 x 128 over 64 tokens, embedding 128. Small enough to train from scratch in minutes on 2 CPU cores (about 110
-samples/s forward + backward + AdamW on a batch of 64, on 2 shared cores with torch 2.14 CPU)."""
+tower 4 x 128 over 64 tokens, embedding 128. Small enough to train from scratch in minutes on 2 CPU cores
+(`benchmarks/bench_train.py`: train() at 99.5 samples/s on a batch of 64, one core computing and one decoding, torch
+2.14 CPU)."""
 
 ImageInput = Any  # a PIL image or encoded image bytes
 Tokenizer = Callable[[list[str]], Any]  # list of strings -> LongTensor (n, context_length)

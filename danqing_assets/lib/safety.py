@@ -253,7 +253,8 @@ class CharNgramModel:
             raise ValueError(f"{source}: malformed safety model: {err}") from err
         ok = (0.0 < self.threshold < 1.0 and 0.0 <= self.veto <= self.threshold and self.views
               and 0 < self.stride <= self.window and self.min_distinct >= 0
-              and len(self.cat_intercept) == len(self.categories) and all(map(math.isfinite, (self.intercept, *self.cat_intercept))))
+              and len(self.cat_intercept) == len(self.categories)
+              and all(map(math.isfinite, (self.intercept, *self.cat_intercept))))
         if not ok:
             raise ValueError(f"{source}: malformed safety model (threshold {self.threshold}, veto {self.veto}, "
                              f"views {self.views})")
@@ -327,9 +328,6 @@ class CharNgramModel:
         p = self._probability(rows)
         return p, (self._category(rows) if p >= self.threshold else None)
 
-    def category(self, sk: str) -> str:
-        return self._category(self._rows(sk))
-
     def local_probability(self, sk: str) -> float:
         """The highest P(unsafe) of `sk` and of its windows of `window` characters, every `stride` characters."""
         p = self.unsafe_probability(sk)
@@ -338,9 +336,6 @@ class CharNgramModel:
             for i in range(0, len(sk) - w + step, step):
                 p = max(p, self.unsafe_probability(sk[i : i + w]))
         return p
-
-    def category(self, sk: str) -> str:
-        return self.predict(sk)[1]
 
 
 @functools.cache
@@ -687,15 +682,14 @@ class SafetyClassifier:
         return out
 
     def _second_opinion(self, sk: str, out: dict[str, tuple[float, list[str]]]) -> None:
-        """The model's say (`CharNgramModel`):
-        Only for a caption of at least `min_distinct` distinct characters (a shorter or repetitive one gives a linear
-        model too little to go on: the lexicon's scores stand):
+        """The model's say (`CharNgramModel`), only for a caption of at least `min_distinct` distinct characters (a
+        shorter or repetitive one gives a linear model too little to go on: the lexicon's scores stand):
         - when the lexicon flagged a category and the model's local P(unsafe) (the highest of the caption and of its
           windows) is below its `veto`, every flagged category is cleared as context clears it (score times
           `context_factor`, evidence "model-cleared:p"): the caption uses a flagged word the way safe text does (a film
           review naming a scam, a cocktail, game talk); an ad pasted into ordinary text is judged on its own window;
-        - when nothing reached 0.5 and P(unsafe) p >= the model's `threshold` t, the model's category scores 0.5 + 0.5 * (p - t) / (1 - t) (>= 0.5, so its stage flags
-          it), evidence "model:p";
+        - when nothing reached 0.5 and P(unsafe) p >= the model's `threshold` t, the model's category scores
+          0.5 + 0.5 * (p - t) / (1 - t) (>= 0.5, so its stage flags it), evidence "model:p";
         - otherwise the lexicon's scores stand (the flagged ones carry "model:p")."""
         model = self.model
         flagged = [c for c, (sc, _) in out.items() if sc >= DEFAULT_THRESHOLD]

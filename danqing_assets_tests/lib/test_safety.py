@@ -511,6 +511,34 @@ def test_the_model_clears_flags_and_judges_a_pasted_ad_on_its_own_window(tmp_pat
     assert CharNgramModel(_tiny_model()).trained_on == ("hand-set",)
 
 
+def test_the_cut_off_search_decides_as_the_classifier_does(tmp_path):
+    """bench_safety.fused_flags (the vectorised rule the model's cut-offs are chosen with) flags exactly the captions
+    the classifier with that model flags."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_safety.py"
+    spec = importlib.util.spec_from_file_location("bench_safety", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lex_path = _write(tmp_path / "lex.txt", _MODEL_LEXICON)
+    fused = SafetyClassifier(lex_path, model=_model_file(tmp_path, _tiny_model()))
+    lexicon, m = SafetyClassifier(lex_path), fused.model
+    captions = ["新闻色情", "新闻新闻新闻色情猫", "色情", "猫咪图片", "看广告领红包", "猫猫", "今天天气真好", "加微信看新闻",
+                "新闻里的猫", "色情色情色情", "新闻新闻新闻新闻加微信"]
+    sks = [fused.matching_form(c) for c in captions]
+    lex = np.array([max(s.score for s in (lexicon.score([c], "source")[0], lexicon.score([c], "text")[0]))
+                    for c in captions])
+    flags = bench.fused_flags(np.array([m.unsafe_probability(sk) for sk in sks]),
+                              np.array([m.local_probability(sk) for sk in sks]), np.array([len(set(sk)) for sk in sks]),
+                              lex, m.veto, m.threshold, min_distinct=m.min_distinct)
+    truth = [max(s.score for s in (fused.score([c], "source")[0], fused.score([c], "text")[0])) >= 0.5
+             for c in captions]
+    assert list(flags) == truth and 0 < sum(truth) < len(truth)
+
+
 def test_the_syllable_view_reads_homophones_as_one_feature(tmp_path):
     """A model over the pinyin-syllable view (`MODEL_VIEWS`) gives 菠菜 (bocai) the weight it learned for 博彩."""
     from danqing_assets.lib.safety import CharNgramModel, _view

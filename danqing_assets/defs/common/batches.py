@@ -111,8 +111,8 @@ def each_batch(fn: Callable[..., Any]) -> Callable[..., Any]:
             return
         checks: list[tuple[str, dg.AssetCheckResult]] = []
         assets: list[Any] = []
-        for key in keys:
-            context.log.info(f"batch {key} ({keys.index(key) + 1} of {len(keys)} in this run)")
+        for n, key in enumerate(keys, 1):
+            context.log.info(f"batch {key} ({n} of {len(keys)} in this run)")
             for r in _results(fn(_OneBatch(context, key), *args, **kwargs)):
                 asset_key = r.asset_key
                 if asset_key is None:

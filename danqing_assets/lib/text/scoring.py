@@ -130,8 +130,9 @@ def _score_chunk(raws: list[str], cols: dict[str, list[Any]], unk: WordPieceUnkC
     cols["sensitive_score"].extend(s.score for s in sensitive)
     cols["sensitive_category"].extend(s.category for s in sensitive)
     cols["sensitive_terms"].extend(s.evidence for s in sensitive)
-    cols["sensitive_hits"].extend(sum(not e.startswith(("cue:", "ctx:", "model:", "model-cleared:")) for e in s.evidence.split("|")) if s.evidence
-                                  else 0 for s in sensitive)
+    not_terms = ("cue:", "ctx:", "model:", "model-cleared:")
+    cols["sensitive_hits"].extend(sum(not e.startswith(not_terms) for e in s.evidence.split("|")) if s.evidence else 0
+                                  for s in sensitive)
 
 
 _TAB_ALPHA, _TAB_HAN, _TAB_KANA = 1, 2, 4
