@@ -14,6 +14,7 @@ decoder and the model have to share the same core.
 
     .venv/bin/python benchmarks/bench_train.py                       # CPU: the bootstrap model, 1 worker, 1 thread
     .venv/bin/python benchmarks/bench_train.py --model tiny --steps 40  # the 2-layer test model
+    .venv/bin/python benchmarks/bench_train.py --view-weight 1 --skip-embed  # as the bootstrap trains (views)
     python benchmarks/bench_train.py --device cuda --model ViT-B-16   # GPU (12 workers): also peak GPU memory
 
 On CPU the honest setting is one core computing and the others decoding: `--threads` (torch intra-op threads, both
@@ -134,8 +135,10 @@ def peak_mem(device: str) -> str:
     return f"  peak GPU memory {gib:.1f} GiB"
 
 
-def bare_train(model: Any, batches: list[dict[str, Any]], steps: int, device: str, amp_dtype: Any) -> float:
-    """Samples/s of forward + sigmoid loss + backward + AdamW step over pre-decoded batches (first step untimed)."""
+def bare_train(model: Any, batches: list[dict[str, Any]], steps: int, device: str, amp_dtype: Any,
+               view_weight: float = 0.0) -> float:
+    """Samples/s of forward + sigmoid loss (+ the instance loss on pre-made views) + backward + AdamW step over
+    pre-decoded batches (first step untimed)."""
     import torch
     from open_clip.loss import SigLipLoss
 
@@ -156,9 +159,18 @@ def bare_train(model: Any, batches: list[dict[str, Any]], steps: int, device: st
         tokens = b["tokens"].to(device, non_blocking=True)
         opt.zero_grad(set_to_none=True)
         with torch.autocast(dev_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            img = model.encode_image(images, normalize=True)
+            if view_weight:
+                both = model.encode_image(torch.cat([images, b["views"].to(device)]), normalize=True)
+                img, view = both[: len(images)], both[len(images):]
+            else:
+                img = model.encode_image(images, normalize=True)
             txt = model.encode_text(tokens, normalize=True)
             loss = loss_fn(img, txt, model.logit_scale.exp(), model.logit_bias)
+            if view_weight:
+                logits = img.float() @ view.float().T / 0.1
+                labels = torch.arange(len(images), device=logits.device)
+                ce = torch.nn.functional.cross_entropy
+                loss = loss + view_weight * 0.5 * (ce(logits, labels) + ce(logits.T, labels))
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
@@ -174,7 +186,7 @@ def bench_training(args: argparse.Namespace, device: str) -> float:
     import torch
 
     from danqing_assets.lib.train import TrainConfig, _resolve, train
-    from danqing_assets.lib.train_data import MicroBatchSource, RecordDataset
+    from danqing_assets.lib.train_data import ImageViews, MicroBatchSource, RecordDataset
 
     name, tok = build_model(args.model, sigmoid=True)
     torch.manual_seed(0)
@@ -188,28 +200,30 @@ def bench_training(args: argparse.Namespace, device: str) -> float:
     jpegs = make_images(n)
     dataset = RecordDataset(list(zip(jpegs, captions(n), strict=True)))
     cfg = TrainConfig(total_steps=args.steps, batch_size=args.batch, lr=1e-5, warmup_steps=0, workers=args.workers,
-                      device=device, checkpoint_every=10**9, log_every=10**9, seed=0)
+                      device=device, checkpoint_every=10**9, log_every=10**9, seed=0, view_weight=args.view_weight)
     dev, amp_dtype, _ = _resolve(cfg)
+    pcfg = model.visual.preprocess_cfg
+    views = ImageViews(size, pcfg["mean"], pcfg["std"]) if args.view_weight else None
     source = MicroBatchSource(dataset, micro_batch_size=args.batch, preprocess=pre_train, tokenizer=tok, seed=0,
-                              draft_size=size)
+                              draft_size=size, view_preprocess=views)
     batches = [source[(0, i)] for i in range(min(source.batches_per_epoch, args.steps))]
     print(f"\n[1] training: {name}, {size} px, batch {args.batch}, {args.steps} steps, {n} JPEGs "
           f"({sum(map(len, jpegs)) / n / 1e3:.0f} KB mean) built and pre-decoded in {time.perf_counter() - t0:.1f} s; "
           f"device {dev}, precision {cfg.precision} ({amp_dtype or 'fp32'}), {args.workers} worker(s), "
-          f"{torch.get_num_threads()} torch thread(s)")
+          f"{torch.get_num_threads()} torch thread(s), instance-view loss weight {args.view_weight}")
 
     best_bare = best_train = 0.0
     for r in range(args.rounds):
         model.load_state_dict(init)
         w0, c0 = time.perf_counter(), cpu_s()
-        bare = bare_train(model, batches, args.steps, dev, amp_dtype)
+        bare = bare_train(model, batches, args.steps, dev, amp_dtype, args.view_weight)
         cores = (cpu_s() - c0) / (time.perf_counter() - w0)
         print(f"  round {r + 1}: bare loop on pre-decoded batches  {bare:8.1f} samples/s  ({cores:.2f} cores busy)"
               f"{peak_mem(dev)}")
         model.load_state_dict(init)
         w0, c0 = time.perf_counter(), cpu_s()
         with tempfile.TemporaryDirectory() as work:
-            res = train(model, tok, pre_train, dataset, cfg, work, log=lambda _: None)
+            res = train(model, tok, pre_train, dataset, cfg, work, log=lambda _: None, view_preprocess=views)
         cores = (cpu_s() - c0) / (time.perf_counter() - w0)
         print(f"  round {r + 1}: train() from JPEG bytes            {res.samples_per_s:8.1f} samples/s  ({cores:.2f} "
               f"cores busy; wall {res.wall_s:.1f} s incl. worker start, final checkpoint "
@@ -309,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embed-n", type=int, default=None, help="images to embed (default 2000 CPU, 8192 GPU)")
     ap.add_argument("--embed-batch", type=int, default=None, help="embed batch (default 64 CPU, 256 GPU)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--view-weight", type=float, default=0.0,
+                    help="train with the instance-view loss (the bootstrap's default 1.0): views are made in the workers")
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-embed", action="store_true")
     args = ap.parse_args(argv)

@@ -5,7 +5,9 @@ none (it merges distinct images and scores every pair alike). So the project tra
 (`embed.BOOTSTRAP_MODEL_CONFIG`: a conv image tower and a BERT-id text tower) on image-text pairs taken from a crawl
 that is *not* the one the demo judges: a sample crawl written with a seed no demo snapshot uses. Besides the sigmoid
 loss it learns the head nouns of its captions (`lib/caption_targets.py`, weight `train_config.aux_weight`): with pairs
-alone it told captions apart by colour and background and never learned what the things are.
+alone it told captions apart by colour and background and never learned what the things are. With
+`train_config.view_weight` it also learns to find each image's own augmented copy (`train_data.ImageViews`), which
+makes it tell one picture from another: better retrieval, and re-encoded copies closer than distinct pictures.
 
 The pairs are what the project's own extraction gives: every `<img>` with alt text whose image the crawl captured,
 unfiltered (no truth labels, no stage decisions), so the few mismatched or poster pairs of the seed crawl are
@@ -99,7 +101,7 @@ def train_bootstrap(
     from danqing_assets.lib.embed import BOOTSTRAP_MODEL_CONFIG, BOOTSTRAP_MODEL_NAME, register_model_config
     from danqing_assets.lib.tokenizer import ChineseTokenizer
     from danqing_assets.lib.train import train
-    from danqing_assets.lib.train_data import RecordDataset
+    from danqing_assets.lib.train_data import ImageViews, RecordDataset
 
     if not pairs.images:
         raise ValueError("no training pairs: the seed crawl gave no captioned, captured images")
@@ -118,8 +120,12 @@ def train_bootstrap(
             say("no head-noun label: training without the auxiliary loss")
             train_config = dataclasses.replace(train_config, aux_weight=0.0)
             targets = None
+    views = None
+    if train_config.view_weight > 0:
+        cfg = model.visual.preprocess_cfg
+        views = ImageViews(int(cfg["size"][0]), cfg["mean"], cfg["std"])
     result = train(model, tokenizer, preprocess_train, dataset, train_config, work_dir, log=log,
-                   aux_targets=targets.matrix() if targets is not None else None)
+                   aux_targets=targets.matrix() if targets is not None else None, view_preprocess=views)
     model.eval()
     path = save_checkpoint_dir(
         model, out_dir, model_name=BOOTSTRAP_MODEL_NAME, model_config=BOOTSTRAP_MODEL_CONFIG,

@@ -41,6 +41,12 @@ Design decisions:
   weighted by `aux_weight`, on top of the contrastive loss (`lib/caption_targets.py` makes head-noun labels: they
   make a small model learn what the things in the picture are, not just how captions differ). The head is trained
   with the model, checkpointed for resume, and not part of the returned model. Only with accumulation "micro_batch".
+- Instance views (`view_weight` > 0, `train(view_preprocess=...)`): every example also yields a second, differently
+  augmented view of its image (`train_data.ImageViews`: crop, colour, blur, JPEG, noise), encoded in the same forward
+  pass, and an InfoNCE loss at `view_temperature` asks each image to find its own view among the micro-batch's
+  (SimCLR's instance discrimination, symmetric). It makes the embedding tell one picture from another and ignore
+  what re-encoding changes; on the bootstrap's seed crawl it took text -> image R@1 from 0.52 / 0.36 to 0.75 / 0.73
+  (seeds 0 / 1) for about twice the image-tower compute. Only with accumulation "micro_batch".
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _CKPT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 # Fields a resumed run must share with the checkpoint: they decide which examples and which loss a step sees.
-_RESUME_FIXED = ("loss", "batch_size", "accumulation_steps", "accumulation", "seed", "aux_weight")
+_RESUME_FIXED = ("loss", "batch_size", "accumulation_steps", "accumulation", "seed", "aux_weight", "view_weight")
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,8 @@ class TrainConfig:
     workers: int = 4  # DataLoader worker processes (0: decode in the training process)
     log_every: int = 50
     aux_weight: float = 0.0  # weight of the auxiliary caption-label loss (0: off; needs train(aux_targets=...))
+    view_weight: float = 0.0  # weight of the image-view instance loss (0: off; needs train(view_preprocess=...))
+    view_temperature: float = 0.1  # softmax temperature of the instance loss
 
     def __post_init__(self) -> None:
         def integer(name: str, minimum: int) -> None:
@@ -125,9 +133,9 @@ class TrainConfig:
             integer(name, 1)
         for name in ("warmup_steps", "seed", "workers"):
             integer(name, 0)
-        for name in ("lr", "eps"):
+        for name in ("lr", "eps", "view_temperature"):
             number(name, positive=True)
-        for name in ("min_lr", "weight_decay", "beta1", "beta2", "aux_weight"):
+        for name in ("min_lr", "weight_decay", "beta1", "beta2", "aux_weight", "view_weight"):
             number(name, positive=False)
         if self.grad_clip is not None:
             number("grad_clip", positive=True)
@@ -139,8 +147,9 @@ class TrainConfig:
         if self.batch_size % self.accumulation_steps:
             raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of accumulation_steps "
                              f"({self.accumulation_steps})")
-        if self.aux_weight > 0 and self.accumulation == "full_batch":
-            raise ValueError("TrainConfig.aux_weight needs accumulation='micro_batch'")
+        for name in ("aux_weight", "view_weight"):
+            if getattr(self, name) > 0 and self.accumulation == "full_batch":
+                raise ValueError(f"TrainConfig.{name} needs accumulation='micro_batch'")
         if self.min_lr > self.lr:
             raise ValueError(f"TrainConfig.min_lr ({self.min_lr}) must be <= lr ({self.lr})")
         if self.warmup_steps > self.total_steps:
@@ -337,6 +346,7 @@ def train(
     log: Callable[[str], None] | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     aux_targets: Any = None,
+    view_preprocess: Callable[[Any], Any] | None = None,
 ) -> TrainResult:
     """Train `model` in place for `config.total_steps` optimizer steps, resuming from `work_dir` when it holds a
     checkpoint; see the module docstring.
@@ -349,6 +359,8 @@ def train(
     on_step: called after every step with a `StepInfo` (makes the loss a float each step: a GPU sync).
     aux_targets: with `config.aux_weight` > 0, a float tensor (len(dataset), labels): example i's label distribution
         (a row of zeros: no label), e.g. `caption_targets.HeadNounTargets.matrix()`.
+    view_preprocess: with `config.view_weight` > 0, PIL RGB image -> float tensor of `preprocess`'s shape: the second
+        view of each image for the instance loss (e.g. `train_data.ImageViews`); runs in the worker processes.
     """
     import torch
 
@@ -365,11 +377,17 @@ def train(
                              f"({len(dataset)}); got {getattr(aux_targets, 'shape', aux_targets)!r}")
     else:
         aux_targets = None
+    if config.view_weight > 0:
+        if not callable(view_preprocess):
+            raise ValueError(f"view_weight {config.view_weight} needs view_preprocess, a callable image -> tensor; "
+                             f"got {view_preprocess!r}")
+    else:
+        view_preprocess = None
     ckpt_dir = _checkpoint_dir(work)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with _work_dir_lock(work):
         return _train(model, tokenizer, preprocess, dataset, config, work, log or _log.info, on_step, t_enter,
-                      aux_targets)
+                      aux_targets, view_preprocess)
 
 
 def _embed_dim(model: Any) -> int:
@@ -411,7 +429,7 @@ def _work_dir_lock(work: Path) -> Iterator[None]:
 def _train(
     model: Any, tokenizer: Callable[[list[str]], Any], preprocess: Callable[[Any], Any], dataset: ExampleSource,
     config: TrainConfig, work: Path, say: Callable[[str], None], on_step: Callable[[StepInfo], None] | None,
-    t_enter: float, aux_targets: Any = None,
+    t_enter: float, aux_targets: Any = None, view_preprocess: Callable[[Any], Any] | None = None,
 ) -> TrainResult:
     import torch
     from open_clip.loss import ClipLoss, SigLipLoss
@@ -424,7 +442,8 @@ def _train(
     size = getattr(getattr(model, "visual", None), "image_size", None)
     draft = int(size[0] if isinstance(size, (tuple, list)) else size) if size is not None else None
     source = MicroBatchSource(dataset, micro_batch_size=config.micro_batch_size, preprocess=preprocess,
-                              tokenizer=tokenizer, seed=config.seed, draft_size=draft)
+                              tokenizer=tokenizer, seed=config.seed, draft_size=draft,
+                              view_preprocess=view_preprocess)
 
     model.to(device)
     model.train()
@@ -517,11 +536,25 @@ def _train(
             old.unlink(missing_ok=True)
         return target
 
-    def features(mb: dict[str, Any]) -> tuple[Any, Any]:
+    def features(mb: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """(image, text, view or None) embeddings, normalised; images and their views share one forward pass (and
+        so the batch statistics of a batch-norm tower)."""
         images = mb["images"].to(device, non_blocking=True)
         tokens = mb["tokens"].to(device, non_blocking=True)
+        views = mb.get("views")
         with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            return model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True)
+            if views is None:
+                return model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True), None
+            both = model.encode_image(torch.cat([images, views.to(device, non_blocking=True)]), normalize=True)
+            n = images.shape[0]
+            return both[:n], model.encode_text(tokens, normalize=True), both[n:]
+
+    def instance(img: Any, view: Any) -> Any:
+        """Symmetric InfoNCE: each image against its own view, the micro-batch's other views as negatives."""
+        logits = img.float() @ view.float().T / config.view_temperature
+        labels = torch.arange(img.shape[0], device=logits.device)
+        ce = torch.nn.functional.cross_entropy
+        return 0.5 * (ce(logits, labels) + ce(logits.T, labels))
 
     def auxiliary(img: Any, txt: Any, ids: Any) -> Any:
         """The caption-label loss of a micro-batch (0 when none of its examples has a label)."""
@@ -581,7 +614,7 @@ def _train(
                     cached = [features(mb) for mb in group_batches]
                 step_loss = None
                 for i, mb in enumerate(group_batches):
-                    img_i, txt_i = features(mb)
+                    img_i, txt_i, _ = features(mb)
                     imgs = torch.cat([img_i if j == i else c[0] for j, c in enumerate(cached)])
                     txts = torch.cat([txt_i if j == i else c[1] for j, c in enumerate(cached)])
                     loss = contrastive(imgs, txts, live=i == 0)
@@ -591,10 +624,12 @@ def _train(
             else:
                 total = None
                 for mb in group_batches:
-                    img, txt = features(mb)
+                    img, txt, view = features(mb)
                     loss = contrastive(img, txt, live=True)
                     if aux_head is not None:
                         loss = loss + config.aux_weight * auxiliary(img, txt, mb["ids"])
+                    if view is not None:
+                        loss = loss + config.view_weight * instance(img, view)
                     loss = loss / len(group_batches)
                     scaler.scale(loss).backward()
                     total = loss.detach() if total is None else total + loss.detach()

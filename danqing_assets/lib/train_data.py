@@ -197,18 +197,64 @@ def batch_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
 
+class ImageViews:
+    """A second view of a training image for the trainer's instance loss (`TrainConfig.view_weight`): the picture as
+    a copy of it on the web might differ - cropped and shifted (`crop_scale` of the area), relit and tinted
+    (`jitter`), softened (`blur_p`), re-encoded as JPEG at a random quality in `jpeg`, with sensor-like noise (standard
+    deviation up to `noise` of the range) - as a float tensor (3, size, size) normalised with `mean` / `std`.
+
+    Picklable (it runs in the DataLoader workers); all randomness comes from torch's RNG, which `MicroBatchSource`
+    seeds per micro-batch, so views are the same for any worker layout and after a resume.
+    """
+
+    def __init__(
+        self, size: int, mean: Sequence[float], std: Sequence[float], *, crop_scale: tuple[float, float] = (0.7, 1.0),
+        jitter: float = 0.25, blur_p: float = 0.5, jpeg: tuple[int, int] = (60, 95), noise: float = 0.04,
+    ) -> None:
+        if size < 1 or len(mean) != 3 or len(std) != 3 or not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"ImageViews: bad size {size}, mean {mean}, std {std} or crop_scale {crop_scale}")
+        if not 1 <= jpeg[0] <= jpeg[1] <= 100 or jitter < 0 or noise < 0 or not 0 <= blur_p <= 1:
+            raise ValueError(f"ImageViews: bad jpeg {jpeg}, jitter {jitter}, noise {noise} or blur_p {blur_p}")
+        self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
+        self.crop_scale, self.jitter, self.blur_p, self.jpeg, self.noise = crop_scale, jitter, blur_p, jpeg, noise
+
+    def __call__(self, rgb: Any) -> Any:
+        import torch
+        from PIL import Image
+        from torchvision.transforms import v2
+
+        img = v2.RandomResizedCrop(self.size, scale=self.crop_scale, antialias=True,
+                                   interpolation=v2.InterpolationMode.BICUBIC)(rgb)
+        if self.jitter:
+            img = v2.ColorJitter(brightness=self.jitter, contrast=self.jitter * 0.8, saturation=self.jitter * 0.8,
+                                 hue=self.jitter * 0.08)(img)
+        if self.blur_p and float(torch.rand(())) < self.blur_p:
+            img = v2.GaussianBlur(3, sigma=(0.1, 1.0))(img)
+        quality = int(torch.randint(self.jpeg[0], self.jpeg[1] + 1, ()))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=quality)
+        buf.seek(0)
+        with Image.open(buf) as reread:
+            x = v2.functional.to_dtype(v2.functional.pil_to_tensor(reread.convert("RGB")), torch.float32, scale=True)
+        if self.noise:
+            x = (x + torch.randn_like(x) * float(torch.rand(())) * self.noise).clamp_(0, 1)
+        return v2.functional.normalize(x, list(self.mean), list(self.std))
+
+
 class MicroBatchSource:
     """A map-style dataset whose item keys are micro-batches (epoch, index); used with `DataLoader(batch_size=None)`.
 
     `self[(epoch, index)]` loads, decodes, preprocesses and tokenises that micro-batch and returns a dict:
-    epoch, index, images (float tensor (b, 3, H, W), or None when nothing decoded), tokens (LongTensor or None),
-    size b, ids (LongTensor (b,): the dataset indices of the examples kept), skipped {reason: count}, and errors (up to
-    3 "reason: detail" strings, for the log).
+    epoch, index, images (float tensor (b, 3, H, W), or None when nothing decoded), views (the same shape from
+    `view_preprocess`, or None when it is not given), tokens (LongTensor or None), size b, ids (LongTensor (b,): the
+    dataset indices of the examples kept), skipped {reason: count}, and errors (up to 3 "reason: detail" strings, for
+    the log). A view that fails skips its example like an image that does not decode.
     """
 
     def __init__(
         self, examples: ExampleSource, *, micro_batch_size: int, preprocess: Callable[[Any], Any],
         tokenizer: Callable[[list[str]], Any], seed: int, draft_size: int | None = None,
+        view_preprocess: Callable[[Any], Any] | None = None,
     ) -> None:
         if micro_batch_size < 1:
             raise ValueError(f"micro_batch_size must be >= 1, got {micro_batch_size}")
@@ -218,6 +264,7 @@ class MicroBatchSource:
         self.examples = examples
         self.micro_batch_size = micro_batch_size
         self.preprocess = preprocess
+        self.view_preprocess = view_preprocess
         self.tokenizer = tokenizer
         self.seed = seed
         self.draft_size = draft_size
@@ -235,7 +282,7 @@ class MicroBatchSource:
         import torch
 
         epoch, index = int(key[0]), int(key[1])
-        images, captions, ids = [], [], []
+        images, views, captions, ids = [], [], [], []
         skipped: dict[str, int] = {}
         errors: list[str] = []
 
@@ -263,13 +310,17 @@ class MicroBatchSource:
                         continue
                     try:
                         rgb = load_rgb(data, draft_size=draft)
-                        images.append(self.preprocess(rgb))
+                        image = self.preprocess(rgb)
+                        view = self.view_preprocess(rgb) if self.view_preprocess is not None else None
                     except ImageRejected as exc:
                         skip(exc.reason, f"example {i}: {exc.detail}")
                         continue
                     except Exception as exc:  # noqa: BLE001 - preprocess failing on an odd image
                         skip(DECODE_ERROR, f"example {i}: {type(exc).__name__}: {exc}")
                         continue
+                    images.append(image)
+                    if view is not None:
+                        views.append(view)
                     captions.append(caption)
                     ids.append(int(i))
             finally:
@@ -279,6 +330,7 @@ class MicroBatchSource:
             "epoch": epoch,
             "index": index,
             "images": torch.stack(images) if images else None,
+            "views": torch.stack(views) if views else None,
             "tokens": self.tokenizer(captions) if captions else None,
             "size": len(images),
             "ids": torch.tensor(ids, dtype=torch.long),

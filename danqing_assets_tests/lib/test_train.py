@@ -35,6 +35,7 @@ from danqing_assets.lib.train import (
     train,
 )
 from danqing_assets.lib.train_data import (
+    ImageViews,
     MicroBatchSource,
     RecordDataset,
     TarShardDataset,
@@ -148,6 +149,9 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
         ({"beta2": 1.0}, "beta2"),
         ({"checkpoint_every": 0}, "checkpoint_every"),
         ({"seed": -1}, "seed"),
+        ({"view_weight": -1.0}, "view_weight"),
+        ({"view_temperature": 0.0}, "view_temperature"),
+        ({"view_temperature": float("nan")}, "view_temperature"),
     ],
 )
 def test_invalid_config_values_are_refused_naming_the_field(kw: dict[str, Any], field: str) -> None:
@@ -561,6 +565,96 @@ def test_auxiliary_labels_train_with_the_model_and_resume_exactly(tmp_path: Path
         train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "c", aux_targets=targets[:5])
     with pytest.raises(ValueError, match="aux_weight needs accumulation='micro_batch'"):
         _config(aux_weight=1.0, accumulation="full_batch", accumulation_steps=2)
+
+
+def _views(pre_train: Any) -> ImageViews:
+    norm = pre_train.transforms[-1]
+    return ImageViews(64, norm.mean, norm.std)
+
+
+def test_image_views_are_other_copies_of_the_picture_seeded_by_torch() -> None:
+    """A view has the train preprocess's shape and normalisation, differs from the plain image and from the next view,
+    and depends on torch's RNG alone (so the per-micro-batch seeding makes it reproducible); bad settings raise."""
+    _, pre_train, pre_val, _ = _build()
+    views = _views(pre_train)
+    rgb = Image.open(io.BytesIO(_shape_records()[1][0])).convert("RGB")
+    torch.manual_seed(5)
+    a, b = views(rgb), views(rgb)
+    torch.manual_seed(5)
+    assert torch.equal(views(rgb), a)
+    plain = pre_val(rgb)
+    assert a.shape == plain.shape == (3, 64, 64) and a.dtype == torch.float32
+    assert not torch.equal(a, b) and (a - plain).abs().mean() > 0.01
+    # still the same picture: the disc's red centre stays red (normalised red channel well above green)
+    assert a[0, 28:36, 28:36].mean() > a[1, 28:36, 28:36].mean() + 1.0
+    for bad in ({"crop_scale": (0.0, 1.0)}, {"jpeg": (90, 10)}, {"noise": -0.1}, {"blur_p": 2.0}):
+        with pytest.raises(ValueError, match="ImageViews"):
+            ImageViews(64, (0.5,) * 3, (0.5,) * 3, **bad)
+
+
+def test_micro_batches_carry_a_view_per_image_and_skip_an_example_whose_view_fails() -> None:
+    """With view_preprocess, every kept example has a view (same shape, same order); a view that raises skips its
+    example, counted, like an image that does not decode."""
+    _, pre_train, _, tok = _build()
+    records = _shape_records()[:8]
+    views = _views(pre_train)
+    calls = {"n": 0}
+
+    def flaky(rgb: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("view failed")
+        return views(rgb)
+
+    src = MicroBatchSource(RecordDataset(records), micro_batch_size=8, preprocess=pre_train, tokenizer=tok, seed=1,
+                           view_preprocess=flaky)
+    mb = src[(0, 0)]
+    assert mb["size"] == 7 and mb["views"].shape == mb["images"].shape == (7, 3, 64, 64)
+    assert sum(mb["skipped"].values()) == 1 and "view failed" in mb["errors"][0]
+    plain = MicroBatchSource(RecordDataset(records), micro_batch_size=8, preprocess=pre_train, tokenizer=tok, seed=1)
+    assert plain[(0, 0)]["views"] is None
+
+
+def test_instance_views_train_with_the_model_and_resume_exactly(tmp_path: Path) -> None:
+    """view_weight > 0 adds the instance loss (image vs its own view) to every step; a run stopped and resumed ends
+    with the same weights as one that was not; a missing view_preprocess, full-batch accumulation and a resume that
+    drops the loss are refused."""
+    records = _shape_records()
+    model, pre_train, _, tok = _build()
+    views = _views(pre_train)
+    cfg = _config(total_steps=8, view_weight=1.0, checkpoint_every=4)
+    res = train(model, tok, pre_train, RecordDataset(records), cfg, tmp_path / "a", log=lambda _: None,
+                view_preprocess=views)
+    plain, _, _, _ = _build()
+    res_plain = train(plain, tok, pre_train, RecordDataset(records), _config(total_steps=8, checkpoint_every=4),
+                      tmp_path / "plain", log=lambda _: None)
+    assert res.steps == 8 and all(math.isfinite(v) for _, v in res.loss_curve)
+    # the instance loss is in the step: at least log(batch) - a little on top of the contrastive loss at the start
+    assert res.loss_curve[0][1] > res_plain.loss_curve[0][1] + 0.5 * math.log(8)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_4(info: Any) -> None:
+        if info.step == 4:
+            raise Stop
+
+    half, _, _, _ = _build()
+    with pytest.raises(Stop):
+        train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "b", log=lambda _: None,
+              view_preprocess=views, on_step=stop_at_4)
+    half, _, _, _ = _build(seed=1)
+    resumed = train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "b", log=lambda _: None,
+                    view_preprocess=views)
+    assert resumed.resumed_from_step == 4
+    _assert_same_weights(_weights(half), _weights(model))
+    with pytest.raises(ValueError, match="view_weight=0.0"):
+        train(half, tok, pre_train, RecordDataset(records), _config(total_steps=12, checkpoint_every=4),
+              tmp_path / "b", log=lambda _: None)
+    with pytest.raises(ValueError, match="needs view_preprocess"):
+        train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "c")
+    with pytest.raises(ValueError, match="view_weight needs accumulation='micro_batch'"):
+        _config(view_weight=1.0, accumulation="full_batch", accumulation_steps=2)
 
 
 def test_head_noun_targets_come_from_the_captions_grammar() -> None:
