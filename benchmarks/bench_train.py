@@ -26,7 +26,10 @@ wall time: below the cores the side could use, other users' work was taking the 
 Measured on the 2-core build machine, torch 2.14 CPU, with the conv-tower bootstrap model (issue 10 session 21;
 load average 0.5, nothing else running): (1) batch 64: train() / bare = 1.00 (99.5 vs 99.7 samples/s, 1 worker
 decoding beside 1 compute thread); (2) embed_images / bare = 0.97 (509 vs 525 img/s); overlap check 0.91 of perfect
-overlap (4.19 s vs 3.81 s, in turn 5.38 s). The earlier ViT bootstrap, on a loaded machine (load 4.4-5.8): (1) 0.84-0.99,
+overlap (4.19 s vs 3.81 s, in turn 5.38 s). With the instance-view loss the bootstrap now trains with
+(`--view-weight 1 --skip-embed`, issue 10 session 22, load 0.8): train() / bare = 1.00 (56.4 vs 56.5 samples/s: the
+worker makes the views, the bare loop gets them made beforehand; the extra image forward costs 1.8x compute per
+sample on one thread). The earlier ViT bootstrap, on a loaded machine (load 4.4-5.8): (1) 0.84-0.99,
 (2) 0.56-0.60 (one free core: decode and forward took turns); the tiny test model is decode-bound (0.32). No GPU was
 lent.
 """

@@ -106,7 +106,8 @@ BOOTSTRAP_MODEL_CONFIG: dict[str, Any] = conv_tower(chinese_clip_config())
 batch norm and max pooling, 0.26 M parameters; a ViT of this size did not learn the shapes of things), BERT-id text
 tower 4 x 128 over 64 tokens, embedding 128. Small enough to train from scratch in minutes on 2 CPU cores
 (`benchmarks/bench_train.py`: train() at 99.5 samples/s on a batch of 64, one core computing and one decoding, torch
-2.14 CPU)."""
+2.14 CPU; 56.4 samples/s with the instance-view loss the bootstrap trains with, which encodes a second view of every
+image)."""
 
 ImageInput = Any  # a PIL image or encoded image bytes
 Tokenizer = Callable[[list[str]], Any]  # list of strings -> LongTensor (n, context_length)
