@@ -145,7 +145,7 @@ def bare_train(model: Any, batches: list[dict[str, Any]], steps: int, device: st
     import torch
     from open_clip.loss import SigLipLoss
 
-    from danqing_assets.lib.train import param_groups
+    from danqing_assets.lib.train import instance_loss, param_groups
 
     model.to(device).train()
     opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-5, betas=(0.9, 0.98), eps=1e-6)
@@ -170,10 +170,7 @@ def bare_train(model: Any, batches: list[dict[str, Any]], steps: int, device: st
             txt = model.encode_text(tokens, normalize=True)
             loss = loss_fn(img, txt, model.logit_scale.exp(), model.logit_bias)
             if view_weight:
-                logits = img.float() @ view.float().T / 0.1
-                labels = torch.arange(len(images), device=logits.device)
-                ce = torch.nn.functional.cross_entropy
-                loss = loss + view_weight * 0.5 * (ce(logits, labels) + ce(logits.T, labels))
+                loss = loss + view_weight * instance_loss(img, view, 0.1)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()

@@ -200,6 +200,17 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return config.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
 
 
+def instance_loss(img: Any, view: Any, temperature: float) -> Any:
+    """Symmetric InfoNCE of normalised image embeddings against those of their views: each image must find its own view
+    among the batch's, and each view its image (the instance-view loss, `TrainConfig.view_weight`)."""
+    import torch
+
+    logits = img.float() @ view.float().T / temperature
+    labels = torch.arange(img.shape[0], device=logits.device)
+    ce = torch.nn.functional.cross_entropy
+    return 0.5 * (ce(logits, labels) + ce(logits.T, labels))
+
+
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: no decay on 1-d parameters, biases, norms and logit_scale / logit_bias (open_clip_train's rule)."""
     decay, no_decay = [], []
@@ -550,13 +561,6 @@ def _train(
             n = images.shape[0]
             return both[:n], model.encode_text(tokens, normalize=True), both[n:]
 
-    def instance(img: Any, view: Any) -> Any:
-        """Symmetric InfoNCE: each image against its own view, the micro-batch's other views as negatives."""
-        logits = img.float() @ view.float().T / config.view_temperature
-        labels = torch.arange(img.shape[0], device=logits.device)
-        ce = torch.nn.functional.cross_entropy
-        return 0.5 * (ce(logits, labels) + ce(logits.T, labels))
-
     def auxiliary(img: Any, txt: Any, ids: Any) -> Any:
         """The caption-label loss of a micro-batch (0 when none of its examples has a label)."""
         target = aux_targets[ids].to(device)
@@ -630,7 +634,7 @@ def _train(
                     if aux_head is not None:
                         loss = loss + config.aux_weight * auxiliary(img, txt, mb["ids"])
                     if view is not None:
-                        loss = loss + config.view_weight * instance(img, view)
+                        loss = loss + config.view_weight * instance_loss(img, view, config.view_temperature)
                     loss = loss / len(group_batches)
                     scaler.scale(loss).backward()
                     total = loss.detach() if total is None else total + loss.detach()

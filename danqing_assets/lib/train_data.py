@@ -215,21 +215,26 @@ class ImageViews:
             raise ValueError(f"ImageViews: bad size {size}, mean {mean}, std {std} or crop_scale {crop_scale}")
         if not 1 <= jpeg[0] <= jpeg[1] <= 100 or jitter < 0 or noise < 0 or not 0 <= blur_p <= 1:
             raise ValueError(f"ImageViews: bad jpeg {jpeg}, jitter {jitter}, noise {noise} or blur_p {blur_p}")
+        from torchvision.transforms import v2
+
         self.size, self.mean, self.std = int(size), tuple(mean), tuple(std)
-        self.crop_scale, self.jitter, self.blur_p, self.jpeg, self.noise = crop_scale, jitter, blur_p, jpeg, noise
+        self.blur_p, self.jpeg, self.noise = blur_p, jpeg, noise
+        self._crop = v2.RandomResizedCrop(self.size, scale=crop_scale, antialias=True,
+                                          interpolation=v2.InterpolationMode.BICUBIC)
+        self._jitter = v2.ColorJitter(brightness=jitter, contrast=jitter * 0.8, saturation=jitter * 0.8,
+                                      hue=jitter * 0.08) if jitter else None
+        self._blur = v2.GaussianBlur(3, sigma=(0.1, 1.0))
 
     def __call__(self, rgb: Any) -> Any:
         import torch
         from PIL import Image
         from torchvision.transforms import v2
 
-        img = v2.RandomResizedCrop(self.size, scale=self.crop_scale, antialias=True,
-                                   interpolation=v2.InterpolationMode.BICUBIC)(rgb)
-        if self.jitter:
-            img = v2.ColorJitter(brightness=self.jitter, contrast=self.jitter * 0.8, saturation=self.jitter * 0.8,
-                                 hue=self.jitter * 0.08)(img)
+        img = self._crop(rgb)
+        if self._jitter is not None:
+            img = self._jitter(img)
         if self.blur_p and float(torch.rand(())) < self.blur_p:
-            img = v2.GaussianBlur(3, sigma=(0.1, 1.0))(img)
+            img = self._blur(img)
         quality = int(torch.randint(self.jpeg[0], self.jpeg[1] + 1, ()))
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=quality)

@@ -523,6 +523,27 @@ def _shape_records() -> list[tuple[bytes, str]]:
     return out
 
 
+def _stopped_at_4_and_resumed(records: list[tuple[bytes, str]], cfg: TrainConfig, work: Path,
+                              **train_kw: Any) -> tuple[Any, Any]:
+    """(model, TrainResult) of a run of `cfg` stopped after its step-4 checkpoint, then resumed in `work` with a model
+    built from other initial weights (everything must come from the checkpoint)."""
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_4(info: Any) -> None:
+        if info.step == 4:
+            raise Stop
+
+    half, pre_train, _, tok = _build()
+    with pytest.raises(Stop):
+        train(half, tok, pre_train, RecordDataset(records), cfg, work, log=lambda _: None, on_step=stop_at_4,
+              **train_kw)
+    half, _, _, _ = _build(seed=1)
+    resumed = train(half, tok, pre_train, RecordDataset(records), cfg, work, log=lambda _: None, **train_kw)
+    return half, resumed
+
+
 def test_auxiliary_labels_train_with_the_model_and_resume_exactly(tmp_path: Path) -> None:
     """aux_weight > 0 adds a label head (its loss on top of the contrastive one); the head is checkpointed, so a run
     stopped and resumed ends with the same weights as one that was not; bad targets are refused."""
@@ -542,20 +563,7 @@ def test_auxiliary_labels_train_with_the_model_and_resume_exactly(tmp_path: Path
     head = read_checkpoint(res.final_checkpoint)["aux_head"]
     assert head["weight"].shape == (2, TINY_MODEL_CONFIG["embed_dim"]) and "aux_head" not in "".join(_weights(model))
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_4(info: Any) -> None:
-        if info.step == 4:
-            raise Stop
-
-    half, _, _, _ = _build()
-    with pytest.raises(Stop):  # the same run, stopped after its step-4 checkpoint
-        train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "b", log=lambda _: None,
-              aux_targets=targets, on_step=stop_at_4)
-    half, _, _, _ = _build(seed=1)  # other initial weights: everything comes from the checkpoint
-    resumed = train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "b", log=lambda _: None,
-                    aux_targets=targets)
+    half, resumed = _stopped_at_4_and_resumed(records, cfg, tmp_path / "b", aux_targets=targets)
     assert resumed.resumed_from_step == 4
     _assert_same_weights(_weights(half), _weights(model))
     with pytest.raises(ValueError, match="aux_weight=0.0"):  # a resumed run keeps the label loss
@@ -632,20 +640,7 @@ def test_instance_views_train_with_the_model_and_resume_exactly(tmp_path: Path) 
     # the instance loss is in the step: at least log(batch) - a little on top of the contrastive loss at the start
     assert res.loss_curve[0][1] > res_plain.loss_curve[0][1] + 0.5 * math.log(8)
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_4(info: Any) -> None:
-        if info.step == 4:
-            raise Stop
-
-    half, _, _, _ = _build()
-    with pytest.raises(Stop):
-        train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "b", log=lambda _: None,
-              view_preprocess=views, on_step=stop_at_4)
-    half, _, _, _ = _build(seed=1)
-    resumed = train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "b", log=lambda _: None,
-                    view_preprocess=views)
+    half, resumed = _stopped_at_4_and_resumed(records, cfg, tmp_path / "b", view_preprocess=views)
     assert resumed.resumed_from_step == 4
     _assert_same_weights(_weights(half), _weights(model))
     with pytest.raises(ValueError, match="view_weight=0.0"):

@@ -227,9 +227,9 @@ def score_captions(
       (vocabulary: `vocab_path`, default cn_clip's `vocab.txt`);
     - `entropy` (f64): information density in [0, 1] (`caption_entropy`; recommended keep >= DEFAULT_MIN_ENTROPY);
     - `sensitive_score` (f64, 0..1) / `sensitive_category` (str or None) / `sensitive_terms` (str, the evidence: terms,
-      "cue:", "ctx:" and "model:" entries "|"-joined, "" when none) / `sensitive_hits` (i64, matched terms in the evidence): the
-      text-safety classifier's verdict on the cleaned caption for the stage-2 categories (suggestive, spam; see
-      `lib/safety.py`). `safety_classifier` is a classifier object or a spec for `load_text_safety_classifier`.
+      "cue:", "ctx:", "model:" and "model-cleared:" entries "|"-joined, "" when none) / `sensitive_hits` (i64, matched
+      terms in the evidence): the text-safety classifier's verdict on the cleaned caption for the stage-2 categories
+      (suggestive, spam; see `lib/safety.py`). `safety_classifier` is a classifier object or a spec for `load_text_safety_classifier`.
 
     `nouns`: per caption, its noun count when already known (`clean_noun_counts`, stored by stage 1), or None; those
     captions are not segmented again.
