@@ -416,6 +416,9 @@ def _jitter(rng: np.random.Generator, c: RGB, amount: int = 14) -> RGB:
 
 
 def _box(cx: float, cy: float, rx: float, ry: float) -> list[float]:
+    """The bounding box of radii rx, ry around (cx, cy); a radius that an outline width made negative (a thing a few
+    pixels tall) is 0, since Pillow refuses an inverted box."""
+    rx, ry = max(rx, 0.0), max(ry, 0.0)
     return [cx - rx, cy - ry, cx + rx, cy + ry]
 
 
