@@ -265,13 +265,6 @@ def print_evaluation() -> None:
                 print(f"  {r['checkpoint']:<34} {r['eval_set']:<22} {r['metric']:<28} {r['value']:.4f}  ({ratio:.1f}x chance)")
 
 
-SEMANTIC_DEDUP_OFF_REASON = (
-    "meets its targets on the held-out eval sets, but its embeddings do not separate re-rendered duplicates from "
-    "distinct pictures well enough (measured once on the demo crawl, see README: at the paper's cosine distance 0.1 "
-    "it would catch 37 of 40 duplicates and merge 55 distinct images with them; at 0.06, 32 with 9 false merges, "
-    "most of them text-heavy posters it cannot read)")
-
-
 def bootstrap_good_enough(min_retrieval: float = 5.0, min_zero_shot: float = 3.0) -> bool:
     """The demo's gate for deciding duplicates with the bootstrap model: the models issue's targets on the held-out
     eval sets, retrieval R@1 (both directions) >= 5x chance and zero-shot top-1 >= 3x chance. A model that ranks
@@ -501,12 +494,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print_evaluation()
     config = _demo_config(crawl_dir)
     good = bootstrap_good_enough()
-    if not good or not getattr(args, "semantic_dedup", False):
-        why = ("is below its targets on the held-out eval sets (retrieval R@1 >= 5x and zero-shot top-1 >= 3x chance)"
-               if not good else SEMANTIC_DEDUP_OFF_REASON)
-        print(f"\nthe bootstrap model {why}: semantic dedup (stage 3) and embedding dedup (stage 4 cross-batch) are OFF "
-              "for this run (stated in the assets' metadata and on the release card); stage 4's similarity band "
-              "still ranks pairs with it" + ("" if not good else " (danqing demo --semantic-dedup turns them on)"))
+    if not good or getattr(args, "no_semantic_dedup", False):
+        why = ("the bootstrap model is below its targets on the held-out eval sets (retrieval R@1 >= 5x and zero-shot "
+               "top-1 >= 3x chance)" if not good else "--no-semantic-dedup")
+        print(f"\n{why}: semantic dedup (stage 3) and embedding dedup (stage 4 cross-batch) are OFF for this run "
+              "(stated in the assets' metadata and on the release card); stage 4's similarity band still ranks pairs "
+              "with the model")
         config["ops"]["visually_diversified_pairs"]["config"]["semantic_dedup"] = False
         config["ops"]["curated_pairs"] = {"config": {"embedding_dedup": False}}
     ok = ok and materialize("sample", run_config=config)
@@ -616,9 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--regenerate", action="store_true")
     d.add_argument("--skip-pretraining", action="store_true",
                    help="stop after the release (no continued pretraining, raw baseline or ablation)")
-    d.add_argument("--semantic-dedup", action="store_true",
-                   help="decide semantic duplicates (stage 3) and cross-batch embedding duplicates with the bootstrap "
-                        "model when it meets its targets (off by default: it merges distinct scenes, see README)")
+    d.add_argument("--no-semantic-dedup", action="store_true",
+                   help="do not decide semantic duplicates (stage 3) or cross-batch embedding duplicates with the "
+                        "bootstrap model (on by default when the model meets its eval targets)")
     d.set_defaults(fn=cmd_demo)
 
     w = sub.add_parser("warehouse", help="warehouse maintenance").add_subparsers(dest="action", required=True)

@@ -12,6 +12,11 @@ from pydantic import Field, model_validator
 
 from danqing_assets.defs.common.resources import GPU_POOL, WarehouseResource
 from danqing_assets.defs.common.stage_end import versioned
+from danqing_assets.lib.bootstrap import (
+    BOOTSTRAP_DEDUP_GRID,
+    BOOTSTRAP_DEDUP_MAX_DISTANCE,
+    BOOTSTRAP_DEDUP_MODULE,
+)
 from danqing_assets.lib.stages import BOOTSTRAP
 
 SEED_CRAWL_SEED = 1_000_003
@@ -35,6 +40,17 @@ class BootstrapConfig(dg.Config):
                                description="Weight of the instance loss that asks each image to find its own augmented "
                                "copy among the batch's (crop, colour, blur, JPEG, noise); 0: off. Measured: 1.2x the "
                                "training time on 2 threads, 1.8x on one; better retrieval and duplicate separation.")
+    grid_view_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False,
+                                    description="Weight of the same instance loss on the image tower's feature grid "
+                                    "(the 4x4 max-pooled last conv map that semantic dedup compares, "
+                                    "lib/dedup_descriptor.py); 0: off.")
+    view_crop_min: float = Field(default=0.9, gt=0.0, le=1.0, allow_inf_nan=False,
+                                 description="Least area share an instance view crops (mild: a copy on the web is "
+                                 "shifted a little, not reframed).")
+    dedup_max_distance: float = Field(default=BOOTSTRAP_DEDUP_MAX_DISTANCE, gt=0.0, lt=2.0, allow_inf_nan=False,
+                                      description="Cosine distance on the checkpoint's feature grid within which "
+                                      "semantic dedup merges images (recorded in the card; chosen on a labelled "
+                                      "calibration crawl of its own seed, never a demo one).")
     loss: Literal["sigmoid", "infonce"] = Field(default="sigmoid", description="'sigmoid' (SigLIP) or 'infonce' (CLIP).")
     workers: int = Field(default=1, ge=0, description="Data-loading worker processes.")
     train_seed: int = Field(default=0, ge=0, description="Seed of initialisation, data order and augmentation.")
@@ -48,7 +64,8 @@ class BootstrapConfig(dg.Config):
 
 @dg.asset(
     group_name=BOOTSTRAP.group,
-    code_version=versioned("3", config=BootstrapConfig),  # 2: conv tower, head-noun loss; 3: instance views
+    code_version=versioned("4", config=BootstrapConfig),  # 2: conv tower, head-noun loss; 3: instance views;
+    # 4: feature-grid views, dedup descriptor in the card
     tags={"danqing/device": "gpu"},
     pool=GPU_POOL,
 )
@@ -70,13 +87,16 @@ def bootstrap_checkpoint(
     context.log.info(f"seed crawl: {len(pairs.images)} training pairs of {pairs.pairs_seen} extracted")
     tcfg = TrainConfig(total_steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                        warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-                       aux_weight=config.aux_weight, view_weight=config.view_weight, loss=config.loss,
+                       aux_weight=config.aux_weight, view_weight=config.view_weight,
+                       grid_view_weight=config.grid_view_weight, grid_view_module=BOOTSTRAP_DEDUP_MODULE,
+                       grid_view_size=BOOTSTRAP_DEDUP_GRID, loss=config.loss,
                        workers=config.workers,
                        seed=config.train_seed, checkpoint_every=max(1, config.steps // 4), log_every=25)
     out = home / "models" / "bootstrap_checkpoint"
     work = home / "bootstrap" / "train-work" / context.run_id
     result = train_bootstrap(
-        pairs, out, work, train_config=tcfg, log=context.log.info,
+        pairs, out, work, train_config=tcfg, log=context.log.info, view_crop_min=config.view_crop_min,
+        dedup_max_distance=config.dedup_max_distance,
         lineage={"asset": "bootstrap_checkpoint", "code_version": context.assets_def.code_versions_by_key[
             context.asset_key], "data": {"seed_crawl": str(crawl_dir), "seed": config.seed_crawl_seed,
                                           "pages": config.seed_crawl_pages}, "config": config.model_dump(),

@@ -31,6 +31,7 @@ from danqing_assets.lib.image_metrics import (
     PAPER_MIN_SHORTEST_EDGE,
 )
 from danqing_assets.lib.stages import IMAGE
+from danqing_assets.lib.textness import TEXT_HEAVY_BAND
 
 SCORE_COLUMNS = {
     "snapshot": pl.String,
@@ -50,6 +51,8 @@ SCORE_COLUMNS = {
     "score_error_detail": pl.String,
     "nsfw_scorer": pl.String,
     "nsfw_score": pl.Float64,
+    "text_heaviness": pl.Float64,
+    "text_area_share": pl.Float64,
 }
 
 
@@ -83,7 +86,8 @@ def _fetched_ok(wh, snapshot: str) -> pl.DataFrame:
     partitions_def=snapshot_partitions,
     backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=IMAGE.group,
-    code_version=versioned("3", config=ImageScoresConfig),  # 3: a plug-in taking `clip` gets the model, not None
+    code_version=versioned("4", config=ImageScoresConfig),  # 3: a plug-in taking `clip` gets the model, not None;
+    # 4: text heaviness (moved here from cross_modal_scores)
     deps=["fetched_images"],
     pool=GPU_POOL,  # a CLIP-based NSFW scorer puts the model on the GPU
     check_specs=[table_check_spec("image_scores")],
@@ -98,8 +102,10 @@ def image_scores(
     clip: ClipModelResource,
 ) -> dg.MaterializeResult:
     """Per distinct image: size, aspect, grey std, Laplacian variance (native, the paper's) and the default blur score
-    (at a ~256 px working size), grey entropy (native), pHash, and an NSFW score when a scorer is configured."""
+    (at a ~256 px working size), grey entropy (native), pHash, text heaviness (`lib/textness.py`: semantic dedup here
+    leaves text-dominated images out, stage 4 bands them), and an NSFW score when a scorer is configured."""
     from danqing_assets.lib.image_metrics import compute_metrics_batch
+    from danqing_assets.lib.textness import text_heaviness_batch
 
     snapshot = context.partition_key
     scorer = _nsfw_scorer(config.nsfw_scorer, clip)  # first: a scorer that cannot be built fails before any work
@@ -119,9 +125,14 @@ def image_scores(
                 context.log.warning(f"image {sha} unreadable from the store: {exc}")
                 datas.append(None)
         metrics = compute_metrics_batch(datas, work_size=config.work_size, max_pixels=config.max_pixels, workers=config.workers)
-        for sha, m in zip(part, metrics):
+        # only images that decoded for the metrics (the others are rejected by their score_error anyway)
+        texts = iter(text_heaviness_batch([d for d, m in zip(datas, metrics) if d and not m.get("error")],
+                                          max_pixels=config.max_pixels, workers=config.workers))
+        for sha, data, m in zip(part, datas, metrics):
+            text = next(texts) if data and not m.get("error") else {}
             rows.append({**{k: m.get(k) for k in SCORE_COLUMNS}, "image_sha256": sha, "snapshot": snapshot,
-                         "score_error": m.get("error"), "score_error_detail": m.get("error_detail")})
+                         "score_error": m.get("error"), "score_error_detail": m.get("error_detail"),
+                         "text_heaviness": text.get("text_heaviness"), "text_area_share": text.get("text_area_share")})
         context.log.info(f"scored {min(start + chunk, len(shas))}/{len(shas)} images")
         pause_point("image_scores_chunk")  # killed-run tests: stop after N chunks (no-op otherwise)
     elapsed = time.monotonic() - started
@@ -181,14 +192,18 @@ class ImageEmbeddingsConfig(dg.Config):
     batch_size: int = Field(default=64, ge=1, description="Images per forward pass.")
 
 
-EMBEDDING_SCHEMA = {"snapshot": pl.String, "image_sha256": pl.String, "model": pl.String, "embedding": pl.List(pl.Float32)}
+EMBEDDING_SCHEMA = {"snapshot": pl.String, "image_sha256": pl.String, "model": pl.String,
+                    "embedding": pl.List(pl.Float32), "dedup_descriptor": pl.String,
+                    "dedup_embedding": pl.List(pl.Float32), "dedup_max_distance": pl.Float64}
+"""`dedup_*`: what semantic dedup compares when the checkpoint declares a descriptor (`lib/dedup_descriptor.py`; null
+otherwise: it compares `embedding`), and the distance the checkpoint records for it."""
 
 
 @dg.asset(
     partitions_def=snapshot_partitions,
     backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=IMAGE.group,
-    code_version=versioned("1", config=ImageEmbeddingsConfig),
+    code_version=versioned("2", config=ImageEmbeddingsConfig),  # 2: dedup descriptors
     deps=["fetched_images", "bootstrap_checkpoint"],
     tags={"danqing/device": "gpu"},
     pool=GPU_POOL,
@@ -218,16 +233,24 @@ def image_embeddings(
                                     check_results=checks)
     model = clip.load()
     started = time.monotonic()
-    vectors = []
+    vectors, descriptors = [], []
     for start in range(0, len(shas), 1024):
         part = shas[start : start + 1024]
-        vectors.append(model.embed_images([store.get(s) for s in part], batch_size=config.batch_size))
+        emb_part, desc_part = model.embed_images_for_dedup([store.get(s) for s in part], batch_size=config.batch_size)
+        vectors.append(emb_part)
+        descriptors.append(desc_part)
         context.log.info(f"embedded {min(start + 1024, len(shas))}/{len(shas)} images")
     emb = np.concatenate(vectors) if vectors else np.zeros((0, model.embed_dim), dtype=np.float32)
     elapsed = time.monotonic() - started
+    dedup = model.dedup
+    n = len(shas)
     table = pl.DataFrame(
-        {"snapshot": [snapshot] * len(shas), "image_sha256": shas, "model": [clip.describe()] * len(shas),
-         "embedding": pl.Series(emb.tolist(), dtype=pl.List(pl.Float32))},
+        {"snapshot": [snapshot] * n, "image_sha256": shas, "model": [clip.describe()] * n,
+         "embedding": pl.Series(emb.tolist(), dtype=pl.List(pl.Float32)),
+         "dedup_descriptor": [dedup.describe() if dedup is not None else None] * n,
+         "dedup_embedding": pl.Series(np.concatenate(descriptors).tolist() if dedup is not None and n else [None] * n,
+                                      dtype=pl.List(pl.Float32)),
+         "dedup_max_distance": [dedup.max_distance if dedup is not None else None] * n},
         schema=EMBEDDING_SCHEMA,
     )
     checks = publish(wh, snapshot, [Table("image_embeddings", table, schemas.ImageEmbeddings)],
@@ -237,6 +260,8 @@ def image_embeddings(
             "rows_out": table.height,
             "model": clip.describe(),
             "dim": int(emb.shape[1]) if emb.ndim == 2 else 0,
+            "dedup_descriptor": dedup.describe() if dedup is not None else
+            "none: semantic dedup compares the embeddings",
             "device": str(model.device),
             "failed_images": int(np.isnan(emb).any(axis=1).sum()) if emb.size else 0,
             "images_per_s": dg.MetadataValue.float(round(len(shas) / elapsed, 1) if elapsed > 0 else 0.0),
@@ -262,11 +287,19 @@ class VisualDiversificationConfig(dg.Config):
                                   description="Drop images whose NSFW score (a probability, 0..1) is at least this.")
     phash_max_hamming: int = Field(default=DEFAULT_MAX_HAMMING, ge=0, le=64,
                                    description="pHash near-duplicate distance in bits, 0..64 (0 disables).")
-    semantic_max_distance: float = Field(
-        default=DEFAULT_MAX_DISTANCE, ge=0.0, le=2.0, allow_inf_nan=False,
-        description="Embedding cosine distance (0..2) for union-find semantic duplicates (paper: 0.1)."
+    semantic_max_distance: float | None = Field(
+        default=None, ge=0.0, le=2.0, allow_inf_nan=False,
+        description="Cosine distance (0..2) for union-find semantic duplicates. Unset: the distance the model's "
+        "checkpoint records with its dedup descriptor (the bootstrap model's feature grid: 0.15), else the paper's "
+        f"{DEFAULT_MAX_DISTANCE} on CLIP embeddings."
     )
     semantic_dedup: bool = Field(default=True, description="Use image_embeddings (when present) for semantic dedup.")
+    semantic_max_text_heaviness: float | None = Field(
+        default=TEXT_HEAVY_BAND, ge=0.0, le=1.0, allow_inf_nan=False,
+        description="Images at least this text-heavy (image_scores.text_heaviness; stage 4's band, which drops them) "
+        "stay out of semantic merges: a model that cannot read them cannot tell whether two say the same, and a poster "
+        "must not represent (and so drop) a photo. pHash and sha256 dedup still apply. Unset: no exception.",
+    )
     max_cluster_share: float = Field(
         default=0.2, gt=0.0, le=1.0, allow_inf_nan=False,
         description="Stop the step when one redundancy cluster would hold more than this share of the snapshot's "
@@ -293,13 +326,14 @@ class VisualDiversificationConfig(dg.Config):
         dg.AssetSpec(
             "visually_diversified_pairs",
             deps=["fetched_images", "image_scores", "image_embeddings", "text_scores"],
-            code_version=versioned("2", sql=IMAGE.sql, config=VisualDiversificationConfig),  # 2: fails closed
+            # 2: fails closed; 3: dedup descriptor, text-dominated images out of semantic merges
+            code_version=versioned("3", sql=IMAGE.sql, config=VisualDiversificationConfig),
             description="Pairs whose image passes the quality rules and represents its duplicate cluster.",
         ),
         dg.AssetSpec(
             "image_clusters",
             deps=["fetched_images", "image_scores", "image_embeddings"],
-            code_version=versioned("2", sql=IMAGE.sql, config=VisualDiversificationConfig),
+            code_version=versioned("3", sql=IMAGE.sql, config=VisualDiversificationConfig),
             description="Per image: its redundancy cluster (exact, pHash, embedding) and whether it represents it.",
         ),
     ],
@@ -317,7 +351,7 @@ def visually_diversified_pairs(
     per redundancy cluster (exact sha256, pHash near-duplicates, embedding union-find at cosine distance <= 0.1),
     the representative being the first seen in crawl order (or, configured, the highest-resolution image). A pair
     whose image has no current scores is rejected as `unscored`."""
-    from danqing_assets.lib.decide import DegenerateClusters
+    from danqing_assets.lib.decide import DegenerateClusters, dedup_inputs
     from danqing_assets.lib.decide import decide_image as _decide_image
 
     snapshot = context.partition_key
@@ -326,14 +360,21 @@ def visually_diversified_pairs(
     scores = wh.read("image_scores", snapshot)
     if "nsfw_scorer" not in scores.columns:
         raise dg.Failure(f"image_scores of {snapshot!r} predates the nsfw_scorer column: re-materialize image_scores")
+    if "text_heaviness" not in scores.columns:
+        raise dg.Failure(f"image_scores of {snapshot!r} predates the text_heaviness column: re-materialize "
+                         "image_scores")
     emb_table = wh.read("image_embeddings", snapshot) if wh.exists("image_embeddings", snapshot) else None
-    embeddings = None
-    if emb_table is not None and emb_table.height:
-        embeddings = dict(zip(emb_table["image_sha256"].to_list(), emb_table["embedding"].to_list()))
+    try:
+        embeddings, distance, vectors = dedup_inputs(emb_table, config.semantic_max_distance)
+    except ValueError as exc:
+        raise dg.Failure(f"visually_diversified_pairs ({snapshot}): {exc}") from exc
+    params = {**config.model_dump(), "semantic_max_distance": distance}
     if not config.semantic_dedup:
         semantic = "OFF by configuration (semantic_dedup=false)"
     elif embeddings:
-        semantic = f"on ({emb_table['model'][0]}, cosine distance <= {config.semantic_max_distance})"
+        semantic = f"on ({emb_table['model'][0]}: {vectors}, cosine distance <= {distance}" + (
+            f"; images with text_heaviness >= {config.semantic_max_text_heaviness} left out)"
+            if config.semantic_max_text_heaviness is not None else ")")
     else:
         semantic = "OFF: image_embeddings is empty (no CLIP model configured)"
     try:
@@ -343,7 +384,7 @@ def visually_diversified_pairs(
             scores,
             wh.read("text_scores", snapshot, columns=["pair_id", "entropy"]).rename({"entropy": "caption_entropy"}),
             embeddings,
-            config.model_dump(),
+            params,
         )
     except DegenerateClusters as exc:
         raise dg.Failure(f"visually_diversified_pairs ({snapshot}): {exc}; nothing was written") from exc

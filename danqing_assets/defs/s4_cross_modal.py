@@ -16,16 +16,11 @@ from pydantic import Field, model_validator
 from danqing_assets.defs.common.metadata import markdown_table
 from danqing_assets.defs.common.batches import BATCH_BACKFILL_POLICY, each_batch
 from danqing_assets.defs.common.partitions import snapshot_partitions
-from danqing_assets.defs.common.resources import GPU_POOL, ClipModelResource, ImageStoreResource, S3ClientResource, WarehouseResource
+from danqing_assets.defs.common.resources import GPU_POOL, ClipModelResource, WarehouseResource
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
 from danqing_assets.lib import schemas
 from danqing_assets.lib.stages import CROSS_MODAL
-
-TEXT_HEAVY_BAND = 0.8
-"""Images at least this text-heavy count as above the band. Higher than textness' own 0.45 cut ("has text lines"):
-the band is about images *dominated* by text. Measured on the sample crawl (150 pages): 100 % of its posters score
->= 0.98, 2 % of its kept scenes >= 0.8 (21 % >= 0.45); on textness' calibration set every text-heavy image (posters,
-slides, screenshots, 2+ line banners) scores >= 0.879, every photo <= 0.33."""
+from danqing_assets.lib.textness import TEXT_HEAVY_BAND
 
 SCORE_SCHEMA = {"snapshot": pl.String, "pair_id": pl.String, "image_sha256": pl.String, "model": pl.String,
                 "similarity_scale": pl.String, "similarity": pl.Float64, "text_heaviness": pl.Float64,
@@ -40,8 +35,8 @@ class CrossModalScoresConfig(dg.Config):
     partitions_def=snapshot_partitions,
     backfill_policy=BATCH_BACKFILL_POLICY,
     group_name=CROSS_MODAL.group,
-    code_version=versioned("1", config=CrossModalScoresConfig),
-    deps=["visually_diversified_pairs", "image_embeddings", "bootstrap_checkpoint"],
+    code_version=versioned("2", config=CrossModalScoresConfig),  # 2: text heaviness read from image_scores
+    deps=["visually_diversified_pairs", "image_embeddings", "image_scores", "bootstrap_checkpoint"],
     tags={"danqing/device": "gpu"},
     pool=GPU_POOL,
     check_specs=[table_check_spec("cross_modal_scores")],
@@ -51,15 +46,11 @@ def cross_modal_scores(
     context: dg.AssetExecutionContext,
     config: CrossModalScoresConfig,
     warehouse: WarehouseResource,
-    s3: S3ClientResource,
-    image_store: ImageStoreResource,
     clip: ClipModelResource,
 ) -> dg.MaterializeResult:
     """Per stage-3 survivor: the cosine similarity of its image embedding (reused from `image_embeddings`, never
     computed twice) and its cleaned caption's text embedding, from the `clip` resource's model; and the image's
-    text-heaviness (text-like area, no CLIP needed)."""
-    from danqing_assets.lib.textness import text_heaviness_batch
-
+    text-heaviness (text-like area, no CLIP needed; computed once, by `image_scores`)."""
     snapshot = context.partition_key
     wh = warehouse.warehouse()
     pairs = wh.read("visually_diversified_pairs", snapshot, columns=["pair_id", "image_sha256", "caption_clean"])
@@ -85,21 +76,13 @@ def cross_modal_scores(
     similarity = (image_emb * text_rows).sum(axis=1) if captions else np.zeros(0)
     encode_s = time.monotonic() - started
 
-    store = image_store.store(warehouse, s3)
-    shas = pairs["image_sha256"].unique(maintain_order=True).to_list()
-    heavy: dict[str, dict] = {}
-    for start in range(0, len(shas), 512):
-        part = shas[start : start + 512]
-        datas = []
-        for sha in part:
-            try:
-                datas.append(store.get(sha))
-            except Exception as exc:  # noqa: BLE001 - counted below as an unscored image
-                context.log.warning(f"image {sha} unreadable from the store: {exc}")
-                datas.append(b"")
-        heavy.update(zip(part, text_heaviness_batch(datas)))
-    th = [heavy[s].get("text_heaviness") for s in pairs["image_sha256"].to_list()]
-    area = [heavy[s].get("text_area_share") for s in pairs["image_sha256"].to_list()]
+    image_scores = wh.read("image_scores", snapshot)
+    if "text_heaviness" not in image_scores.columns:
+        raise dg.Failure(f"image_scores of {snapshot!r} predates the text_heaviness column: re-materialize "
+                         "image_scores")
+    text = pairs.select("image_sha256").join(
+        image_scores.select("image_sha256", "text_heaviness", "text_area_share"), on="image_sha256", how="left")
+    th, area = text["text_heaviness"].to_list(), text["text_area_share"].to_list()
     scores = pl.DataFrame(
         {"snapshot": [snapshot] * pairs.height, "pair_id": pairs["pair_id"], "image_sha256": pairs["image_sha256"],
          "model": [label] * pairs.height, "similarity_scale": ["cosine"] * pairs.height,

@@ -30,6 +30,7 @@ from danqing_assets.defs.common.resources import WarehouseResource
 from danqing_assets.defs.common.stage_end import finish_stage, stage_check_specs, versioned
 from danqing_assets.lib import reasons, schemas
 from danqing_assets.lib.clusters import DEFAULT_MAX_DISTANCE, DEFAULT_MAX_HAMMING
+from danqing_assets.lib.decide import dedup_inputs
 from danqing_assets.lib.stages import CROSS_BATCH
 from danqing_assets.lib.warehouse_s3 import S3Warehouse
 
@@ -43,8 +44,10 @@ CRAWL_ORDER = ["warc_file", "warc_offset", "img_index"]
 class CuratedPairsConfig(dg.Config):
     phash_max_hamming: int = Field(default=DEFAULT_MAX_HAMMING, ge=0, le=32,
                                    description="pHash near-duplicate distance across partitions, in bits (0: off).")
-    max_distance: float = Field(default=DEFAULT_MAX_DISTANCE, ge=0.0, lt=2.0, allow_inf_nan=False,
-                                description="Embedding cosine distance of duplicates across partitions (paper: 0.1).")
+    max_distance: float | None = Field(default=None, ge=0.0, lt=2.0, allow_inf_nan=False,
+                                       description="Cosine distance of duplicates across partitions. Unset: as "
+                                       "stage 3 (the checkpoint's dedup descriptor and its recorded distance, else "
+                                       f"CLIP embeddings at the paper's {DEFAULT_MAX_DISTANCE}).")
     embedding_dedup: bool = Field(default=True, description="Also compare image embeddings (off: sha256 and pHash "
                                   "only, stated in the metadata).")
     index_dir: str | None = Field(default=None, description="Local folder of the cross-batch index; unset: "
@@ -62,7 +65,7 @@ class CuratedPairsConfig(dg.Config):
 @dg.asset(
     partitions_def=snapshot_partitions,
     group_name=CROSS_BATCH.group,
-    code_version=versioned("1", config=CuratedPairsConfig),
+    code_version=versioned("2", config=CuratedPairsConfig),  # 2: dedup descriptors
     deps=["aligned_pairs", "image_embeddings", "image_scores"],
     check_specs=stage_check_specs(CROSS_BATCH),
     pool=CROSSBATCH_POOL,
@@ -82,8 +85,11 @@ def curated_pairs(
     cand = pairs.select("pair_id", "image_sha256").join(phash, on="image_sha256", how="left")
     emb = wh.read("image_embeddings", snapshot) if wh.exists("image_embeddings", snapshot) else None
     embeddings = None
-    if config.embedding_dedup and emb is not None and emb.height and pairs.height:
-        vec = dict(zip(emb["image_sha256"].to_list(), emb["embedding"].to_list()))
+    try:
+        vec, distance, vectors = dedup_inputs(emb, config.max_distance)
+    except ValueError as exc:
+        raise dg.Failure(f"curated_pairs ({snapshot}): {exc}") from exc
+    if config.embedding_dedup and vec and pairs.height:
         dim = len(next(iter(vec.values())))
         embeddings = np.array([vec.get(s) or [np.nan] * dim for s in cand["image_sha256"].to_list()], dtype=np.float32)
     mirror = None
@@ -93,7 +99,7 @@ def curated_pairs(
         mirror = S3IndexMirror(wh, wh.home / ".scratch" / "crossbatch" / context.run_id)
     try:
         index = CrossBatchIndex(mirror.pull() if mirror else (config.index_dir or wh.home / "crossbatch"),
-                                phash_max_hamming=config.phash_max_hamming or None, max_distance=config.max_distance)
+                                phash_max_hamming=config.phash_max_hamming or None, max_distance=distance)
         merged = index.merge(snapshot, cand.select("pair_id", "image_sha256", "phash"), embeddings)
         stats = index.stats()
         if mirror:
@@ -120,7 +126,7 @@ def curated_pairs(
         preview_columns=["image_url", "caption"],
         extra_metadata={
             "duplicates_by_kind": dg.MetadataValue.json(kinds),
-            "embedding_check": "on" if embeddings is not None else (
+            "embedding_check": f"on ({vectors}, cosine distance <= {distance})" if embeddings is not None else (
                 "OFF by configuration (embedding_dedup=false)" if not config.embedding_dedup
                 else "OFF: no image embeddings (sha256 and pHash only)"),
             "index": dg.MetadataValue.json({k: v for k, v in stats.items() if isinstance(v, (int, float, str))}),

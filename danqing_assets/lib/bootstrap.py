@@ -27,6 +27,20 @@ from typing import Any
 _log = logging.getLogger(__name__)
 
 
+BOOTSTRAP_DEDUP_MODULE = "visual.trunk.features"
+BOOTSTRAP_DEDUP_GRID = 4
+"""The bootstrap checkpoint's dedup descriptor (`lib.dedup_descriptor`): its conv tower's last feature map (8 x 8 at
+64 px) max-pooled to 4 x 4, centred on the seed crawl's images (trained for with `TrainConfig.grid_view_weight`).
+Measured on the demo crawl (issue 10, session 23): 33 of its 40 re-rendered copies caught, no distinct picture merged;
+the CLIP embedding of the model before it, at the paper's 0.1: 37 caught, 55 distinct pictures merged."""
+
+
+BOOTSTRAP_DEDUP_MAX_DISTANCE = 0.15
+"""The cosine distance on that descriptor within which semantic dedup merges images, recorded in the card. Chosen on
+a calibration crawl (sample crawl seed 3_000_003, 250 pages: never a demo or seed-crawl seed) with its truth labels,
+for the default bootstrap recipe; see the README's semantic-dedup section for what it gives on the demo crawl."""
+
+
 @dataclass
 class CrawlPairs:
     images: list[bytes]
@@ -90,15 +104,28 @@ def train_bootstrap(
     train_config: Any,
     lineage: dict[str, Any],
     log: Callable[[str], None] | None = None,
+    view_crop_min: float = 0.9,
+    dedup_max_distance: float | None = None,
 ) -> BootstrapResult:
     """Train the bootstrap architecture from scratch on `pairs` and write it as a checkpoint directory `out_dir`
-    (replacing an earlier one only once the new one is complete). Training resumes from `work_dir` after a crash."""
+    (replacing an earlier one only once the new one is complete). Training resumes from `work_dir` after a crash.
+
+    view_crop_min: least area share the instance views crop (`train_data.ImageViews`): mild, since the feature-grid
+        loss must keep where things are. dedup_max_distance: recorded in the card with the dedup descriptor (the
+        distance semantic dedup uses with this checkpoint unless configured otherwise). The descriptor's centre is
+        fitted on the training images after training."""
     import open_clip
     import torch
 
-    from danqing_assets.lib.checkpoints import save_checkpoint_dir
     from danqing_assets.lib.caption_targets import head_noun_targets
-    from danqing_assets.lib.embed import BOOTSTRAP_MODEL_CONFIG, BOOTSTRAP_MODEL_NAME, register_model_config
+    from danqing_assets.lib.checkpoints import save_checkpoint_dir
+    from danqing_assets.lib.dedup_descriptor import FeatureGrid, fit_center
+    from danqing_assets.lib.embed import (
+        BOOTSTRAP_MODEL_CONFIG,
+        BOOTSTRAP_MODEL_NAME,
+        ClipEmbedder,
+        register_model_config,
+    )
     from danqing_assets.lib.tokenizer import ChineseTokenizer
     from danqing_assets.lib.train import train
     from danqing_assets.lib.train_data import ImageViews, RecordDataset
@@ -108,7 +135,8 @@ def train_bootstrap(
     started = time.monotonic()
     torch.manual_seed(train_config.seed)
     register_model_config(BOOTSTRAP_MODEL_NAME, BOOTSTRAP_MODEL_CONFIG)
-    model, preprocess_train, _ = open_clip.create_model_and_transforms(BOOTSTRAP_MODEL_NAME, pretrained=None)
+    model, preprocess_train, preprocess_eval = open_clip.create_model_and_transforms(BOOTSTRAP_MODEL_NAME,
+                                                                                     pretrained=None)
     tokenizer = ChineseTokenizer(context_length=BOOTSTRAP_MODEL_CONFIG["text_cfg"]["context_length"])
     dataset = RecordDataset(list(zip(pairs.images, pairs.captions)))
     targets = None
@@ -121,19 +149,23 @@ def train_bootstrap(
             train_config = dataclasses.replace(train_config, aux_weight=0.0)
             targets = None
     views = None
-    if train_config.view_weight > 0:
+    if train_config.view_weight > 0 or train_config.grid_view_weight > 0:
         cfg = model.visual.preprocess_cfg
-        views = ImageViews(int(cfg["size"][0]), cfg["mean"], cfg["std"])
+        views = ImageViews(int(cfg["size"][0]), cfg["mean"], cfg["std"], crop_scale=(view_crop_min, 1.0))
     result = train(model, tokenizer, preprocess_train, dataset, train_config, work_dir, log=log,
                    aux_targets=targets.matrix() if targets is not None else None, view_preprocess=views)
     model.eval()
+    clip = ClipEmbedder(model, preprocess_eval, tokenizer, model_name=BOOTSTRAP_MODEL_NAME, pretrained=None,
+                        device=str(next(model.parameters()).device), precision="fp32")
+    dedup = fit_center(clip, FeatureGrid(BOOTSTRAP_DEDUP_MODULE, BOOTSTRAP_DEDUP_GRID, max_distance=dedup_max_distance),
+                       list(dict.fromkeys(pairs.images)))
     path = save_checkpoint_dir(
         model, out_dir, model_name=BOOTSTRAP_MODEL_NAME, model_config=BOOTSTRAP_MODEL_CONFIG,
         tokenizer_spec=tokenizer.spec(),
         lineage={**lineage, "train_pairs": len(pairs.images), "train_steps": result.steps,
                  "head_noun_labels": list(targets.vocab) if targets is not None else [],
                  "samples_seen": result.samples_seen, "final_loss": result.loss_curve[-1][1] if result.loss_curve else None},
-        overwrite=True,
+        overwrite=True, dedup=dedup,
     )
     return BootstrapResult(path, result, len(pairs.images), time.monotonic() - started,
                            len(targets.vocab) if targets is not None else 0)

@@ -11,6 +11,8 @@ A project checkpoint is a directory::
                           directory as it is (open_clip's local-dir loader looks for model.safetensors among others)
     vocab.txt             the BERT vocabulary, when the tokenizer is one: a checkpoint does not depend on which
                           cn_clip release is installed where it is loaded
+    dedup_center.safetensors  optional: the centre of the dedup descriptor the card's ``dedup`` entry declares
+                          (`lib.dedup_descriptor`: what semantic dedup compares instead of the CLIP embedding)
 
 The card, not the config file, is what `load_checkpoint_dir` trusts: it is the one place that records everything a
 model needs besides its weights, so that an evaluation or a pipeline run can name exactly which model it used.
@@ -36,6 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from danqing_assets.lib.dedup_descriptor import from_card as dedup_from_card
+from danqing_assets.lib.dedup_descriptor import save_center
 from danqing_assets.lib.embed import (
     ClipEmbedder,
     _resolve_device,
@@ -107,6 +111,7 @@ def save_checkpoint_dir(
     preprocess_cfg: dict[str, Any] | None = None,
     vocab_path: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    dedup: Any = None,
 ) -> Path:
     """Write `model` (an open_clip model or a `ClipEmbedder`) as a checkpoint directory; returns its path.
 
@@ -117,12 +122,18 @@ def save_checkpoint_dir(
     lineage: JSON-serialisable provenance, recorded as given.
     preprocess_cfg: open_clip PreprocessCfg fields (size, mean, std, interpolation, resize_mode, ...); default the
         model's own.
+    dedup: a `lib.dedup_descriptor.FeatureGrid` semantic dedup should compare instead of the CLIP embedding (card
+        entry ``dedup``, its centre in ``dedup_center.safetensors``); default that of a `ClipEmbedder` `model`.
     """
     import open_clip
     import torch
     from safetensors.torch import save_file
 
     net = model.model if isinstance(model, ClipEmbedder) else model
+    if dedup is None and isinstance(model, ClipEmbedder):
+        dedup = model.dedup
+    if dedup is not None:
+        dedup.resolve(net)  # a descriptor naming a module the model lacks fails here, before anything is written
     if model_config is None:
         model_config = open_clip.get_model_config(model_name)
         if model_config is None:
@@ -169,6 +180,7 @@ def save_checkpoint_dir(
                 "n_params": int(sum(v.numel() for v in state.values() if v.is_floating_point())),
             },
             "lineage": lineage,
+            **({"dedup": save_center(dedup, tmp)} if dedup is not None else {}),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "library": {"torch": torch.__version__, "open_clip": open_clip.__version__},
         }
@@ -258,8 +270,12 @@ def load_checkpoint_dir(
     preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
     model.eval()
     tokenizer = tokenizer_from_spec(card["tokenizer"], vocab_path=vocab_path, search_dirs=[folder])
+    dedup = None
+    if card.get("dedup") is not None:
+        dedup = dedup_from_card(card["dedup"], folder)
+        dedup.resolve(model)
     return ClipEmbedder(model, preprocess, tokenizer, model_name=card["model_name"], pretrained=str(folder),
-                        device=dev, precision=prec, card=card)
+                        device=dev, precision=prec, card=card, dedup=dedup)
 
 
 def checkpoint_label(model_name: str, pretrained: str | None) -> str:

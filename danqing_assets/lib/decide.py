@@ -263,6 +263,34 @@ class DegenerateClusters(ValueError):
 MIN_IMAGES_FOR_CLUSTER_CHECK = 50
 
 
+def dedup_inputs(
+    emb_table: pl.DataFrame | None, max_distance: float | None
+) -> tuple[dict[str, Any] | None, float, str | None]:
+    """What semantic (and cross-batch embedding) dedup compares, from an `image_embeddings` table: (image sha256 ->
+    vector, or None without embeddings; the cosine distance to merge within; a description of the vectors).
+
+    A checkpoint that declares a dedup descriptor (`lib.dedup_descriptor`; the table's `dedup_embedding` column) is
+    compared on it, within `max_distance` when set, else within the distance its card records; otherwise the CLIP
+    embeddings are, within `max_distance`, default the paper's 0.1. A table mixing rows with and without descriptors
+    (written by two models) is an error, never half-compared.
+    """
+    from danqing_assets.lib.clusters import DEFAULT_MAX_DISTANCE
+
+    if emb_table is None or not emb_table.height:
+        return None, max_distance if max_distance is not None else DEFAULT_MAX_DISTANCE, None
+    shas = emb_table["image_sha256"].to_list()
+    if "dedup_embedding" in emb_table.columns and emb_table["dedup_embedding"].null_count() < emb_table.height:
+        if emb_table["dedup_embedding"].null_count() or emb_table["dedup_descriptor"].n_unique() != 1:
+            raise ValueError("image_embeddings mixes rows with and without (or with different) dedup descriptors: "
+                             "re-materialize image_embeddings with one model")
+        stored = emb_table["dedup_max_distance"][0] if "dedup_max_distance" in emb_table.columns else None
+        distance = max_distance if max_distance is not None else (
+            float(stored) if stored is not None else DEFAULT_MAX_DISTANCE)
+        return dict(zip(shas, emb_table["dedup_embedding"].to_list())), distance, str(emb_table["dedup_descriptor"][0])
+    return (dict(zip(shas, emb_table["embedding"].to_list())),
+            max_distance if max_distance is not None else DEFAULT_MAX_DISTANCE, "CLIP embedding")
+
+
 def check_cluster_sizes(reps: np.ndarray, max_share: float, *, semantic: bool) -> None:
     """Fail when the largest cluster holds more than `max_share` of the distinct images (checked from 50 images on).
 
@@ -314,14 +342,22 @@ def decide_image(
     else:  # highest resolution, then the more informative caption, then crawl order
         passing = passing.sort(["pixels", "caption_entropy", *CRAWL_ORDER], descending=[True, True, False, False, False],
                                nulls_last=True)
-    images = passing.unique("image_sha256", keep="first", maintain_order=True).select("image_sha256", "phash")
+    images = passing.unique("image_sha256", keep="first", maintain_order=True).select(
+        "image_sha256", "phash", *(["text_heaviness"] if "text_heaviness" in passing.columns else []))
     shas = images["image_sha256"].to_list()
-    emb_matrix = None
+    emb_matrix = semantic = None
     if params.get("semantic_dedup", True) and embeddings and shas:
         dim = len(next(iter(embeddings.values())))
         emb_matrix = np.array([embeddings.get(s) or [np.nan] * dim for s in shas], dtype=np.float32)
+        semantic = emb_matrix
+        limit = params.get("semantic_max_text_heaviness")
+        if limit is not None:  # text-dominated images stay out of semantic merges (pHash and sha256 still apply)
+            heavy = (images["text_heaviness"].fill_nan(None).fill_null(1.0) >= limit).to_numpy()
+            if heavy.any():
+                semantic = emb_matrix.copy()
+                semantic[heavy] = np.nan
     reps, dup_reasons = redundancy_clusters(
-        images["phash"].to_list(), emb_matrix, phash_max_hamming=params["phash_max_hamming"],
+        images["phash"].to_list(), semantic, phash_max_hamming=params["phash_max_hamming"],
         max_distance=params["semantic_max_distance"], near_duplicate=reasons.NEAR_DUPLICATE_IMAGE,
         semantic_duplicate=reasons.SEMANTIC_DUPLICATE,
     )

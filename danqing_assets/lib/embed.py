@@ -106,8 +106,8 @@ BOOTSTRAP_MODEL_CONFIG: dict[str, Any] = conv_tower(chinese_clip_config())
 batch norm and max pooling, 0.26 M parameters; a ViT of this size did not learn the shapes of things), BERT-id text
 tower 4 x 128 over 64 tokens, embedding 128. Small enough to train from scratch in minutes on 2 CPU cores
 (`benchmarks/bench_train.py`: train() at 99.5 samples/s on a batch of 64, one core computing and one decoding, torch
-2.14 CPU; 56.4 samples/s with the instance-view loss the bootstrap trains with, which encodes a second view of every
-image)."""
+2.14 CPU; 62.8 samples/s with the two instance losses the bootstrap trains with, which encode a second view of every
+image; `--view-weight 1 --grid-view-weight 1`)."""
 
 ImageInput = Any  # a PIL image or encoded image bytes
 Tokenizer = Callable[[list[str]], Any]  # list of strings -> LongTensor (n, context_length)
@@ -175,7 +175,7 @@ class ClipEmbedder:
     def __init__(
         self, model: Any, preprocess: Callable[[Any], Any], tokenizer: Tokenizer, *, model_name: str,
         pretrained: str | None, device: str, precision: str, image_size: int | None = None,
-        card: dict[str, Any] | None = None,
+        card: dict[str, Any] | None = None, dedup: Any = None,
     ) -> None:
         self.model = model
         self.preprocess = preprocess
@@ -185,6 +185,7 @@ class ClipEmbedder:
         self.device = device
         self.precision = precision
         self.card = card  # the card of a project checkpoint directory (`lib.checkpoints`), else None
+        self.dedup = dedup  # a `lib.dedup_descriptor.FeatureGrid` the checkpoint declares, else None (CLIP embedding)
         size = image_size or getattr(getattr(model, "visual", None), "image_size", 224)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
 
@@ -219,7 +220,21 @@ class ClipEmbedder:
         flight. Threads suffice because Pillow's decoders and resamplers and torch's ops release the GIL, and they
         need no pickling of `images` (bytes or PIL images already in this process).
         """
+        return self._embed_images(images, batch_size, None)[0]
+
+    def embed_images_for_dedup(
+        self, images: Sequence[ImageInput], batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(embeddings as `embed_images`, dedup descriptors or None): with a `dedup` descriptor (a checkpoint that
+        declares one), its (n, k) L2-normalised rows from the same forward pass (NaN rows where the image does not
+        decode); without one, None: semantic dedup then compares the embeddings themselves."""
+        return self._embed_images(images, batch_size, self.dedup)
+
+    def _embed_images(
+        self, images: Sequence[ImageInput], batch_size: int, dedup: Any
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         import collections
+        import contextlib
         from concurrent.futures import ThreadPoolExecutor
 
         import torch
@@ -238,8 +253,10 @@ class ClipEmbedder:
             return (torch.stack(tensors) if tensors else None), rows
 
         out: np.ndarray | None = None
+        desc: np.ndarray | None = None
         threads = max(1, min(8, os.cpu_count() or 1, len(starts)))
-        with ThreadPoolExecutor(threads, thread_name_prefix="embed-decode") as pool:
+        capture = dedup.capture(self.model) if dedup is not None else contextlib.nullcontext({})
+        with ThreadPoolExecutor(threads, thread_name_prefix="embed-decode") as pool, capture as captured:
             ahead = collections.deque(pool.submit(prepare, s) for s in starts[: threads + 1])
             queued = len(ahead)
             while ahead:
@@ -255,9 +272,19 @@ class ClipEmbedder:
                 if out is None:
                     out = np.full((n, feats.shape[1]), np.nan, dtype=np.float32)
                 out[rows] = feats
+                if dedup is not None:
+                    if "map" not in captured:
+                        raise ValueError(f"dedup descriptor: {dedup.module} did not run in the image forward pass")
+                    rows_desc = dedup.finish(dedup.raw(captured.pop("map")))
+                    if desc is None:
+                        desc = np.full((n, rows_desc.shape[1]), np.nan, dtype=np.float32)
+                    desc[rows] = rows_desc
         if out is None:
-            return np.full((n, self.embed_dim), np.nan, dtype=np.float32)
-        return out
+            out = np.full((n, self.embed_dim), np.nan, dtype=np.float32)
+        if dedup is not None and desc is None:
+            dim = dedup.center.size if dedup.center is not None else 1
+            desc = np.full((n, dim), np.nan, dtype=np.float32)
+        return out, desc
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """(n, d) float32 L2-normalised text embeddings.

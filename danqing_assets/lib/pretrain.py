@@ -317,6 +317,8 @@ def continue_training(
             "train_steps": result.steps, "samples_seen": result.samples_seen,
             "skipped_examples": result.skipped_examples, "recipe": recipe_key(train_config, start_info),
             "final_loss": result.loss_curve[-1][1] if result.loss_curve else None}
+    # `model`, not `start`: the start's dedup descriptor (its centre and distance were fitted to the start's weights)
+    # is not carried over stale; semantic dedup with this checkpoint compares its CLIP embeddings
     path = save_checkpoint_dir(model, out_dir, model_name=card["model_name"], model_config=card["model_config"],
                                tokenizer_spec=card["tokenizer"], preprocess_cfg=card.get("preprocess"),
                                vocab_path=_vocab_in(start_dir), lineage=full, overwrite=True)

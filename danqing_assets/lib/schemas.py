@@ -132,6 +132,8 @@ class ImageScores(pa.DataFrameModel):
     phash: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{16}$")
     nsfw_scorer: str = pa.Field(nullable=True)
     nsfw_score: float = pa.Field(nullable=True, ge=0, le=1)
+    text_heaviness: float = pa.Field(nullable=True, ge=0, le=1)
+    text_area_share: float = pa.Field(nullable=True, ge=0, le=1)
 
     class Config:
         strict = False
@@ -141,6 +143,8 @@ class ImageEmbeddings(pa.DataFrameModel):
     snapshot: str
     image_sha256: str = pa.Field(unique=True, str_matches=SHA256)
     model: str
+    dedup_descriptor: str = pa.Field(nullable=True)
+    dedup_max_distance: float = pa.Field(nullable=True, gt=0, lt=2)
 
     class Config:
         strict = False

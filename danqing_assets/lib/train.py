@@ -78,7 +78,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _CKPT_RE = re.compile(r"^step_(\d{8,})\.pt$")
 # Fields a resumed run must share with the checkpoint: they decide which examples and which loss a step sees.
-_RESUME_FIXED = ("loss", "batch_size", "accumulation_steps", "accumulation", "seed", "aux_weight", "view_weight")
+_RESUME_FIXED = ("loss", "batch_size", "accumulation_steps", "accumulation", "seed", "aux_weight", "view_weight",
+                 "grid_view_weight", "grid_view_module", "grid_view_size")
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,12 @@ class TrainConfig:
     aux_weight: float = 0.0  # weight of the auxiliary caption-label loss (0: off; needs train(aux_targets=...))
     view_weight: float = 0.0  # weight of the image-view instance loss (0: off; needs train(view_preprocess=...))
     view_temperature: float = 0.1  # softmax temperature of the instance loss
+    # weight of the same instance loss on the feature-grid descriptor (`lib.dedup_descriptor.FeatureGrid`: the map of
+    # `grid_view_module` max-pooled to grid_view_size^2 cells, batch-centred) of each image and its view: trains what
+    # semantic dedup compares (0: off; needs train(view_preprocess=...))
+    grid_view_weight: float = 0.0
+    grid_view_module: str = "visual.trunk.features"
+    grid_view_size: int = 4
 
     def __post_init__(self) -> None:
         def integer(name: str, minimum: int) -> None:
@@ -136,8 +143,12 @@ class TrainConfig:
             integer(name, 0)
         for name in ("lr", "eps", "view_temperature"):
             number(name, positive=True)
-        for name in ("min_lr", "weight_decay", "beta1", "beta2", "aux_weight", "view_weight"):
+        for name in ("min_lr", "weight_decay", "beta1", "beta2", "aux_weight", "view_weight", "grid_view_weight"):
             number(name, positive=False)
+        integer("grid_view_size", 1)
+        if not isinstance(self.grid_view_module, str) or not self.grid_view_module:
+            raise ValueError(f"TrainConfig.grid_view_module must be a dotted module path, got "
+                             f"{self.grid_view_module!r}")
         if self.grad_clip is not None:
             number("grad_clip", positive=True)
         choice("loss", LOSSES)
@@ -148,7 +159,7 @@ class TrainConfig:
         if self.batch_size % self.accumulation_steps:
             raise ValueError(f"TrainConfig.batch_size ({self.batch_size}) must be a multiple of accumulation_steps "
                              f"({self.accumulation_steps})")
-        for name in ("aux_weight", "view_weight"):
+        for name in ("aux_weight", "view_weight", "grid_view_weight"):
             if getattr(self, name) > 0 and self.accumulation == "full_batch":
                 raise ValueError(f"TrainConfig.{name} needs accumulation='micro_batch'")
         if self.min_lr > self.lr:
@@ -209,6 +220,16 @@ def instance_loss(img: Any, view: Any, temperature: float) -> Any:
     labels = torch.arange(img.shape[0], device=logits.device)
     ce = torch.nn.functional.cross_entropy
     return 0.5 * (ce(logits, labels) + ce(logits.T, labels))
+
+
+def feature_grids(fmap: Any, size: int) -> Any:
+    """The training form of the feature-grid descriptor (`lib.dedup_descriptor.FeatureGrid`): an (N, C, H, W) map
+    max-pooled to size x size, centred on the batch's own mean (the stored centre is fitted after training), unit rows;
+    differentiable. The grid instance loss (`TrainConfig.grid_view_weight`) is `instance_loss` over these."""
+    import torch
+
+    pooled = torch.nn.functional.adaptive_max_pool2d(fmap.float(), size).flatten(1)
+    return torch.nn.functional.normalize(pooled - pooled.mean(dim=0, keepdim=True), dim=-1)
 
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
@@ -389,12 +410,17 @@ def train(
                              f"({len(dataset)}); got {getattr(aux_targets, 'shape', aux_targets)!r}")
     else:
         aux_targets = None
-    if config.view_weight > 0:
+    if config.view_weight > 0 or config.grid_view_weight > 0:
         if not callable(view_preprocess):
-            raise ValueError(f"view_weight {config.view_weight} needs view_preprocess, a callable image -> tensor; "
-                             f"got {view_preprocess!r}")
+            raise ValueError(f"an instance loss (view_weight {config.view_weight}, grid_view_weight "
+                             f"{config.grid_view_weight}) needs view_preprocess, a callable image -> tensor; got "
+                             f"{view_preprocess!r}")
     else:
         view_preprocess = None
+    if config.grid_view_weight > 0:
+        from danqing_assets.lib.dedup_descriptor import FeatureGrid
+
+        FeatureGrid(config.grid_view_module, config.grid_view_size).resolve(model)  # a missing module fails here
     ckpt_dir = _checkpoint_dir(work)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with _work_dir_lock(work):
@@ -548,18 +574,26 @@ def _train(
             old.unlink(missing_ok=True)
         return target
 
-    def features(mb: dict[str, Any]) -> tuple[Any, Any, Any]:
-        """(image, text, view or None) embeddings, normalised; images and their views share one forward pass (and
-        so the batch statistics of a batch-norm tower)."""
+    grid = None
+    if config.grid_view_weight > 0:
+        from danqing_assets.lib.dedup_descriptor import FeatureGrid
+
+        grid = FeatureGrid(config.grid_view_module, config.grid_view_size)
+
+    def features(mb: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+        """(image, text, view or None, feature grids of images and views or None) embeddings, normalised; images and
+        their views share one forward pass (and so the batch statistics of a batch-norm tower)."""
         images = mb["images"].to(device, non_blocking=True)
         tokens = mb["tokens"].to(device, non_blocking=True)
         views = mb.get("views")
         with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
             if views is None:
-                return model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True), None
-            both = model.encode_image(torch.cat([images, views.to(device, non_blocking=True)]), normalize=True)
+                return model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True), None, None
+            with grid.capture(model) if grid is not None else contextlib.nullcontext({}) as captured:
+                both = model.encode_image(torch.cat([images, views.to(device, non_blocking=True)]), normalize=True)
+            grids = feature_grids(captured["map"], grid.grid) if grid is not None else None
             n = images.shape[0]
-            return both[:n], model.encode_text(tokens, normalize=True), both[n:]
+            return both[:n], model.encode_text(tokens, normalize=True), both[n:], grids
 
     def auxiliary(img: Any, txt: Any, ids: Any) -> Any:
         """The caption-label loss of a micro-batch (0 when none of its examples has a label)."""
@@ -619,7 +653,7 @@ def _train(
                     cached = [features(mb) for mb in group_batches]
                 step_loss = None
                 for i, mb in enumerate(group_batches):
-                    img_i, txt_i, _ = features(mb)
+                    img_i, txt_i, _, _ = features(mb)
                     imgs = torch.cat([img_i if j == i else c[0] for j, c in enumerate(cached)])
                     txts = torch.cat([txt_i if j == i else c[1] for j, c in enumerate(cached)])
                     loss = contrastive(imgs, txts, live=i == 0)
@@ -629,12 +663,16 @@ def _train(
             else:
                 total = None
                 for mb in group_batches:
-                    img, txt, view = features(mb)
+                    img, txt, view, grids = features(mb)
                     loss = contrastive(img, txt, live=True)
                     if aux_head is not None:
                         loss = loss + config.aux_weight * auxiliary(img, txt, mb["ids"])
-                    if view is not None:
+                    if view is not None and config.view_weight > 0:
                         loss = loss + config.view_weight * instance_loss(img, view, config.view_temperature)
+                    if grids is not None:
+                        n = img.shape[0]
+                        loss = loss + config.grid_view_weight * instance_loss(grids[:n], grids[n:],
+                                                                              config.view_temperature)
                     loss = loss / len(group_batches)
                     scaler.scale(loss).backward()
                     total = loss.detach() if total is None else total + loss.detach()

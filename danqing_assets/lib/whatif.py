@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from danqing_assets.lib.decide import decide_aligned, decide_image
+from danqing_assets.lib.decide import decide_aligned, decide_image, dedup_inputs
 from danqing_assets.lib.funnel import FunnelStep
 from danqing_assets.lib.stages import CROSS_MODAL, FETCH, IMAGE, SOURCE, TEXT, reason_order
 from danqing_assets.lib.warehouse import Warehouse
@@ -94,11 +94,11 @@ def what_if(wh: Warehouse, snapshot: str, params: Mapping[str, Mapping[str, Any]
     if not wh.exists("image_scores", snapshot):
         return steps
     emb = wh.read("image_embeddings", snapshot) if wh.exists("image_embeddings", snapshot) else None
-    embeddings = dict(zip(emb["image_sha256"].to_list(), emb["embedding"].to_list())) if emb is not None and emb.height else None
+    embeddings, distance, _ = dedup_inputs(emb, params[IMAGE.table].get("semantic_max_distance"))
     pairs = kept.drop("image_sha256", "status", "fetch_reason", "reason", "detail", strict=False)
     entropy = wh.read("text_scores", snapshot, columns=["pair_id", "entropy"]).rename({"entropy": "caption_entropy"})
     d4, _, _ = decide_image(pairs, kept.select("pair_id", "image_sha256"), wh.read("image_scores", snapshot),
-                            entropy, embeddings, params[IMAGE.table])
+                            entropy, embeddings, {**params[IMAGE.table], "semantic_max_distance": distance})
     step, kept = _step(IMAGE.table, d4, IMAGE.ledger, no_row=pl.col("scored_image").is_null())
     steps.append(step)
     if not wh.exists("cross_modal_scores", snapshot) or CROSS_MODAL.table not in params:

@@ -59,6 +59,12 @@ def test_every_check_passes_and_models_are_on(curated):
     assert _md(first, "curated_pairs")["embedding_check"].startswith("OFF by configuration")
     scores = _md(first, "cross_modal_scores")
     assert scores["model"].startswith("danqing-bootstrap-clip") and scores["missing_image_embeddings"] == 0
+    # the bootstrap checkpoint declares its dedup descriptor: image_embeddings stores it beside every embedding
+    emb = Warehouse(curated[0]).read("image_embeddings", "sample")
+    assert emb["dedup_descriptor"].unique().to_list() == ["feature_grid 4x4 of visual.trunk.features (centred)"]
+    assert emb["dedup_max_distance"].unique().to_list() == [0.15]
+    assert {len(v) for v in emb["dedup_embedding"].to_list()} == {128 * 16}
+    assert _md(first, "image_embeddings")["dedup_descriptor"].startswith("feature_grid")
 
 
 def test_the_band_rejects_text_heavy_posters_and_the_weakest_matches(curated):
@@ -147,6 +153,7 @@ def test_continued_pretraining_and_the_raw_baseline_train_alike_and_are_compared
         lin = card["lineage"]
         assert lin["start_checkpoint"]["weights_sha256"] == start["weights"]["sha256"]
         assert lin["samples_seen"] == 6 * 16 and lin["train_steps"] == 6
+        assert "dedup" in start and "dedup" not in card  # the start's descriptor centre would be stale: not carried
     assert cards["siglip_checkpoint"]["lineage"]["recipe"] == cards["raw_baseline_checkpoint"]["lineage"]["recipe"]
     assert cards["siglip_checkpoint"]["lineage"]["data"]["release_id"] == release["release_id"]
     assert cards["raw_baseline_checkpoint"]["lineage"]["data"]["examples"] == dec["raw_pairs"] - dec["raw_removed"]

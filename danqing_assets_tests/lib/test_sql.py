@@ -188,7 +188,7 @@ S3_PARAMS = {"min_shortest_edge": 100, "max_aspect": 3.0, "min_grey_std": 2.0, "
 def image_row(**overrides):
     row = {"pair_id": "p0", "scored_image": "a" * 64, "shortest_edge": 300, "aspect_ratio": 1.5, "grey_std": 40.0,
            "blur_score": 0.8, "laplacian_var_native": 2000.0, "entropy_bits": 6.5, "nsfw_scorer": None,
-           "nsfw_score": None, "score_error": None, "score_error_detail": None}
+           "nsfw_score": None, "score_error": None, "score_error_detail": None, "text_heaviness": 0.1}
     row.update(overrides)
     return row
 
@@ -197,14 +197,14 @@ def decide_image(row, **params):
     schema = {"scored_image": pl.String, "shortest_edge": pl.Int64, "aspect_ratio": pl.Float64, "grey_std": pl.Float64,
               "blur_score": pl.Float64, "laplacian_var_native": pl.Float64, "entropy_bits": pl.Float64,
               "nsfw_scorer": pl.String, "nsfw_score": pl.Float64, "score_error": pl.String,
-              "score_error_detail": pl.String}
+              "score_error_detail": pl.String, "text_heaviness": pl.Float64}
     out = run_sql(S3, tables={"scored": pl.DataFrame([row], schema_overrides=schema)}, params={**S3_PARAMS, **params})
     assert out.columns == ["pair_id", "reason", "detail"]
     return out.row(0)[1:]
 
 
 NO_IMAGE_SCORES = {k: None for k in ("scored_image", "shortest_edge", "aspect_ratio", "grey_std", "blur_score",
-                                     "laplacian_var_native", "entropy_bits")}
+                                     "laplacian_var_native", "entropy_bits", "text_heaviness")}
 
 
 @pytest.mark.parametrize(
@@ -226,6 +226,9 @@ NO_IMAGE_SCORES = {k: None for k in ("scored_image", "shortest_edge", "aspect_ra
         ({"grey_std": None, "entropy_bits": math.nan}, "unscored", "missing score: grey_std,entropy_bits"),
         ({"nsfw_scorer": "probe", "nsfw_score": None}, "unscored", "missing score: nsfw_score (probe)"),
         ({"nsfw_scorer": "probe", "nsfw_score": math.nan}, "unscored", "missing score: nsfw_score (probe)"),
+        ({"text_heaviness": None}, "unscored", "missing score: text_heaviness"),
+        ({"text_heaviness": math.nan}, "unscored", "missing score: text_heaviness"),
+        ({"text_heaviness": 0.99}, None, None),  # text-dominated images pass the rules (stage 4 bands them)
     ],
 )
 def test_image_rules_and_failing_closed(overrides, reason, detail):
@@ -263,7 +266,7 @@ def test_python_filter_reason_agrees_with_the_stage3_sql():
         metrics.append(m)
         rows.append(image_row(pair_id=f"p{i}", **m))
     schema = {"scored_image": pl.String, "nsfw_scorer": pl.String, "nsfw_score": pl.Float64, "score_error": pl.String,
-              "score_error_detail": pl.String}
+              "score_error_detail": pl.String, "text_heaviness": pl.Float64}
     out = run_sql(S3, tables={"scored": pl.DataFrame(rows, schema_overrides=schema)}, params=S3_PARAMS)
     sql = dict(zip(out["pair_id"], out["reason"]))
     assert len(set(sql.values())) >= 5  # the sample reaches most rules

@@ -23,7 +23,13 @@ import pytest
 import torch
 from PIL import Image
 
-from danqing_assets.lib.embed import TINY_MODEL_CONFIG, TINY_MODEL_NAME, register_model_config, register_tiny_model
+from danqing_assets.lib.embed import (
+    TINY_MODEL_CONFIG,
+    TINY_MODEL_NAME,
+    conv_tower,
+    register_model_config,
+    register_tiny_model,
+)
 from danqing_assets.lib.train import (
     StepInfo,
     TrainConfig,
@@ -523,8 +529,8 @@ def _shape_records() -> list[tuple[bytes, str]]:
     return out
 
 
-def _stopped_at_4_and_resumed(records: list[tuple[bytes, str]], cfg: TrainConfig, work: Path,
-                              **train_kw: Any) -> tuple[Any, Any]:
+def _stopped_at_4_and_resumed(records: list[tuple[bytes, str]], cfg: TrainConfig, work: Path, *,
+                              model_name: str = SIGLIP, **train_kw: Any) -> tuple[Any, Any]:
     """(model, TrainResult) of a run of `cfg` stopped after its step-4 checkpoint, then resumed in `work` with a model
     built from other initial weights (everything must come from the checkpoint)."""
 
@@ -535,11 +541,11 @@ def _stopped_at_4_and_resumed(records: list[tuple[bytes, str]], cfg: TrainConfig
         if info.step == 4:
             raise Stop
 
-    half, pre_train, _, tok = _build()
+    half, pre_train, _, tok = _build(model_name)
     with pytest.raises(Stop):
         train(half, tok, pre_train, RecordDataset(records), cfg, work, log=lambda _: None, on_step=stop_at_4,
               **train_kw)
-    half, _, _, _ = _build(seed=1)
+    half, _, _, _ = _build(model_name, seed=1)
     resumed = train(half, tok, pre_train, RecordDataset(records), cfg, work, log=lambda _: None, **train_kw)
     return half, resumed
 
@@ -650,6 +656,50 @@ def test_instance_views_train_with_the_model_and_resume_exactly(tmp_path: Path) 
         train(half, tok, pre_train, RecordDataset(records), cfg, tmp_path / "c")
     with pytest.raises(ValueError, match="view_weight needs accumulation='micro_batch'"):
         _config(view_weight=1.0, accumulation="full_batch", accumulation_steps=2)
+
+
+CONV = "danqing-test-conv-sigmoid"
+
+
+def _register_conv() -> None:
+    """A tiny CLIP with the bootstrap's conv image tower (a (N, C, H, W) feature map to pool) and the BPE text tower."""
+    cfg = copy.deepcopy(TINY_MODEL_CONFIG)
+    cfg.update(init_logit_bias=-10.0, init_logit_scale=math.log(10))
+    register_model_config(CONV, conv_tower(cfg))
+
+
+def test_feature_grid_views_train_the_conv_map_and_resume_exactly(tmp_path: Path) -> None:
+    """grid_view_weight > 0 adds the instance loss on the feature grid (`lib.dedup_descriptor`) of the image tower's
+    last conv map; it changes the steps, resumes exactly, and a module the model lacks, a resume that drops it or a
+    bad setting are refused before any step."""
+    _register_conv()
+    records = _shape_records()
+    model, pre_train, _, tok = _build(CONV)
+    views = _views(pre_train)
+    cfg = _config(total_steps=8, view_weight=1.0, grid_view_weight=1.0, checkpoint_every=4)
+    res = train(model, tok, pre_train, RecordDataset(records), cfg, tmp_path / "a", log=lambda _: None,
+                view_preprocess=views)
+    plain, _, _, _ = _build(CONV)
+    res_plain = train(plain, tok, pre_train, RecordDataset(records), _config(total_steps=8, view_weight=1.0,
+                      checkpoint_every=4), tmp_path / "plain", log=lambda _: None, view_preprocess=views)
+    assert res.steps == 8 and all(math.isfinite(v) for _, v in res.loss_curve)
+    # the grid loss is in the step: about log(batch) more at the start
+    assert res.loss_curve[0][1] > res_plain.loss_curve[0][1] + 0.5 * math.log(8)
+    half, resumed = _stopped_at_4_and_resumed(records, cfg, tmp_path / "b", model_name=CONV, view_preprocess=views)
+    assert resumed.resumed_from_step == 4
+    _assert_same_weights(_weights(half), _weights(model))
+    with pytest.raises(ValueError, match="grid_view_weight=0.0"):
+        train(half, tok, pre_train, RecordDataset(records), _config(total_steps=12, view_weight=1.0,
+              checkpoint_every=4), tmp_path / "b", log=lambda _: None, view_preprocess=views)
+    vit, vit_pre, _, vit_tok = _build()
+    with pytest.raises(ValueError, match="no module 'visual.trunk.features'"):  # a ViT has no conv trunk
+        train(vit, vit_tok, vit_pre, RecordDataset(records), cfg, tmp_path / "c", view_preprocess=views)
+    with pytest.raises(ValueError, match="needs view_preprocess"):
+        train(model, tok, pre_train, RecordDataset(records), _config(grid_view_weight=1.0), tmp_path / "d")
+    for bad in ({"grid_view_weight": -1.0}, {"grid_view_size": 0}, {"grid_view_module": ""},
+                {"grid_view_weight": 1.0, "accumulation": "full_batch", "accumulation_steps": 2}):
+        with pytest.raises(ValueError, match="grid_view"):
+            _config(**bad)
 
 
 def test_head_noun_targets_come_from_the_captions_grammar() -> None:

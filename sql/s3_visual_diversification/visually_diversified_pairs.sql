@@ -1,7 +1,8 @@
 -- Stage 3 (visual diversification), rule part: decide every fetched pair from its image's stored scores.
 -- Input view `scored`: fetched (status ok) pairs LEFT JOINed with image_scores on image_sha256 (an image without a
 -- score row has NULL scores).
--- Fails closed: no score row (stale image_scores after fetched_images was re-run), a NULL or NaN metric, or a missing
+-- Fails closed: no score row (stale image_scores after fetched_images was re-run), a NULL or NaN metric (text
+-- heaviness included: semantic dedup leaves text-dominated images out of its merges, stage 4 bands them), or a missing
 -- NSFW score while screening was on (`nsfw_scorer` is set) rejects the pair as `unscored`. With screening OFF by
 -- configuration (`nsfw_scorer` NULL) the pair is not screened for NSFW; the metadata and the release card say so.
 -- Output, like every decision query: pair_id, reason (NULL = passes every quality rule), detail. Redundancy (exact,
@@ -22,6 +23,8 @@ WITH checked AS (
             CASE WHEN scored_image IS NOT NULL AND $blur_measure = 'laplacian_native'
                  AND (laplacian_var_native IS NULL OR isnan(laplacian_var_native)) THEN 'laplacian_var_native' END,
             CASE WHEN scored_image IS NOT NULL AND (entropy_bits IS NULL OR isnan(entropy_bits)) THEN 'entropy_bits' END,
+            CASE WHEN scored_image IS NOT NULL AND (text_heaviness IS NULL OR isnan(text_heaviness))
+                 THEN 'text_heaviness' END,
             CASE WHEN nsfw_scorer IS NOT NULL AND (nsfw_score IS NULL OR isnan(nsfw_score))
                  THEN 'nsfw_score (' || nsfw_scorer || ')' END
         ) END AS missing
