@@ -9,7 +9,17 @@ Each seed runs `pretraining_job`'s assets through Dagster on the home's instance
 and `danqing pretrain`), with that seed for both trainings. Exit status 1 when the curated model does not beat its
 start on average on every eval set's headline metric.
 
-Measured on the demo's warehouse with the instance-view bootstrap (issue 10 session 22; 1,840 raw pairs, 1,198 with
+Measured on the demo's warehouse with the feature-grid bootstrap and semantic dedup on (issue 10 session 23; 1,840
+raw pairs, 1,198 with an image = the raw set, 828 curated = the release; 150 steps x 64; 2 quiet cores, no GPU),
+seeds 0 1 2:
+    retrieval mean recall  start 0.9045; raw 0.9278 / 0.9278 / 0.9199; curated 0.9217 / 0.9239 / 0.9234
+                           curated - start +0.0185 (sd 0.0012), curated - raw -0.0022 (sd 0.0050)
+    zero-shot top-1        start 0.4452; raw 0.3903 / 0.3935 / 0.3839; curated 0.4258 / 0.4290 / 0.4355
+                           curated - start -0.0151 (sd 0.0049), curated - raw +0.0409 (sd 0.0093)
+Exit status 1 (zero-shot: both continued models fall below this start, which learned the things from its head-noun
+and instance losses; continued pretraining trains on the pairs alone). Seed 0 = the demo's own run.
+
+The session before, with the instance-view bootstrap (issue 10 session 22; 1,840 raw pairs, 1,198 with
 an image = the raw set, 866 curated = the release; 150 steps x 64 from the bootstrap checkpoint; 2 quiet cores, no
 GPU), seeds 0 1 2:
     retrieval mean recall  start 0.9140; raw 0.9388 / 0.9365 / 0.9396; curated 0.9438 / 0.9471 / 0.9435
