@@ -163,6 +163,7 @@ def image_scores(
             "nsfw_screening": f"on ({scorer_name})" if scorer else
             "OFF: no NSFW scorer configured (set nsfw_scorer); images are not screened for NSFW content",
             "nsfw_unscored_images": unscored,
+            "text_dominated_images": int((scores["text_heaviness"] >= TEXT_HEAVY_BAND).sum()) if scores.height else 0,
             "images_per_s": dg.MetadataValue.float(round(len(shas) / elapsed, 1) if elapsed > 0 else 0.0),
             "score_summary": dg.MetadataValue.md(markdown_table(summary, summary.columns, limit=9)),
         },

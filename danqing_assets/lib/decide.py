@@ -328,6 +328,8 @@ def decide_image(
     matrix of those images in the same order or None)."""
     from danqing_assets.lib.clusters import redundancy_clusters
 
+    if "text_heaviness" not in scores.columns:
+        raise ValueError("image_scores predates the text_heaviness column: re-materialize image_scores")
     scores = scores.drop("snapshot", strict=False).with_columns(pl.col("image_sha256").alias("scored_image"))
     scored = (
         pairs.join(fetched.select("pair_id", "image_sha256"), on="pair_id", how="inner")
@@ -343,7 +345,7 @@ def decide_image(
         passing = passing.sort(["pixels", "caption_entropy", *CRAWL_ORDER], descending=[True, True, False, False, False],
                                nulls_last=True)
     images = passing.unique("image_sha256", keep="first", maintain_order=True).select(
-        "image_sha256", "phash", *(["text_heaviness"] if "text_heaviness" in passing.columns else []))
+        "image_sha256", "phash", "text_heaviness")
     shas = images["image_sha256"].to_list()
     emb_matrix = semantic = None
     if params.get("semantic_dedup", True) and embeddings and shas:

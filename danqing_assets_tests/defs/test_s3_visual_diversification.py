@@ -53,6 +53,10 @@ def test_distinct_sharp_images_are_kept_and_screening_off_is_stated(home):
     md = result.asset_materializations_for_node("visually_diversified_pairs")[0].metadata
     assert md["nsfw_screening"].value.startswith("OFF")
     assert md["semantic_dedup"].value.startswith("OFF")
+    # text heaviness is scored once, here, for every image (photos: far below the text-dominated band)
+    scores = Warehouse(home).read("image_scores", SNAPSHOT)
+    assert scores["text_heaviness"].null_count() == 0 and scores["text_heaviness"].max() < 0.8
+    assert result.asset_materializations_for_node("image_scores")[0].metadata["text_dominated_images"].value == 0
 
 
 def test_missing_image_scores_reject_as_unscored(home):

@@ -220,3 +220,5 @@ def test_text_dominated_images_stay_out_of_semantic_merges() -> None:
     assert decided() == {"p0": None, "p1": reasons.SEMANTIC_DUPLICATE, "p2": None, "p3": None}
     assert decided(semantic_max_text_heaviness=None)["p3"] == reasons.SEMANTIC_DUPLICATE  # no exception: merged
     assert decided(semantic_dedup=False) == {"p0": None, "p1": None, "p2": None, "p3": None}
+    with pytest.raises(ValueError, match="re-materialize image_scores"):  # a table from before the column
+        decide_image(pairs, fetched, scores.drop("text_heaviness"), entropy, emb, params)
