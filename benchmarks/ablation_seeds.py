@@ -3,7 +3,7 @@ the raw pairs of the same snapshots, for several training seeds, on a warehouse 
 written a release: prints the headline metrics per seed and the mean and spread of (curated - start) and
 (curated - raw baseline).
 
-    DANQING_HOME=.danqing .venv/bin/python benchmarks/ablation_seeds.py --seeds 0 1 2 [--steps 150]
+    DANQING_HOME=.danqing .venv/bin/python benchmarks/ablation_seeds.py --seeds 0 1 2 [--steps 150] [--lr 2e-4]
 
 Each seed runs `pretraining_job`'s assets through Dagster on the home's instance (the same code path as the demo
 and `danqing pretrain`), with that seed for both trainings. Exit status 1 when the curated model does not beat its
@@ -49,6 +49,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the assets' default)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the assets' default)")
     args = p.parse_args()
 
     import dagster as dg
@@ -64,7 +65,7 @@ def main() -> int:
     wh = Warehouse(_home())
     per_seed: dict[int, dict[tuple[str, str], dict[str, float]]] = {}
     for seed in args.seeds:
-        train = {"seed": seed, **({"steps": args.steps} if args.steps else {})}
+        train = {"seed": seed, **({"steps": args.steps} if args.steps else {}), **({"lr": args.lr} if args.lr else {})}
         cfg = {"ops": {"siglip_checkpoint": {"config": train}, "raw_baseline_checkpoint": {"config": train}}}
         sel = dg.AssetSelection.assets("siglip_checkpoint", "raw_baseline_checkpoint", "ablation_report")
         res = dg.materialize(assets=list(defs.assets), selection=sel, instance=instance, run_config=cfg,
