@@ -184,7 +184,7 @@ def bare_train(model: Any, batches: list[dict[str, Any]], steps: int, device: st
             if view_weight:
                 loss = loss + view_weight * instance_loss(img, view, 0.1)
             if grid is not None:
-                g = feature_grids(captured["map"], grid.grid)
+                g = feature_grids(grid, captured["map"])
                 loss = loss + grid_view_weight * instance_loss(g[: len(images)], g[len(images):], 0.1)
         scaler.scale(loss).backward()
         scaler.step(opt)

@@ -352,7 +352,7 @@ def visually_diversified_pairs(
     per redundancy cluster (exact sha256, pHash near-duplicates, embedding union-find at cosine distance <= 0.1),
     the representative being the first seen in crawl order (or, configured, the highest-resolution image). A pair
     whose image has no current scores is rejected as `unscored`."""
-    from danqing_assets.lib.decide import DegenerateClusters, dedup_inputs
+    from danqing_assets.lib.decide import dedup_inputs
     from danqing_assets.lib.decide import decide_image as _decide_image
 
     snapshot = context.partition_key
@@ -361,9 +361,6 @@ def visually_diversified_pairs(
     scores = wh.read("image_scores", snapshot)
     if "nsfw_scorer" not in scores.columns:
         raise dg.Failure(f"image_scores of {snapshot!r} predates the nsfw_scorer column: re-materialize image_scores")
-    if "text_heaviness" not in scores.columns:
-        raise dg.Failure(f"image_scores of {snapshot!r} predates the text_heaviness column: re-materialize "
-                         "image_scores")
     emb_table = wh.read("image_embeddings", snapshot) if wh.exists("image_embeddings", snapshot) else None
     try:
         embeddings, distance, vectors = dedup_inputs(emb_table, config.semantic_max_distance)
@@ -387,7 +384,7 @@ def visually_diversified_pairs(
             embeddings,
             params,
         )
-    except DegenerateClusters as exc:
+    except ValueError as exc:  # degenerate clusters, image_scores from before text heaviness: nothing is written
         raise dg.Failure(f"visually_diversified_pairs ({snapshot}): {exc}; nothing was written") from exc
     clusters = clusters.with_columns(pl.lit(snapshot, dtype=pl.String).alias("snapshot")).select(
         "snapshot", "image_sha256", "cluster_id", "is_representative")

@@ -19,6 +19,7 @@ from danqing_assets.defs.common.partitions import snapshot_partitions
 from danqing_assets.defs.common.resources import GPU_POOL, ClipModelResource, WarehouseResource
 from danqing_assets.defs.common.stage_end import Table, finish_stage, publish, stage_check_specs, table_check_spec, versioned
 from danqing_assets.lib import schemas
+from danqing_assets.lib.decide import require_text_heaviness
 from danqing_assets.lib.stages import CROSS_MODAL
 from danqing_assets.lib.textness import TEXT_HEAVY_BAND
 
@@ -77,11 +78,13 @@ def cross_modal_scores(
     encode_s = time.monotonic() - started
 
     image_scores = wh.read("image_scores", snapshot)
-    if "text_heaviness" not in image_scores.columns:
-        raise dg.Failure(f"image_scores of {snapshot!r} predates the text_heaviness column: re-materialize "
-                         "image_scores")
+    try:
+        require_text_heaviness(image_scores)
+    except ValueError as exc:
+        raise dg.Failure(f"cross_modal_scores ({snapshot}): {exc}") from exc
     text = pairs.select("image_sha256").join(
-        image_scores.select("image_sha256", "text_heaviness", "text_area_share"), on="image_sha256", how="left")
+        image_scores.select("image_sha256", "text_heaviness", "text_area_share"), on="image_sha256", how="left",
+        maintain_order="left")
     th, area = text["text_heaviness"].to_list(), text["text_area_share"].to_list()
     scores = pl.DataFrame(
         {"snapshot": [snapshot] * pairs.height, "pair_id": pairs["pair_id"], "image_sha256": pairs["image_sha256"],

@@ -112,8 +112,9 @@ def train_bootstrap(
 
     view_crop_min: least area share the instance views crop (`train_data.ImageViews`): mild, since the feature-grid
         loss must keep where things are. dedup_max_distance: recorded in the card with the dedup descriptor (the
-        distance semantic dedup uses with this checkpoint unless configured otherwise). The descriptor's centre is
-        fitted on the training images after training."""
+        distance semantic dedup uses with this checkpoint unless configured otherwise). With
+        `train_config.grid_view_weight` > 0 the checkpoint declares the feature grid it trained as its dedup descriptor,
+        its centre fitted on the training images after training; without, it declares none (CLIP embeddings)."""
     import open_clip
     import torch
 
@@ -155,10 +156,12 @@ def train_bootstrap(
     result = train(model, tokenizer, preprocess_train, dataset, train_config, work_dir, log=log,
                    aux_targets=targets.matrix() if targets is not None else None, view_preprocess=views)
     model.eval()
-    clip = ClipEmbedder(model, preprocess_eval, tokenizer, model_name=BOOTSTRAP_MODEL_NAME, pretrained=None,
-                        device=str(next(model.parameters()).device), precision="fp32")
-    dedup = fit_center(clip, FeatureGrid(BOOTSTRAP_DEDUP_MODULE, BOOTSTRAP_DEDUP_GRID, max_distance=dedup_max_distance),
-                       list(dict.fromkeys(pairs.images)))
+    dedup = None
+    if train_config.grid_view_weight > 0:  # the descriptor it was trained for (the distance was calibrated for that)
+        clip = ClipEmbedder(model, preprocess_eval, tokenizer, model_name=BOOTSTRAP_MODEL_NAME, pretrained=None,
+                            device=str(next(model.parameters()).device), precision="fp32")
+        grid = FeatureGrid(train_config.grid_view_module, train_config.grid_view_size, max_distance=dedup_max_distance)
+        dedup = fit_center(clip, grid, list(dict.fromkeys(pairs.images)))
     path = save_checkpoint_dir(
         model, out_dir, model_name=BOOTSTRAP_MODEL_NAME, model_config=BOOTSTRAP_MODEL_CONFIG,
         tokenizer_spec=tokenizer.spec(),

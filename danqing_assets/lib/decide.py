@@ -263,6 +263,12 @@ class DegenerateClusters(ValueError):
 MIN_IMAGES_FOR_CLUSTER_CHECK = 50
 
 
+def require_text_heaviness(scores: pl.DataFrame) -> None:
+    """A ValueError for an `image_scores` table written before it held text heaviness (stages 3 and 4 read it)."""
+    if "text_heaviness" not in scores.columns:
+        raise ValueError("image_scores predates the text_heaviness column: re-materialize image_scores")
+
+
 def dedup_inputs(
     emb_table: pl.DataFrame | None, max_distance: float | None
 ) -> tuple[dict[str, Any] | None, float, str | None]:
@@ -328,8 +334,7 @@ def decide_image(
     matrix of those images in the same order or None)."""
     from danqing_assets.lib.clusters import redundancy_clusters
 
-    if "text_heaviness" not in scores.columns:
-        raise ValueError("image_scores predates the text_heaviness column: re-materialize image_scores")
+    require_text_heaviness(scores)
     scores = scores.drop("snapshot", strict=False).with_columns(pl.col("image_sha256").alias("scored_image"))
     scored = (
         pairs.join(fetched.select("pair_id", "image_sha256"), on="pair_id", how="inner")

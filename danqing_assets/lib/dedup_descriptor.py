@@ -84,8 +84,9 @@ class FeatureGrid:
         finally:
             handle.remove()
 
-    def raw(self, fmap: Any) -> np.ndarray:
-        """(N, C, H, W) feature map -> (N, C * grid^2) float32 pooled descriptors, neither centred nor normalised."""
+    def pooled(self, fmap: Any) -> Any:
+        """(N, C, H, W) feature map -> (N, C * grid^2) float tensor, max-pooled per cell (differentiable: the trainer's
+        grid loss pools with this too, `lib.train.feature_grids`)."""
         import torch
 
         if not isinstance(fmap, torch.Tensor) or fmap.ndim != 4:
@@ -94,8 +95,11 @@ class FeatureGrid:
         if fmap.shape[2] < self.grid or fmap.shape[3] < self.grid:
             raise ValueError(f"dedup descriptor: a {fmap.shape[2]}x{fmap.shape[3]} feature map cannot be pooled to "
                              f"{self.grid}x{self.grid}")
-        pooled = torch.nn.functional.adaptive_max_pool2d(fmap.detach().float(), self.grid)
-        return pooled.flatten(1).cpu().numpy().astype(np.float32, copy=False)
+        return torch.nn.functional.adaptive_max_pool2d(fmap.float(), self.grid).flatten(1)
+
+    def raw(self, fmap: Any) -> np.ndarray:
+        """(N, C, H, W) feature map -> (N, C * grid^2) float32 pooled descriptors, neither centred nor normalised."""
+        return self.pooled(fmap.detach()).cpu().numpy().astype(np.float32, copy=False)
 
     def finish(self, raw: np.ndarray) -> np.ndarray:
         """Centre and L2-normalise raw descriptors; a row that is all zero after centring stays zero (never NaN)."""
@@ -164,29 +168,19 @@ def from_card(entry: Any, folder: str | os.PathLike[str]) -> FeatureGrid:
 
 def fit_center(clip: Any, descriptor: FeatureGrid, images: list[Any], *, batch_size: int = 256) -> FeatureGrid:
     """`descriptor` with its centre set to the mean raw descriptor of `images` (encoded bytes or PIL images) under
-    `clip` (a `lib.embed.ClipEmbedder`); images that do not decode are left out. Raises ValueError when none does."""
-    import torch
+    `clip` (a `lib.embed.ClipEmbedder`, whose `embed_images` decodes and runs them; images that do not decode are left
+    out). Raises ValueError when none does."""
+    sums: list[np.ndarray] = []
 
-    from danqing_assets.lib.embed import _decode_rgb
+    def add(_module: Any, _inputs: Any, out: Any) -> None:
+        sums.append(descriptor.raw(out).astype(np.float64).sum(axis=0))
 
-    total: np.ndarray | None = None
-    count = 0
-    model = clip.model
-    with descriptor.capture(model) as captured:
-        for start in range(0, len(images), batch_size):
-            tensors = []
-            for item in images[start : start + batch_size]:
-                try:
-                    tensors.append(clip.preprocess(_decode_rgb(item, clip.image_size)))
-                except Exception:  # noqa: BLE001 - an undecodable image is left out of the mean
-                    continue
-            if not tensors:
-                continue
-            with torch.inference_mode():
-                model.encode_image(torch.stack(tensors).to(clip.device, dtype=clip._dtype))
-            raw = descriptor.raw(captured.pop("map")).astype(np.float64)
-            total = raw.sum(axis=0) if total is None else total + raw.sum(axis=0)
-            count += raw.shape[0]
-    if total is None or not count:
+    handle = descriptor.resolve(clip.model).register_forward_hook(add)
+    try:
+        decoded = int((~np.isnan(clip.embed_images(images, batch_size=batch_size)).any(axis=1)).sum())
+    finally:
+        handle.remove()
+    if not sums or not decoded:
         raise ValueError("dedup descriptor: no image decoded, no centre to fit")
-    return FeatureGrid(descriptor.module, descriptor.grid, (total / count).astype(np.float32), descriptor.max_distance)
+    center = (np.sum(sums, axis=0) / decoded).astype(np.float32)
+    return FeatureGrid(descriptor.module, descriptor.grid, center, descriptor.max_distance)

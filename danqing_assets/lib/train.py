@@ -48,6 +48,10 @@ Design decisions:
   what re-encoding changes. On the bootstrap's seed crawl (600 steps of the bootstrap recipe in an experiment loop
   of issue 10) it took text -> image R@1 from 0.52 / 0.36 to 0.75 / 0.73 (seeds 0 / 1) for about twice the
   image-tower compute. Only with accumulation "micro_batch".
+- Feature-grid views (`grid_view_weight` > 0): the same instance loss on a descriptor of the image tower's feature map
+  (`feature_grids`: `grid_view_module`'s output max-pooled to a `grid_view_size` grid, batch-centred), read by a
+  forward hook in the same pass. It trains what semantic dedup compares for the bootstrap (`lib/dedup_descriptor.py`):
+  where things are, not only what they are.
 """
 
 from __future__ import annotations
@@ -222,13 +226,13 @@ def instance_loss(img: Any, view: Any, temperature: float) -> Any:
     return 0.5 * (ce(logits, labels) + ce(logits.T, labels))
 
 
-def feature_grids(fmap: Any, size: int) -> Any:
-    """The training form of the feature-grid descriptor (`lib.dedup_descriptor.FeatureGrid`): an (N, C, H, W) map
-    max-pooled to size x size, centred on the batch's own mean (the stored centre is fitted after training), unit rows;
+def feature_grids(grid: Any, fmap: Any) -> Any:
+    """The training form of a feature-grid descriptor (`lib.dedup_descriptor.FeatureGrid` `grid`): its pooling of the
+    (N, C, H, W) map, centred on the batch's own mean (the stored centre is fitted after training), unit rows;
     differentiable. The grid instance loss (`TrainConfig.grid_view_weight`) is `instance_loss` over these."""
     import torch
 
-    pooled = torch.nn.functional.adaptive_max_pool2d(fmap.float(), size).flatten(1)
+    pooled = grid.pooled(fmap)
     return torch.nn.functional.normalize(pooled - pooled.mean(dim=0, keepdim=True), dim=-1)
 
 
@@ -392,8 +396,9 @@ def train(
     on_step: called after every step with a `StepInfo` (makes the loss a float each step: a GPU sync).
     aux_targets: with `config.aux_weight` > 0, a float tensor (len(dataset), labels): example i's label distribution
         (a row of zeros: no label), e.g. `caption_targets.HeadNounTargets.matrix()`.
-    view_preprocess: with `config.view_weight` > 0, PIL RGB image -> float tensor of `preprocess`'s shape: the second
-        view of each image for the instance loss (e.g. `train_data.ImageViews`); runs in the worker processes.
+    view_preprocess: with `config.view_weight` or `config.grid_view_weight` > 0, PIL RGB image -> float tensor of
+        `preprocess`'s shape: the second view of each image for the instance losses (e.g. `train_data.ImageViews`);
+        runs in the worker processes.
     """
     import torch
 
@@ -417,15 +422,17 @@ def train(
                              f"{view_preprocess!r}")
     else:
         view_preprocess = None
+    grid = None
     if config.grid_view_weight > 0:
         from danqing_assets.lib.dedup_descriptor import FeatureGrid
 
-        FeatureGrid(config.grid_view_module, config.grid_view_size).resolve(model)  # a missing module fails here
+        grid = FeatureGrid(config.grid_view_module, config.grid_view_size)
+        grid.resolve(model)  # a module the model lacks fails here, before any step
     ckpt_dir = _checkpoint_dir(work)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with _work_dir_lock(work):
         return _train(model, tokenizer, preprocess, dataset, config, work, log or _log.info, on_step, t_enter,
-                      aux_targets, view_preprocess)
+                      aux_targets, view_preprocess, grid)
 
 
 def _embed_dim(model: Any) -> int:
@@ -467,7 +474,7 @@ def _work_dir_lock(work: Path) -> Iterator[None]:
 def _train(
     model: Any, tokenizer: Callable[[list[str]], Any], preprocess: Callable[[Any], Any], dataset: ExampleSource,
     config: TrainConfig, work: Path, say: Callable[[str], None], on_step: Callable[[StepInfo], None] | None,
-    t_enter: float, aux_targets: Any = None, view_preprocess: Callable[[Any], Any] | None = None,
+    t_enter: float, aux_targets: Any = None, view_preprocess: Callable[[Any], Any] | None = None, grid: Any = None,
 ) -> TrainResult:
     import torch
     from open_clip.loss import ClipLoss, SigLipLoss
@@ -574,12 +581,6 @@ def _train(
             old.unlink(missing_ok=True)
         return target
 
-    grid = None
-    if config.grid_view_weight > 0:
-        from danqing_assets.lib.dedup_descriptor import FeatureGrid
-
-        grid = FeatureGrid(config.grid_view_module, config.grid_view_size)
-
     def features(mb: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         """(image, text, view or None, feature grids of images and views or None) embeddings, normalised; images and
         their views share one forward pass (and so the batch statistics of a batch-norm tower)."""
@@ -591,7 +592,7 @@ def _train(
                 return model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True), None, None
             with grid.capture(model) if grid is not None else contextlib.nullcontext({}) as captured:
                 both = model.encode_image(torch.cat([images, views.to(device, non_blocking=True)]), normalize=True)
-            grids = feature_grids(captured["map"], grid.grid) if grid is not None else None
+            grids = feature_grids(grid, captured["map"]) if grid is not None else None
             n = images.shape[0]
             return both[:n], model.encode_text(tokens, normalize=True), both[n:], grids
 

@@ -105,14 +105,12 @@ def test_descriptors_come_with_the_embeddings_from_one_pass(clip) -> None:
 def test_fit_center_is_the_mean_raw_descriptor_of_the_images_that_decode(clip) -> None:
     images = _jpegs(5)
     grid = fit_center(clip, FeatureGrid(MODULE, 2), [b"junk", *images, b""], batch_size=2)
-    raw = _manual(clip, FeatureGrid(MODULE, 2), images)  # normalised: recompute the raw mean by hand instead
     from danqing_assets.lib.embed import _decode_rgb
 
     x = torch.stack([clip.preprocess(_decode_rgb(b, clip.image_size)) for b in images])
     with torch.no_grad():
         fmap = clip.model.visual.trunk.forward_features(x)
     expect = torch.nn.functional.adaptive_max_pool2d(fmap, 2).flatten(1).mean(0).numpy()
-    assert raw.shape[1] == expect.size
     np.testing.assert_allclose(grid.center, expect, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no image decoded"):
         fit_center(clip, FeatureGrid(MODULE, 2), [b"junk"])
